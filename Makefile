@@ -1,0 +1,46 @@
+# stalwart: the two commands are `make test` and (once the KV store lands) `make run`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv deps lint typecheck test test-unit test-sim test-integration bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Servers the integration tests start on their own ports (installed only when missing).
+deps:
+	bash scripts/install-test-deps.sh
+
+lint: venv
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
+
+typecheck: venv
+	$(BIN)/mypy --strict src/
+
+test: venv deps lint typecheck
+	$(BIN)/pytest tests
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+test-sim: venv
+	$(BIN)/pytest tests/sim
+
+test-integration: venv deps
+	$(BIN)/pytest tests/integration
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
