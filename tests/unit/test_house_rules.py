@@ -14,6 +14,7 @@ import pytest
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "stalwart"
 PURE_PACKAGES = {
     "wire", "clocks", "crdt", "raft", "paxos", "detect", "replication", "kv", "sansio",
+    "gossip", "register",
 }  # fmt: skip
 BANNED_IN_PURE = {
     "asyncio", "socket", "time", "random", "os", "threading", "selectors", "subprocess",
