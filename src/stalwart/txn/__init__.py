@@ -1,0 +1,1 @@
+"""Distributed transactions: two-phase commit and Sagas; see docs/transactions.md."""

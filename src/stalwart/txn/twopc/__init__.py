@@ -1,0 +1,68 @@
+"""Two-phase commit as pure state machines (presumed abort); see docs/transactions.md."""
+
+from stalwart.txn.twopc._coordinator import (
+    MUTATIONS,
+    Coordinator,
+    CoordinatorConfig,
+    Phase,
+    TxRefusedError,
+)
+from stalwart.txn.twopc._messages import (
+    AbortRequest,
+    Ack,
+    CommitRequest,
+    CoordinatorInput,
+    CoordinatorMessage,
+    CoordinatorOutput,
+    Decide,
+    Inquire,
+    Outcome,
+    Prepare,
+    TxDecided,
+    TxFinished,
+    TxId,
+    Vote,
+)
+from stalwart.txn.twopc._participant import (
+    Applied,
+    LedgerParticipant,
+    ParticipantConfig,
+    ParticipantInput,
+    ParticipantMessage,
+    ParticipantOutput,
+    Stage,
+    Staged,
+)
+from stalwart.txn.twopc._records import LogRecord, RecordKind
+
+__all__ = [
+    "MUTATIONS",
+    "AbortRequest",
+    "Ack",
+    "Applied",
+    "CommitRequest",
+    "Coordinator",
+    "CoordinatorConfig",
+    "CoordinatorInput",
+    "CoordinatorMessage",
+    "CoordinatorOutput",
+    "Decide",
+    "Inquire",
+    "LedgerParticipant",
+    "LogRecord",
+    "Outcome",
+    "ParticipantConfig",
+    "ParticipantInput",
+    "ParticipantMessage",
+    "ParticipantOutput",
+    "Phase",
+    "Prepare",
+    "RecordKind",
+    "Stage",
+    "Staged",
+    "TxDecided",
+    "TxFinished",
+    "TxId",
+    "TxRefusedError",
+    "Vote",
+]
