@@ -1,0 +1,93 @@
+"""The bounded outbound queue of one peer, and its overflow policy.
+
+Overflow policy: **drop the oldest**. When a new message would take the queue past
+``max_messages`` or ``max_bytes``, the oldest queued messages are dropped (and counted) until
+it fits. Why the oldest: consensus and gossip protocols tolerate message loss by design (they
+retransmit on ticks), and the newest message carries the freshest state (a higher term, a later
+commit index, a newer vector), which supersedes what an old one said. A peer that was away for
+long then receives recent messages first instead of a backlog of stale ones. Dropping the
+newest instead would keep the stale backlog and lose the news.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from stalwart.runtime._errors import RuntimeConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Bounds of one peer's outbound queue and of one batch (one socket write)."""
+
+    max_messages: int = 10_000
+    max_bytes: int = 16 * 1024 * 1024
+    batch_max_messages: int = 1_024
+    batch_max_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if min(self.max_messages, self.max_bytes, self.batch_max_messages, self.batch_max_bytes) < 1:
+            raise RuntimeConfigError("every queue and batch limit must be >= 1")
+
+
+class OutboundQueue:
+    """Encoded messages waiting for one peer, oldest first, bounded in count and bytes."""
+
+    def __init__(self, limits: QueueLimits) -> None:
+        self._limits = limits
+        self._items: deque[bytes] = deque()
+        self._nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def push(self, item: bytes) -> int:
+        """Queue ``item``; return how many messages were dropped to make room (oldest first).
+
+        An item larger than ``max_bytes`` on its own is dropped itself (counted in the result).
+        """
+        limits = self._limits
+        if len(item) > limits.max_bytes:
+            return 1
+        dropped = 0
+        while self._items and (
+            len(self._items) + 1 > limits.max_messages or self._nbytes + len(item) > limits.max_bytes
+        ):
+            self._nbytes -= len(self._items.popleft())
+            dropped += 1
+        self._items.append(item)
+        self._nbytes += len(item)
+        # The bounds hold after every push: this is what makes the queue a bounded one.
+        assert len(self._items) <= limits.max_messages and self._nbytes <= limits.max_bytes
+        return dropped
+
+    def pop_batch(self) -> list[bytes]:
+        """Take the oldest messages that fit one batch (at least one if any is queued)."""
+        limits = self._limits
+        batch: list[bytes] = []
+        size = 0
+        items = self._items
+        while items and len(batch) < limits.batch_max_messages:
+            nxt = len(items[0])
+            if batch and size + nxt > limits.batch_max_bytes:
+                break
+            batch.append(items.popleft())
+            size += nxt
+        self._nbytes -= size
+        assert self._nbytes >= 0
+        return batch
+
+    def clear(self) -> int:
+        """Drop everything; return how many messages were dropped."""
+        count = len(self._items)
+        self._items.clear()
+        self._nbytes = 0
+        return count
+
+
+__all__ = ["OutboundQueue", "QueueLimits"]
