@@ -76,6 +76,9 @@ class FakeStorage:
     def close(self) -> None:
         self.closed = True
 
+    def is_closed(self) -> bool:
+        return self.closed
+
 
 class FakeSender:
     def __init__(self, log: Log) -> None:
@@ -173,7 +176,7 @@ async def test_order_is_persist_sync_send_output_advance() -> None:
     h.host.stop()
     await task
     await h.host.close()
-    assert h.storage.closed
+    assert h.storage.is_closed()
 
 
 @aio
@@ -217,7 +220,7 @@ async def test_stop_during_a_sync_finishes_the_cycle_and_close_waits() -> None:
     await task
     assert h.sender.sent == [(B, "m")]
     await h.host.close()
-    assert h.storage.closed
+    assert h.storage.is_closed()
 
 
 @aio
@@ -233,10 +236,11 @@ async def test_cancelled_during_sync_sends_nothing_and_close_waits_for_the_sync(
         await task
     closing = asyncio.create_task(h.host.close())
     await asyncio.sleep(0.02)
-    assert not h.storage.closed, "storage closed while a sync was still running"
+    assert not h.storage.is_closed(), "storage closed while a sync was still running"
     h.storage.gate.set()
     await closing
-    assert h.storage.closed and h.sender.sent == []
+    assert h.sender.sent == []
+    assert h.storage.is_closed()
 
 
 @aio
