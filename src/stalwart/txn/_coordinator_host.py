@@ -1,0 +1,396 @@
+"""The asyncio host of the pure 2PC coordinator, over real databases.
+
+One driver task owns the pure :class:`~stalwart.txn.twopc.Coordinator`: it takes every queued
+input (commit requests, votes, acks, ticks), steps the coordinator, then runs one ready cycle:
+the decision-log write (group commit: every transaction's records in one durable write), then
+the calls to the participants, then the outcomes to the waiting transactions. So no ``Decide``
+leaves before the COMMIT record it depends on is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from stalwart.errors import ConfigError
+from stalwart.sansio import Envelope, NodeId
+from stalwart.txn._decision_log import DecisionLog, SQLiteDecisionLog
+from stalwart.txn._errors import OutcomeUnknownError, TransactionAbortedError
+from stalwart.txn._resources import ResourceManager
+from stalwart.txn.twopc import (
+    Ack,
+    CommitRequest,
+    Coordinator,
+    CoordinatorConfig,
+    CoordinatorInput,
+    CoordinatorMessage,
+    Decide,
+    Outcome,
+    Phase,
+    Prepare,
+    TxDecided,
+    TxFinished,
+    TxId,
+    TxRefusedError,
+    Vote,
+)
+
+log = logging.getLogger("stalwart.txn")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+_TICK = object()
+MAX_INBOX = 10_000
+MAX_BATCH = 1_024
+MAX_CALLS_PER_RESOURCE = 64
+
+FaultHook = Callable[[str, str], None]
+"""Called as ``hook(point, txid)`` at step boundaries (tests kill the process there). Points:
+before-prepare, after-prepare, after-decision-logged, mid-phase-two, after-phase-two."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    vote_timeout_s: float = 10.0
+    retry_interval_s: float = 0.5
+    tick_ms: int = 50
+    outcome_timeout_s: float = 30.0
+    recovery_grace_s: float = 30.0
+    recovery_interval_s: float = 5.0
+    max_inflight: int = 1_000
+    shutdown_timeout_s: float = 10.0
+
+    def to_config(self) -> CoordinatorConfig:
+        return CoordinatorConfig(
+            vote_timeout_ticks=max(1, round(self.vote_timeout_s * 1000 / self.tick_ms)),
+            retry_interval_ticks=max(1, round(self.retry_interval_s * 1000 / self.tick_ms)),
+            max_inflight=self.max_inflight,
+        )
+
+
+class Transaction:
+    """Work on named participants; committed atomically when the ``async with`` block exits."""
+
+    def __init__(self, host: TwoPhaseCoordinator, txid: TxId) -> None:
+        self._host = host
+        self.txid = txid
+        self.gid = host.gid(txid)
+        self._begun: list[str] = []
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        return tuple(self._begun)
+
+    async def execute(
+        self, participant: str, statement: str, params: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run a statement on ``participant`` inside this transaction; returns its rows."""
+        resource = self._host.resource(participant)
+        if participant not in self._begun:
+            await resource.begin(self.gid)
+            self._begun.append(participant)
+        return await resource.execute(self.gid, statement, params)
+
+    async def _rollback(self) -> None:
+        for name in self._begun:
+            with contextlib.suppress(Exception):
+                await self._host.resource(name).rollback(self.gid)
+
+
+class _TransactionScope:
+    def __init__(self, host: TwoPhaseCoordinator) -> None:
+        self._host = host
+        self._tx: Transaction | None = None
+
+    async def __aenter__(self) -> Transaction:
+        self._tx = Transaction(self._host, TxId(secrets.token_hex(12)))
+        return self._tx
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tx = self._tx
+        assert tx is not None
+        if exc is not None:
+            await tx._rollback()
+            return
+        if tx.participants:
+            await self._host._commit(tx)
+
+
+class TwoPhaseCoordinator:
+    """``async with TwoPhaseCoordinator([pg, maria]) as coord:`` then ``coord.transaction()``.
+
+    The decision log is SQLite at ``log_path`` by default; pass ``log=PostgresDecisionLog(...)``
+    when several coordinators share one database (each with its own ``name``).
+    """
+
+    def __init__(
+        self,
+        resources: Sequence[ResourceManager],
+        *,
+        name: str = "default",
+        log: DecisionLog | None = None,
+        log_path: str | Path = "stalwart-txn.sqlite3",
+        settings: CoordinatorSettings | None = None,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"coordinator name {name!r}: 1-24 letters, digits, '_' or '-'")
+        names = [r.name for r in resources]
+        if len(set(names)) != len(names) or not names:
+            raise ConfigError(f"participant names must be unique and non-empty: {names}")
+        self.name = name
+        self._resources = {r.name: r for r in resources}
+        self._log = log if log is not None else SQLiteDecisionLog(log_path, name)
+        self._settings = settings or CoordinatorSettings()
+        self._hook = fault_hook
+        self._coord: Coordinator | None = None
+        self._inbox: asyncio.Queue[tuple[NodeId, CoordinatorInput] | object] = asyncio.Queue(MAX_INBOX)
+        self._waiting: dict[TxId, asyncio.Future[TxDecided]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._calls: set[tuple[str, TxId]] = set()
+        self._prepared: dict[TxId, set[str]] = {}
+        self._committed: dict[TxId, set[str]] = {}
+        self._tx_parts: dict[TxId, tuple[str, ...]] = {}
+        self._limits = {n: asyncio.Semaphore(MAX_CALLS_PER_RESOURCE) for n in self._resources}
+        self._first_seen: dict[str, float] = {}
+        self._background: list[asyncio.Task[None]] = []
+
+    def gid(self, txid: str) -> str:
+        """The global transaction id on the participants (<= 64 bytes, as XA requires)."""
+        return f"st:{self.name}:{txid}"
+
+    def resource(self, name: str) -> ResourceManager:
+        try:
+            return self._resources[name]
+        except KeyError:
+            raise ConfigError(f"no participant named {name!r}; have {sorted(self._resources)}") from None
+
+    def transaction(self) -> _TransactionScope:
+        if self._coord is None:
+            raise ConfigError("use the coordinator inside `async with` (it must recover first)")
+        return _TransactionScope(self)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TwoPhaseCoordinator:
+        for resource in self._resources.values():
+            await resource.preflight()
+        durable = await self._log.load()
+        self._coord = Coordinator(NodeId(self.name), durable, self._settings.to_config())
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self._drive(), name="2pc-driver"),
+            loop.create_task(self._ticker(), name="2pc-ticker"),
+            loop.create_task(self._recovery_loop(), name="2pc-recovery"),
+        ]
+        self._background[0].add_done_callback(self._on_driver_done)
+        return self
+
+    def _on_driver_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        log.error("2PC driver stopped: %r; pending outcomes are unknown until restart", exc)
+        for txid, fut in self._waiting.items():
+            if not fut.done():
+                fut.set_exception(OutcomeUnknownError(txid, f"the coordinator failed: {exc!r}"))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Let phase 2 of every decided transaction finish (bounded), so a clean shutdown leaves
+        # nothing prepared behind; what is still unfinished then is finished by recovery.
+        coord = self._coord
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.shutdown_timeout_s):
+                while coord is not None and coord.inflight and not self._driver_failed():
+                    await asyncio.sleep(self._settings.tick_ms / 1000)
+        for task in [*self._background, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(OutcomeUnknownError("?", "the coordinator shut down"))
+        await self._log.close()
+        for resource in self._resources.values():
+            await resource.close()
+
+    # -- the driver ------------------------------------------------------------------------------
+
+    async def _commit(self, tx: Transaction) -> None:
+        fut: asyncio.Future[TxDecided] = asyncio.get_running_loop().create_future()
+        self._waiting[tx.txid] = fut
+        self._tx_parts[tx.txid] = tx.participants
+        await self._inbox.put((NodeId("client"), CommitRequest(tx.txid, tx.participants)))
+        try:
+            async with asyncio.timeout(self._settings.outcome_timeout_s):
+                decided = await fut
+        except TimeoutError:
+            raise OutcomeUnknownError(tx.txid, "no decision in time; recovery will finish it") from None
+        finally:
+            self._waiting.pop(tx.txid, None)
+        if decided.outcome is Outcome.ABORTED:
+            raise TransactionAbortedError(tx.txid, decided.reason)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.tick_ms / 1000)
+            await self._inbox.put(_TICK)
+
+    async def _drive(self) -> None:
+        coord = self._coord
+        assert coord is not None
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < MAX_BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            for item in batch:
+                self._step(coord, item)
+            await self._ready_cycle(coord)
+
+    def _step(self, coord: Coordinator, item: tuple[NodeId, CoordinatorInput] | object) -> None:
+        if item is _TICK:
+            coord.tick()
+            return
+        assert isinstance(item, tuple)
+        source, message = item
+        try:
+            coord.step(source, message)
+        except TxRefusedError as exc:
+            fut = self._waiting.get(message.txid)
+            if fut is not None and not fut.done():
+                fut.set_result(TxDecided(message.txid, Outcome.ABORTED, str(exc)))
+
+    async def _ready_cycle(self, coord: Coordinator) -> None:
+        ready = coord.ready()
+        if ready.is_empty:
+            return
+        # 1. persist: durable before anything that depends on it is sent (group commit).
+        await self._log.write(ready.persist)
+        for decision in ready.outputs:
+            if isinstance(decision, TxDecided) and decision.outcome is Outcome.COMMITTED:
+                self._fault("after-decision-logged", decision.txid)
+        # 2. messages: calls to the participants, each in its own bounded task.
+        for env in ready.messages:
+            self._dispatch(env)
+        # 3. outputs: outcomes to the waiting transactions.
+        for out in ready.outputs:
+            if isinstance(out, TxDecided):
+                fut = self._waiting.get(out.txid)
+                if fut is not None and not fut.done():
+                    fut.set_result(out)
+            elif isinstance(out, TxFinished):
+                self._prepared.pop(out.txid, None)
+                self._committed.pop(out.txid, None)
+                self._tx_parts.pop(out.txid, None)
+                log.debug("transaction %s finished: %s", out.txid, out.outcome)
+        coord.advance(ready)
+
+    def _driver_failed(self) -> bool:
+        return any(t.done() for t in self._background)
+
+    def _fault(self, point: str, txid: str) -> None:
+        if self._hook is not None:
+            self._hook(point, txid)
+
+    def _dispatch(self, env: Envelope[CoordinatorMessage]) -> None:
+        key = (env.to, env.payload.txid)
+        if key in self._calls:
+            return  # the previous attempt is still running; the coordinator will resend
+        self._calls.add(key)
+        task = asyncio.get_running_loop().create_task(self._call(env.to, env.payload))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._calls.discard(key)
+
+        task.add_done_callback(done)
+
+    async def _call(self, participant: str, message: CoordinatorMessage) -> None:
+        resource = self._resources[participant]
+        gid = self.gid(message.txid)
+        reply: CoordinatorInput | None = None
+        async with self._limits[participant]:
+            match message:
+                case Prepare(txid=txid):
+                    if not self._prepared.get(txid):
+                        self._fault("before-prepare", txid)
+                    reply = await self._prepare(resource, participant, txid, gid)
+                case Decide(txid=txid, commit=commit):
+                    reply = await self._decide(resource, participant, txid, gid, commit)
+        if reply is not None:
+            await self._inbox.put((NodeId(participant), reply))
+
+    async def _prepare(self, resource: ResourceManager, participant: str, txid: TxId, gid: str) -> Vote:
+        try:
+            async with asyncio.timeout(self._settings.vote_timeout_s):
+                yes, reason = await resource.prepare(gid)
+        except Exception as exc:  # a participant failing in any way is a no vote, never a crash
+            yes, reason = False, f"prepare failed: {exc!r}"
+        if yes:
+            done = self._prepared.setdefault(txid, set())
+            done.add(participant)
+            coord = self._coord
+            assert coord is not None
+            if coord.phase_of(txid) is Phase.PREPARING and len(done) == len(self._tx_parts.get(txid, ())):
+                self._fault("after-prepare", txid)
+        return Vote(txid, yes, reason)
+
+    async def _decide(
+        self, resource: ResourceManager, participant: str, txid: TxId, gid: str, commit: bool
+    ) -> Ack | None:
+        try:
+            async with asyncio.timeout(self._settings.vote_timeout_s):
+                if commit:
+                    await resource.commit_prepared(gid)
+                else:
+                    await resource.rollback(gid)
+        except Exception as exc:  # retried by the coordinator until acknowledged
+            log.warning("phase 2 on %s for %s failed, will retry: %r", participant, txid, exc)
+            return None
+        if commit:
+            done = self._committed.setdefault(txid, set())
+            done.add(participant)
+            self._fault("mid-phase-two" if len(done) == 1 else "after-phase-two", txid)
+        return Ack(txid)
+
+    # -- recovery of prepared branches left on the participants --------------------------------
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            try:
+                await self.recover_participants()
+            except Exception as exc:  # a down participant must not stop the scan of the others
+                log.warning("recovery scan failed: %r", exc)
+            await asyncio.sleep(self._settings.recovery_interval_s)
+
+    async def recover_participants(self) -> int:
+        """Roll back prepared branches with no COMMIT record, once older than the grace period.
+
+        Branches of committed transactions are left to phase 2, which the coordinator resumed
+        from its log. Returns the number of branches rolled back.
+        """
+        coord = self._coord
+        assert coord is not None
+        loop = asyncio.get_running_loop()
+        prefix = f"st:{self.name}:"
+        rolled_back = 0
+        for name, resource in self._resources.items():
+            for gid in await resource.recover(prefix):
+                txid = TxId(gid[len(prefix) :])
+                if coord.phase_of(txid) is not None:
+                    continue  # in flight here, or committed and being finished by phase 2
+                first = self._first_seen.setdefault(gid, loop.time())
+                if loop.time() - first >= self._settings.recovery_grace_s:
+                    log.info("rolling back orphan prepared branch %s on %s (presumed abort)", gid, name)
+                    await resource.rollback(gid)
+                    self._first_seen.pop(gid, None)
+                    rolled_back += 1
+        return rolled_back

@@ -1,0 +1,213 @@
+"""Durable decision logs for the coordinator: SQLite (embedded, default) and PostgreSQL (shared).
+
+Both apply the sans-IO storage operations (``stalwart.sansio``) with the same meaning as
+``apply_storage_ops``: a log of records indexed from 1, compacted from the front. ``write(ops,
+sync=True)`` returns only once the operations are durable (SQLite ``synchronous=FULL``;
+PostgreSQL's commit). Many transactions' records share one write: group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+
+from stalwart.errors import StorageError
+from stalwart.sansio import AppendLog, CompactLog, DurableState, PutMeta, PutSnapshot, StorageOp, TruncateLog
+
+
+class DecisionLog(Protocol):
+    """Where a coordinator keeps its decisions."""
+
+    async def load(self) -> DurableState: ...
+
+    async def write(self, ops: Sequence[StorageOp]) -> None:
+        """Apply ``ops`` atomically and durably, in order."""
+
+    async def close(self) -> None: ...
+
+
+def _check_op(op: StorageOp) -> None:
+    if isinstance(op, PutSnapshot):
+        raise StorageError("a decision log does not store snapshots")
+
+
+class SQLiteDecisionLog:
+    """An embedded decision log in one SQLite file (WAL journal, synchronous=FULL)."""
+
+    def __init__(self, path: str | Path, coordinator: str = "default") -> None:
+        self._path = str(path)
+        self._name = coordinator
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS txn_log (coordinator TEXT NOT NULL, idx INTEGER NOT NULL,"
+                " payload BLOB NOT NULL, PRIMARY KEY (coordinator, idx))"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS txn_meta (coordinator TEXT NOT NULL, key TEXT NOT NULL,"
+                " value BLOB NOT NULL, PRIMARY KEY (coordinator, key))"
+            )
+            self._db = db
+        return self._db
+
+    def _load(self) -> DurableState:
+        db = self._conn()
+        rows = db.execute(
+            "SELECT idx, payload FROM txn_log WHERE coordinator = ? ORDER BY idx", (self._name,)
+        ).fetchall()
+        meta = dict(db.execute("SELECT key, value FROM txn_meta WHERE coordinator = ?", (self._name,)))
+        first = int.from_bytes(meta.pop("__first_index", b"\x01"), "big")
+        if rows and rows[0][0] < first:
+            raise StorageError(f"{self._path}: log starts at {rows[0][0]} below first index {first}")
+        for expected, (idx, _) in enumerate(rows, start=rows[0][0] if rows else first):
+            if idx != expected:
+                raise StorageError(f"{self._path}: gap in the decision log at index {expected}")
+        if rows:
+            first = rows[0][0]
+        return DurableState(meta=meta, first_index=first, log=tuple(bytes(p) for _, p in rows))
+
+    def _write(self, ops: Sequence[StorageOp]) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                _check_op(op)
+                match op:
+                    case AppendLog(index=i, payload=p):
+                        db.execute("INSERT INTO txn_log VALUES (?, ?, ?)", (self._name, i, p))
+                    case TruncateLog(from_index=i):
+                        db.execute("DELETE FROM txn_log WHERE coordinator = ? AND idx >= ?", (self._name, i))
+                    case CompactLog(through_index=i):
+                        db.execute("DELETE FROM txn_log WHERE coordinator = ? AND idx <= ?", (self._name, i))
+                        self._put_meta(db, "__first_index", (i + 1).to_bytes(8, "big"))
+                    case PutMeta(key=k, value=v):
+                        self._put_meta(db, k, v)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _put_meta(self, db: sqlite3.Connection, key: str, value: bytes) -> None:
+        db.execute("INSERT OR REPLACE INTO txn_meta VALUES (?, ?, ?)", (self._name, key, value))
+
+    async def load(self) -> DurableState:
+        async with self._lock:
+            return await asyncio.to_thread(self._load)
+
+    async def write(self, ops: Sequence[StorageOp]) -> None:
+        if not ops:
+            return
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._write, ops)
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self._path}: decision log write failed: {exc}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class PostgresDecisionLog:
+    """A decision log in PostgreSQL, shared by several coordinators (each under its own name)."""
+
+    def __init__(self, dsn: str, coordinator: str) -> None:
+        self._dsn = dsn
+        self._name = coordinator
+        self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=False)
+            async with conn.transaction():
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS stalwart_txn_log (coordinator TEXT NOT NULL,"
+                    " idx BIGINT NOT NULL, payload BYTEA NOT NULL, PRIMARY KEY (coordinator, idx))"
+                )
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS stalwart_txn_meta (coordinator TEXT NOT NULL,"
+                    " key TEXT NOT NULL, value BYTEA NOT NULL, PRIMARY KEY (coordinator, key))"
+                )
+            self._conn = conn
+        return self._conn
+
+    async def load(self) -> DurableState:
+        async with self._lock:
+            conn = await self._connection()
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT idx, payload FROM stalwart_txn_log WHERE coordinator = %s ORDER BY idx",
+                    (self._name,),
+                )
+                rows = await cur.fetchall()
+                cur = await conn.execute(
+                    "SELECT key, value FROM stalwart_txn_meta WHERE coordinator = %s", (self._name,)
+                )
+                meta = {str(k): bytes(v) for k, v in await cur.fetchall()}  # type: ignore[call-overload]
+        first = int.from_bytes(meta.pop("__first_index", b"\x01"), "big")
+        indexes = [int(i) for i, _ in rows]  # type: ignore[call-overload]
+        if indexes:
+            first = indexes[0]
+            if indexes != list(range(first, first + len(indexes))):
+                raise StorageError(f"coordinator {self._name}: gap in the PostgreSQL decision log")
+        log = tuple(bytes(p) for _, p in rows)  # type: ignore[call-overload]
+        return DurableState(meta=meta, first_index=first, log=log)
+
+    async def write(self, ops: Sequence[StorageOp]) -> None:
+        if not ops:
+            return
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                async with conn.transaction():
+                    for op in ops:
+                        await self._apply(conn, op)
+            except psycopg.Error as exc:
+                raise StorageError(f"coordinator {self._name}: decision log write failed: {exc}") from exc
+
+    async def _apply(self, conn: psycopg.AsyncConnection[tuple[object, ...]], op: StorageOp) -> None:
+        _check_op(op)
+        name = self._name
+        match op:
+            case AppendLog(index=i, payload=p):
+                await conn.execute("INSERT INTO stalwart_txn_log VALUES (%s, %s, %s)", (name, i, p))
+            case TruncateLog(from_index=i):
+                await conn.execute(
+                    "DELETE FROM stalwart_txn_log WHERE coordinator = %s AND idx >= %s", (name, i)
+                )
+            case CompactLog(through_index=i):
+                await conn.execute(
+                    "DELETE FROM stalwart_txn_log WHERE coordinator = %s AND idx <= %s", (name, i)
+                )
+                await self._put_meta(conn, "__first_index", (i + 1).to_bytes(8, "big"))
+            case PutMeta(key=k, value=v):
+                await self._put_meta(conn, k, v)
+
+    async def _put_meta(
+        self, conn: psycopg.AsyncConnection[tuple[object, ...]], key: str, value: bytes
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO stalwart_txn_meta VALUES (%s, %s, %s)"
+            " ON CONFLICT (coordinator, key) DO UPDATE SET value = EXCLUDED.value",
+            (self._name, key, value),
+        )
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None

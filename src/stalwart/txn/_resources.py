@@ -1,0 +1,296 @@
+"""Participants of two-phase commit: PostgreSQL, MariaDB, and the protocol for your own.
+
+A resource manager is what the coordinator host calls when the pure coordinator sends a
+``Prepare`` or a ``Decide``. Every call is idempotent on the global transaction id (gid), so
+phase 2 can be retried after a crash or a cut connection until it succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import psycopg
+import pymysql
+from psycopg import sql
+
+from stalwart.txn._errors import ParticipantError, PreparedTransactionsDisabledError
+
+MAX_IDLE_CONNECTIONS = 16
+PG_UNDEFINED_OBJECT = "42704"  # COMMIT/ROLLBACK PREPARED of a gid that is not there
+MARIADB_XAER_NOTA = 1397  # XA COMMIT/ROLLBACK of an xid that is not there
+
+
+class ResourceManager(Protocol):
+    """What a participant must offer; implement it for your own resource."""
+
+    name: str
+
+    async def preflight(self) -> None:
+        """Raise a clear ConfigError when the resource cannot take part in 2PC."""
+
+    async def begin(self, gid: str) -> None:
+        """Open the local transaction branch ``gid`` (work follows through ``execute``)."""
+
+    async def execute(self, gid: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement inside branch ``gid`` and return its rows (empty for none)."""
+
+    async def prepare(self, gid: str) -> tuple[bool, str]:
+        """Phase 1: make the branch durable. (True, "") is a yes vote; (False, why) a no."""
+
+    async def commit_prepared(self, gid: str) -> None:
+        """Phase 2 commit; succeeds when ``gid`` is already committed (or gone)."""
+
+    async def rollback(self, gid: str) -> None:
+        """Abort the branch whether prepared or not; succeeds when ``gid`` is already gone."""
+
+    async def recover(self, prefix: str) -> list[str]:
+        """Prepared branches whose gid starts with ``prefix`` (left behind by a crash)."""
+
+    async def close(self) -> None: ...
+
+
+class PostgresResource:
+    """A PostgreSQL database as a participant, through psycopg 3 and PREPARE TRANSACTION."""
+
+    def __init__(self, name: str, dsn: str, *, connect_timeout_s: float = 5.0) -> None:
+        self.name = name
+        self._dsn = dsn
+        self._timeout_s = connect_timeout_s
+        self._branches: dict[str, psycopg.AsyncConnection[tuple[Any, ...]]] = {}
+        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+
+    async def _connect(self, autocommit: bool) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                await conn.set_autocommit(autocommit)
+                return conn
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=autocommit, connect_timeout=max(1, int(self._timeout_s))
+            )
+        except psycopg.Error as exc:
+            raise ParticipantError(f"participant {self.name!r}: cannot connect: {exc}") from exc
+
+    def _release(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        if not conn.closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+            self._idle.append(conn)
+        else:
+            asyncio.get_running_loop().create_task(conn.close())
+
+    async def preflight(self) -> None:
+        conn = await self._connect(autocommit=True)
+        try:
+            cur = await conn.execute("SHOW max_prepared_transactions")
+            row = await cur.fetchone()
+        finally:
+            self._release(conn)
+        if row is None or int(row[0]) == 0:
+            raise PreparedTransactionsDisabledError(self.name)
+
+    async def begin(self, gid: str) -> None:
+        if gid in self._branches:
+            raise ParticipantError(f"participant {self.name!r}: branch {gid} already open")
+        self._branches[gid] = await self._connect(autocommit=False)
+
+    async def execute(self, gid: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._branches.get(gid)
+        if conn is None:
+            raise ParticipantError(f"participant {self.name!r}: no open branch {gid}")
+        cur = await conn.execute(statement, params)
+        return list(await cur.fetchall()) if cur.description else []
+
+    async def prepare(self, gid: str) -> tuple[bool, str]:
+        conn = self._branches.pop(gid, None)
+        if conn is None:
+            return False, "no open branch (lost with a crash or a cut connection)"
+        try:
+            await conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+        except psycopg.Error as exc:
+            await conn.close()
+            return False, f"PREPARE TRANSACTION failed: {exc}"
+        self._release(conn)
+        return True, ""
+
+    async def _finish(self, verb: str, gid: str) -> None:
+        conn = await self._connect(autocommit=True)
+        try:
+            await conn.execute(sql.SQL(verb + " {}").format(sql.Literal(gid)))
+        except psycopg.Error as exc:
+            if exc.sqlstate != PG_UNDEFINED_OBJECT:
+                await conn.close()
+                raise ParticipantError(f"participant {self.name!r}: {verb} {gid}: {exc}") from exc
+        self._release(conn)
+
+    async def commit_prepared(self, gid: str) -> None:
+        await self._finish("COMMIT PREPARED", gid)
+
+    async def rollback(self, gid: str) -> None:
+        conn = self._branches.pop(gid, None)
+        if conn is not None:  # never prepared: a plain rollback ends it
+            await conn.close()
+            return
+        await self._finish("ROLLBACK PREPARED", gid)
+
+    async def recover(self, prefix: str) -> list[str]:
+        conn = await self._connect(autocommit=True)
+        try:
+            cur = await conn.execute(
+                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE %s",
+                (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            )
+            return [str(r[0]) for r in await cur.fetchall()]
+        except psycopg.Error as exc:
+            raise ParticipantError(f"participant {self.name!r}: recovery scan failed: {exc}") from exc
+        finally:
+            self._release(conn)
+
+    def cut_branch(self, gid: str) -> bool:
+        """Testing aid: drop the branch's connection under it, as a network cut would."""
+        conn = self._branches.get(gid)
+        if conn is None:
+            return False
+        conn.pgconn.finish()
+        return True
+
+    async def close(self) -> None:
+        for conn in [*self._branches.values(), *self._idle]:
+            await conn.close()
+        self._branches.clear()
+        self._idle.clear()
+
+
+class MariaDBResource:
+    """A MariaDB (or MySQL) database as a participant, through XA and PyMySQL.
+
+    PyMySQL is blocking; each call runs in a worker thread so the event loop never waits on it.
+    """
+
+    def __init__(self, name: str, *, connect_timeout_s: float = 5.0, **connect_kwargs: Any) -> None:
+        self.name = name
+        self._kwargs = {**connect_kwargs, "connect_timeout": connect_timeout_s, "autocommit": True}
+        self._branches: dict[str, pymysql.connections.Connection[Any]] = {}
+
+    def _connect(self) -> pymysql.connections.Connection[Any]:
+        try:
+            return pymysql.connect(**self._kwargs)
+        except pymysql.MySQLError as exc:
+            raise ParticipantError(f"participant {self.name!r}: cannot connect: {exc}") from exc
+
+    async def preflight(self) -> None:
+        def check() -> None:
+            conn = self._connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("XA RECOVER")
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(check)
+
+    async def begin(self, gid: str) -> None:
+        def start() -> pymysql.connections.Connection[Any]:
+            conn = self._connect()
+            with conn.cursor() as cur:
+                cur.execute("XA START %s", (gid,))
+            return conn
+
+        self._branches[gid] = await asyncio.to_thread(start)
+
+    async def execute(self, gid: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._branches.get(gid)
+        if conn is None:
+            raise ParticipantError(f"participant {self.name!r}: no open branch {gid}")
+
+        def run() -> list[tuple[Any, ...]]:
+            with conn.cursor() as cur:
+                cur.execute(statement, tuple(params) or None)
+                return list(cur.fetchall()) if cur.description else []
+
+        return await asyncio.to_thread(run)
+
+    async def prepare(self, gid: str) -> tuple[bool, str]:
+        conn = self._branches.pop(gid, None)
+        if conn is None:
+            return False, "no open branch (lost with a crash or a cut connection)"
+
+        def run() -> tuple[bool, str]:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("XA END %s", (gid,))
+                    cur.execute("XA PREPARE %s", (gid,))
+                return True, ""
+            except pymysql.MySQLError as exc:
+                return False, f"XA PREPARE failed: {exc}"
+            finally:
+                conn.close()  # a prepared XA branch outlives its connection (MariaDB >= 10.5)
+
+        return await asyncio.to_thread(run)
+
+    def _finish_sync(self, verb: str, gid: str) -> None:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"XA {verb} %s", (gid,))
+        except pymysql.MySQLError as exc:
+            if exc.args and exc.args[0] == MARIADB_XAER_NOTA:
+                return
+            raise ParticipantError(f"participant {self.name!r}: XA {verb} {gid}: {exc}") from exc
+        finally:
+            conn.close()
+
+    async def commit_prepared(self, gid: str) -> None:
+        await asyncio.to_thread(self._finish_sync, "COMMIT", gid)
+
+    async def rollback(self, gid: str) -> None:
+        conn = self._branches.pop(gid, None)
+        if conn is not None:  # an active branch: end it, then roll back, on its own connection
+
+            def run() -> None:
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("XA END %s", (gid,))
+                        cur.execute("XA ROLLBACK %s", (gid,))
+                except pymysql.MySQLError:
+                    pass  # the connection's death rolls an active branch back anyway
+                finally:
+                    conn.close()
+
+            await asyncio.to_thread(run)
+            return
+        await asyncio.to_thread(self._finish_sync, "ROLLBACK", gid)
+
+    async def recover(self, prefix: str) -> list[str]:
+        def run() -> list[str]:
+            conn = self._connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("XA RECOVER")
+                    rows = cur.fetchall()
+            finally:
+                conn.close()
+            gids = []
+            for _format_id, gtrid_len, _bqual_len, data in rows:
+                raw = data if isinstance(data, bytes) else str(data).encode()
+                gid = raw[: int(gtrid_len)].decode("utf-8", "replace")
+                if gid.startswith(prefix):
+                    gids.append(gid)
+            return gids
+
+        return await asyncio.to_thread(run)
+
+    def cut_branch(self, gid: str) -> bool:
+        """Testing aid: drop the branch's connection under it, as a network cut would."""
+        conn = self._branches.get(gid)
+        if conn is None:
+            return False
+        conn.close()
+        return True
+
+    async def close(self) -> None:
+        branches = list(self._branches.values())
+        self._branches.clear()
+        for conn in branches:
+            await asyncio.to_thread(conn.close)
