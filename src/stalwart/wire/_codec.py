@@ -1,0 +1,108 @@
+"""encode / decode: the envelope ``[version, tag, field1, field2, ...]`` as one msgpack array."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+from msgpack.exceptions import ExtraData, UnpackException
+
+from stalwart.errors import DecodeError
+from stalwart.wire._errors import EncodeError, SchemaError
+from stalwart.wire._limits import DEFAULT_LIMITS, Limits
+from stalwart.wire._registry import CompiledMessage, spec_for_class, spec_for_tag
+
+T = TypeVar("T")
+
+PROTOCOL_VERSION = 1
+"""The version of the envelope and of every message schema; see docs/wire.md for the policy."""
+
+# One packer, reused: building a Packer per call costs more than packing a small message. Its
+# pack() runs in C without releasing the GIL (we pass no `default` hook), so it is never
+# re-entered. On an error msgpack resets the buffer, so a failed encode leaves nothing behind.
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False).pack
+_unpackb = msgpack.unpackb
+
+
+def encode(msg: Any) -> bytes:
+    """The bytes of a registered message; :class:`EncodeError` if a field breaks its type."""
+    spec = spec_for_class(type(msg))
+    if spec is None:
+        raise EncodeError(f"{type(msg).__qualname__} is not a registered message")
+    compiled = spec._compiled or spec.compiled()
+    try:
+        return _pack((PROTOCOL_VERSION, compiled.tag, *compiled.encode_fields(msg)))
+    except (OverflowError, ValueError, TypeError) as exc:
+        # Integers outside int64/uint64, strings with lone surrogates, sizes over 4 GiB.
+        raise EncodeError(f"{compiled.qualname}: cannot be packed: {exc}") from exc
+    except RecursionError:
+        raise EncodeError(f"{compiled.qualname}: nested too deeply to encode") from None
+
+
+def _unpack(data: Any, limits: Limits) -> Any:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > limits.max_message_bytes:
+        raise DecodeError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
+    try:
+        # Every size in a hostile header is checked against these before anything is allocated.
+        return _unpackb(
+            data,
+            use_list=False,
+            raw=False,
+            strict_map_key=False,
+            max_str_len=limits.max_str_bytes,
+            max_bin_len=limits.max_bin_bytes,
+            max_array_len=limits.max_collection_len,
+            max_map_len=limits.max_collection_len,
+            max_ext_len=0,
+        )
+    except ExtraData:
+        raise DecodeError("trailing bytes after the message") from None
+    except (UnpackException, ValueError, TypeError, RecursionError) as exc:
+        # UnpackException: truncated (OutOfData), reserved byte (FormatError), too deep
+        # (StackError); ValueError: over a size limit, bad UTF-8; TypeError: unhashable map key.
+        raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def _envelope(data: Any, limits: Limits) -> tuple[CompiledMessage, tuple[Any, ...]]:
+    raw = _unpack(data, limits)
+    if type(raw) is not tuple or len(raw) < 2:
+        raise DecodeError("not a message: expected an array [version, tag, fields...]")
+    version, tag = raw[0], raw[1]
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise DecodeError(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
+    spec = spec_for_tag(tag) if type(tag) is int else None
+    if spec is None:
+        raise DecodeError(f"unknown message tag {tag!r}")
+    try:
+        compiled = spec._compiled or spec.compiled()
+    except SchemaError as exc:  # a local bug, but decode promises DecodeError for any input
+        raise DecodeError(f"tag {tag} cannot be decoded: {exc}") from exc
+    return compiled, raw
+
+
+def _fields(compiled: CompiledMessage, raw: tuple[Any, ...], limits: Limits) -> Any:
+    try:
+        return compiled.decode_fields(raw[2:], limits.max_depth - 1)
+    except RecursionError:
+        raise DecodeError("nested too deeply") from None
+
+
+def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """The message these bytes hold; :class:`DecodeError` for anything else, whatever the input."""
+    compiled, raw = _envelope(data, limits)
+    return _fields(compiled, raw, limits)
+
+
+def decode_as(data: bytes, cls: type[T], *, limits: Limits = DEFAULT_LIMITS) -> T:
+    """Like :func:`decode`, but the message must be a ``cls`` (checked before its fields)."""
+    spec = spec_for_class(cls)
+    if spec is None:
+        raise SchemaError(f"{cls!r} is not a registered message")
+    compiled, raw = _envelope(data, limits)
+    if compiled.cls is not cls:
+        raise DecodeError(f"expected {cls.__qualname__} (tag {spec.tag}), got tag {compiled.tag}")
+    result: T = _fields(compiled, raw, limits)
+    return result

@@ -1,0 +1,255 @@
+"""The ``@message`` decorator, the tag registry, and each class's compiled field codec."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any, TypeVar
+
+from stalwart.errors import DecodeError, StalwartError
+from stalwart.wire._errors import EncodeError, SchemaError
+from stalwart.wire._types import DecFn, EncFn, MessageCodec, Node, compile_type
+
+T = TypeVar("T")
+MAX_TAG = 2**31 - 1
+
+_BY_TAG: dict[int, MessageSpec] = {}
+_BY_CLASS: dict[type[Any], MessageSpec] = {}
+
+
+class CompiledMessage:
+    """One class's encoder and decoder, built once: no type hints are read per call."""
+
+    __slots__ = (
+        "cls", "construct", "dec_fast", "dec_posts", "enc_fast", "enc_posts", "getter", "n", "names",
+        "nodes", "qualname", "tag",
+    )  # fmt: skip
+
+    def __init__(self, cls: type[Any], tag: int, names: tuple[str, ...], nodes: tuple[Node, ...]) -> None:
+        self.cls, self.tag, self.names, self.nodes, self.n = cls, tag, names, nodes, len(names)
+        self.qualname: str = cls.__qualname__
+        self.getter: Callable[[Any], tuple[Any, ...]] = _getter(names)
+        self.enc_fast = tuple(node.primary_value for node in nodes)
+        self.dec_fast = tuple(node.primary_raw for node in nodes)
+        self.enc_posts: tuple[tuple[int, EncFn], ...] = tuple(
+            (i, node.enc) for i, node in enumerate(nodes) if node.enc is not None
+        )
+        self.dec_posts: tuple[tuple[int, DecFn], ...] = tuple(
+            (i, node.dec) for i, node in enumerate(nodes) if node.dec is not None
+        )
+        self.construct: Callable[[Any], Any] = _constructor(cls)
+
+    def encode_fields(self, msg: Any) -> tuple[Any, ...] | list[Any]:
+        vals = self.getter(msg)
+        if tuple(map(type, vals)) != self.enc_fast:
+            vals = self._coerce(vals)
+        posts = self.enc_posts
+        if not posts:
+            return vals
+        out = list(vals)
+        i = 0
+        try:
+            for i, fn in posts:
+                out[i] = fn(out[i])
+        except EncodeError as exc:
+            raise EncodeError(f"{self.qualname}.{self.names[i]}: {exc}") from None
+        return out
+
+    def _coerce(self, vals: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(vals)
+        for i, node in enumerate(self.nodes):
+            if type(out[i]) not in node.value_types:
+                try:
+                    out[i] = node.coerce(out[i])
+                except EncodeError as exc:
+                    raise EncodeError(f"{self.qualname}.{self.names[i]}: {exc}") from None
+        return tuple(out)
+
+    def decode_fields(self, raw: tuple[Any, ...], depth_left: int) -> Any:
+        if len(raw) != self.n:
+            raise DecodeError(f"{self.qualname}: expected {self.n} fields, got {len(raw)}")
+        if tuple(map(type, raw)) != self.dec_fast:
+            self._check_raw(raw)
+        posts = self.dec_posts
+        if not posts:
+            return self.construct(raw)
+        vals = list(raw)
+        i = 0
+        try:
+            for i, fn in posts:
+                vals[i] = fn(vals[i], depth_left)
+        except DecodeError as exc:
+            raise DecodeError(f"{self.qualname}.{self.names[i]}: {exc}") from None
+        return self.construct(vals)
+
+    def _check_raw(self, raw: tuple[Any, ...]) -> None:
+        for name, node, value in zip(self.names, self.nodes, raw, strict=True):
+            if type(value) not in node.raw_types:
+                got = {"tuple": "array", "dict": "map", "NoneType": "nil"}.get(type(value).__name__)
+                raise DecodeError(f"{self.qualname}.{name}: expected {node.name}, got {got or type(value)}")
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) >= 2:
+        return attrgetter(*names)
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda msg: (one(msg),)
+    return lambda msg: ()
+
+
+def _constructor(cls: type[Any]) -> Callable[[Any], Any]:
+    if not hasattr(cls, "__post_init__"):
+        return lambda vals: cls(*vals)
+
+    def construct(vals: Any) -> Any:
+        # A class may validate itself in __post_init__; its refusal of a peer's values is a
+        # decode error like any other, never a crash of the receiver.
+        try:
+            return cls(*vals)
+        except (ValueError, TypeError, AssertionError, StalwartError) as exc:
+            raise DecodeError(f"{cls.__qualname__} rejected its fields: {exc}") from exc
+
+    return construct
+
+
+class MessageSpec:
+    """A registered class: its tag, and its codec compiled on first need."""
+
+    __slots__ = ("_compiled", "cls", "tag")
+
+    def __init__(self, cls: type[Any], tag: int) -> None:
+        self.cls, self.tag = cls, tag
+        self._compiled: CompiledMessage | None = None
+
+    def compiled(self) -> CompiledMessage:
+        compiled = self._compiled
+        if compiled is None:
+            try:
+                compiled = self._compiled = self._compile()
+            except NameError as exc:
+                raise SchemaError(f"{self.cls.__qualname__}: cannot resolve a field type: {exc}") from exc
+        return compiled
+
+    def _compile(self) -> CompiledMessage:
+        hints = resolved_hints(self.cls)
+        names = tuple(hints)
+        nodes = []
+        for name, tp in hints.items():
+            try:
+                nodes.append(compile_type(tp, lookup_spec))
+            except SchemaError as exc:
+                raise SchemaError(f"{self.cls.__qualname__}.{name}: {exc}") from None
+        return CompiledMessage(self.cls, self.tag, names, tuple(nodes))
+
+    def encode_fields(self, msg: Any) -> tuple[Any, ...] | list[Any]:
+        return (self._compiled or self.compiled()).encode_fields(msg)
+
+    def decode_fields(self, raw: tuple[Any, ...], depth_left: int) -> Any:
+        return (self._compiled or self.compiled()).decode_fields(raw, depth_left)
+
+
+def resolved_hints(cls: type[Any]) -> dict[str, Any]:
+    """Field name -> resolved type (``Annotated`` kept), in field order. May raise NameError."""
+    hints = typing.get_type_hints(cls, localns={cls.__name__: cls}, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def lookup_spec(cls: type[Any]) -> MessageCodec | None:
+    return _BY_CLASS.get(cls)
+
+
+def spec_for_class(cls: type[Any]) -> MessageSpec | None:
+    return _BY_CLASS.get(cls)
+
+
+def spec_for_tag(tag: int) -> MessageSpec | None:
+    return _BY_TAG.get(tag)
+
+
+def _check_class(cls: Any) -> None:
+    if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
+        raise SchemaError(f"@message needs a dataclass, got {cls!r}")
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise SchemaError(f"{cls.__qualname__}: messages must be @dataclass(frozen=True, slots=True)")
+    if "__slots__" not in cls.__dict__:
+        raise SchemaError(f"{cls.__qualname__}: messages must be @dataclass(frozen=True, slots=True)")
+    for f in dataclasses.fields(cls):
+        if not f.init or f.kw_only:
+            raise SchemaError(f"{cls.__qualname__}.{f.name}: fields must be positional init fields")
+
+
+def message(tag: int) -> Callable[[type[T]], type[T]]:
+    """Register a frozen slotted dataclass as a wire message with this type tag.
+
+    The field types are resolved and compiled now (or, if one names a class not defined yet, at
+    the first encode or decode); a duplicate tag or an unsupported type raises
+    :class:`SchemaError` here rather than when a peer first sends the message.
+    """
+    if type(tag) is not int or not 1 <= tag <= MAX_TAG:
+        raise SchemaError(f"a message tag must be an int in 1..{MAX_TAG}, got {tag!r}")
+
+    def register(cls: type[T]) -> type[T]:
+        _check_class(cls)
+        existing = _BY_TAG.get(tag)
+        if existing is not None and not _same_definition(existing.cls, cls):
+            raise SchemaError(
+                f"tag {tag} of {cls.__module__}.{cls.__qualname__} is already used by "
+                f"{existing.cls.__module__}.{existing.cls.__qualname__}"
+            )
+        if cls in _BY_CLASS:
+            raise SchemaError(f"{cls.__qualname__} is already registered with tag {_BY_CLASS[cls].tag}")
+        spec = MessageSpec(cls, tag)
+        previous = _BY_TAG.get(tag)  # the same class re-defined (a module reloaded) is replaced
+        if previous is not None:
+            del _BY_CLASS[previous.cls]
+        _BY_TAG[tag] = spec
+        _BY_CLASS[cls] = spec  # registered before compiling, so the class may refer to itself
+        try:
+            spec.compiled()
+        except SchemaError as exc:
+            if isinstance(exc.__cause__, NameError):
+                return cls  # a forward reference to a class defined later: compiled at first use
+            _unregister(spec, previous)
+            raise
+        return cls
+
+    return register
+
+
+def _unregister(spec: MessageSpec, previous: MessageSpec | None) -> None:
+    del _BY_CLASS[spec.cls]
+    if previous is None:
+        del _BY_TAG[spec.tag]
+    else:
+        _BY_TAG[spec.tag] = previous
+        _BY_CLASS[previous.cls] = previous
+
+
+def _same_definition(old: type[Any], new: type[Any]) -> bool:
+    return (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
+
+
+def registered_types() -> dict[int, type[Any]]:
+    """Every registered message class by tag, in tag order (a snapshot, safe to keep)."""
+    return {tag: _BY_TAG[tag].cls for tag in sorted(_BY_TAG)}
+
+
+def field_types(cls: type[Any]) -> dict[str, Any]:
+    """The resolved field types of a registered message class, ``Annotated`` metadata kept."""
+    spec = _BY_CLASS.get(cls)
+    if spec is None:
+        raise SchemaError(f"{cls!r} is not a registered message")
+    compiled = spec.compiled()
+    return dict(zip(compiled.names, resolved_hints(cls).values(), strict=True))
+
+
+def tag_of(cls: type[Any]) -> int:
+    """The type tag a registered class was given."""
+    spec = _BY_CLASS.get(cls)
+    if spec is None:
+        raise SchemaError(f"{cls!r} is not a registered message")
+    return spec.tag
