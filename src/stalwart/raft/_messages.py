@@ -1,0 +1,150 @@
+"""Messages between Raft peers, and what Raft hands its application.
+
+Every message carries the sender's term; the sender itself is the ``source`` of ``step``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stalwart.raft._types import Entry, Membership
+from stalwart.sansio import NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    term: int
+    last_index: int
+    last_term: int
+    pre_vote: bool = False
+    transfer: bool = False  # sent after TimeoutNow: voters skip the leader-lease check
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResponse:
+    term: int
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesResponse:
+    """``index`` is the match index on success, the rejected ``prev_index`` otherwise.
+
+    On a reject, ``hint_index``/``hint_term`` let the leader skip a whole conflicting term
+    (fast backtracking): ``hint_term`` is the follower's term at ``prev_index`` (0 when its
+    log is shorter) and ``hint_index`` the first index it holds of that term (or last + 1).
+    """
+
+    term: int
+    success: bool
+    index: int
+    hint_index: int = 0
+    hint_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    term: int
+    commit: int  # min(follower match, leader commit): never beyond what the follower holds
+    round: int  # ReadIndex / lease round this heartbeat confirms
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    term: int
+    index: int
+    snap_term: int
+    membership: Membership
+    offset: int
+    chunk: bytes
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotResponse:
+    """``next_offset`` is what the follower wants next; ``done`` once it installed ``index``."""
+
+    term: int
+    index: int
+    next_offset: int
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer: the target starts an election at once."""
+
+    term: int
+
+
+RaftMessage = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | Heartbeat
+    | HeartbeatResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
+    | TimeoutNow
+)
+
+
+# ---- outputs: what the application must do, in order -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyEntry:
+    """A committed entry to apply, in index order (NOOP and CONFIG entries included)."""
+
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreSnapshot:
+    """Replace the application state with this snapshot; entries after ``index`` follow."""
+
+    index: int
+    term: int
+    membership: Membership
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReady:
+    """A linearizable read ``ctx`` may be served once the application applied ``index``."""
+
+    ctx: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFailed:
+    """Read ``ctx`` could not be confirmed (leadership lost); the client should retry."""
+
+    ctx: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChanged:
+    term: int
+    leader: NodeId | None
+
+
+RaftOutput = ApplyEntry | RestoreSnapshot | ReadReady | ReadFailed | LeaderChanged
