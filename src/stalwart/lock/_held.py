@@ -1,0 +1,172 @@
+"""The handle a caller gets for a held lock: fencing token, lost event, safe deadline.
+
+Ownership lives here, in the handle (never in thread-local or task-local storage), so a handle can
+be passed between asyncio tasks and released by whichever task finishes the work.
+
+The safe deadline is computed on the monotonic clock from the moment the acquire (or renew)
+request was SENT, not from when the reply arrived: the server started the TTL somewhere between
+the two, so the send time is the conservative end. A clock-drift allowance is subtracted too::
+
+    deadline = sent_at + ttl - drift,   drift = ttl * drift_factor + 2 ms
+
+After the deadline the server may already have expired the key and handed the lock to someone
+else, so :meth:`Held.ensure` raises :class:`LockLost` from then on even if no renewal failed yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from stalwart.lock._errors import LockError, LockLost
+
+LostCallback = Callable[["Held"], object]
+Releaser = Callable[["Held"], Awaitable[None]]
+
+#: Added to ``ttl * drift_factor`` to cover the clock's granularity and scheduling jitter.
+DRIFT_FLOOR_S = 0.002
+_CALLBACK_TASKS: set[asyncio.Task[Any]] = set()
+
+
+def drift_allowance_s(ttl_s: float, drift_factor: float) -> float:
+    """The clock-drift allowance subtracted from every lease (the Redlock formula)."""
+    return ttl_s * drift_factor + DRIFT_FLOOR_S
+
+
+class Held:
+    """A held lock (or semaphore slot, or read/write share).
+
+    ``token`` is the fencing token: an int, strictly increasing per lock name in acquisition order.
+    ``token_is_safe`` is False where the backend cannot promise that (Redlock: see docs/locks.md).
+    ``lost`` is an :class:`asyncio.Event` set once the lease could not be kept.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_depth",
+        "_drift_s",
+        "_lost_reason",
+        "_on_lost",
+        "_released",
+        "_releaser",
+        "_renew_at",
+        "kind",
+        "lost",
+        "name",
+        "owner",
+        "renew_data",
+        "token",
+        "token_is_safe",
+        "ttl_s",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        owner: str,
+        token: int,
+        ttl_s: float,
+        sent_at: float,
+        drift_s: float,
+        releaser: Releaser,
+        on_lost: LostCallback | None = None,
+        token_is_safe: bool = True,
+        kind: str = "mutex",
+        renew_data: object = None,
+    ) -> None:
+        self.name = name
+        self.owner = owner
+        self.token = token
+        self.token_is_safe = token_is_safe
+        self.ttl_s = ttl_s
+        self.kind = kind
+        self.lost = asyncio.Event()
+        #: Backend-specific data the watchdog hands back to the backend's renew call.
+        self.renew_data = renew_data
+        self._drift_s = drift_s
+        self._deadline = sent_at + ttl_s - drift_s if math.isfinite(ttl_s) else math.inf
+        self._renew_at = sent_at + ttl_s / 3 if math.isfinite(ttl_s) else math.inf
+        self._releaser = releaser
+        self._on_lost = on_lost
+        self._lost_reason: str | None = None
+        self._released = False
+        self._depth = 1
+        # A lease must leave some time to act on it, otherwise the acquirer should not return it.
+        assert self._deadline > sent_at, "acquired a lease with no validity left"
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else ("lost" if self.lost.is_set() else "held")
+        return f"<Held {self.kind} {self.name!r} token={self.token} {state}>"
+
+    @property
+    def deadline(self) -> float:
+        """The monotonic time (``time.monotonic()``) until which the lease is known to be ours."""
+        return self._deadline
+
+    @property
+    def remaining_s(self) -> float:
+        """Seconds of safe validity left (negative once past the deadline)."""
+        return self._deadline - time.monotonic()
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    @property
+    def lost_reason(self) -> str | None:
+        return self._lost_reason
+
+    def ensure(self) -> None:
+        """Raise :class:`LockLost` unless the lease is still safely ours right now.
+
+        Call it just before acting on the lock; then pass :attr:`token` to the resource as well,
+        because a pause between this check and the action (GC, SIGSTOP, swap) is always possible.
+        """
+        if self._released:
+            raise LockError(f"lock {self.name!r} was already released")
+        if self._lost_reason is None and time.monotonic() >= self._deadline:
+            self._mark_lost("safe deadline passed before renewal")
+        if self._lost_reason is not None:
+            raise LockLost(self.name, self._lost_reason)
+
+    async def release(self) -> None:
+        """Release the lock (idempotent). A lost lease is released too: best effort, no error."""
+        if self._released:
+            return
+        if self._depth > 1:  # a reentrant acquisition: only the outermost release frees it
+            self._depth -= 1
+            return
+        self._released = True
+        await self._releaser(self)
+
+    @property
+    def depth(self) -> int:
+        """How many times this handle was (reentrantly) acquired and not yet released."""
+        return 0 if self._released else self._depth
+
+    # -- used by backends and the watchdog ------------------------------------------------------
+
+    def _extend(self, sent_at: float) -> None:
+        """A renewal sent at ``sent_at`` succeeded: move the safe deadline forward."""
+        self._deadline = max(self._deadline, sent_at + self.ttl_s - self._drift_s)
+
+    def _mark_lost(self, reason: str, *, at_release: bool = False) -> None:
+        if self._lost_reason is not None or (self._released and not at_release):
+            return
+        self._lost_reason = reason
+        self._deadline = min(self._deadline, time.monotonic())
+        self.lost.set()
+        if self._on_lost is not None:
+            result = self._on_lost(self)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                _CALLBACK_TASKS.add(task)
+                task.add_done_callback(_CALLBACK_TASKS.discard)
+
+
+__all__ = ["DRIFT_FLOOR_S", "Held", "LostCallback", "Releaser", "drift_allowance_s"]

@@ -1,0 +1,290 @@
+"""RedisLock: a mutex on one Redis server with fencing tokens, leases and fair wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+
+from stalwart.errors import ConfigError
+from stalwart.lock._backend import Arg, RedisBackend, expect_int, expect_pair
+from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
+from stalwart.lock._held import Held, LostCallback, drift_allowance_s
+from stalwart.lock._scripts import ACQUIRE, DEQUEUE, RELEASE, RENEW, Script
+
+#: Longest a waiter sleeps without a wake-up before it tries again (pub/sub is at-most-once).
+DEFAULT_POLL_MAX_S = 0.5
+MAX_NAME_BYTES = 512
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, RedisBackend]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_backend(url: str) -> RedisBackend:
+    """The backend for ``url`` shared by every lock of the running event loop (one watchdog)."""
+    per_loop = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    backend = per_loop.get(url)
+    if backend is None or backend.closed:
+        backend = per_loop[url] = RedisBackend(url)
+    return backend
+
+
+async def close_shared() -> None:
+    """Close every shared backend of the running event loop (call before the loop ends)."""
+    per_loop = _SHARED.pop(asyncio.get_running_loop(), {})
+    for backend in per_loop.values():
+        await backend.aclose()
+
+
+def new_owner() -> str:
+    """A random owner value: 128 bits, so no two acquisitions ever share one."""
+    return os.urandom(16).hex()
+
+
+def lock_keys(prefix: str, name: str) -> str:
+    """The base key for a lock name (with a hash tag so all its keys share a cluster slot)."""
+    if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"a lock name must be a non-empty string of at most {MAX_NAME_BYTES} bytes")
+    return f"stalwart:{prefix}:{{{name}}}"
+
+
+def check_ttl(ttl: float) -> int:
+    if not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl < 0.01:
+        raise ConfigError(f"ttl must be a finite number of seconds >= 0.01, got {ttl!r}")
+    return int(ttl * 1000)
+
+
+TryOnce = Callable[[], Awaitable["Held | int"]]
+
+
+async def wait_loop(
+    backend: RedisBackend, channel: str, ticket: str | None, try_once: TryOnce, poll_max_s: float
+) -> Held:
+    """Subscribe to the wake channel, then try / sleep until acquired (no busy polling).
+
+    ``try_once`` returns the held lock, or how many ms the caller may sleep at most (the holder's
+    remaining TTL; negative when unknown). The sleep ends early on a matching wake-up message.
+    """
+    waiter = await backend.waker.register(channel, ticket)
+    try:
+        while True:
+            waiter.event.clear()  # before trying: a release during the try still wakes us
+            result = await try_once()
+            if isinstance(result, Held):
+                return result
+            delay_s = poll_max_s if result < 0 else min(poll_max_s, result / 1000 + 0.001)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await waiter.event.wait()
+            await backend.waker.ensure_subscribed(waiter)
+    finally:
+        await asyncio.shield(backend.waker.unregister(waiter))
+
+
+class _LockBase:
+    """What every Redis-backed primitive shares: backend resolution, context management."""
+
+    def __init__(self, target: str | RedisBackend, on_lost: LostCallback | None, auto_renew: bool) -> None:
+        self._target = target
+        self._on_lost = on_lost
+        self._auto_renew = auto_renew
+        self._by_task: dict[asyncio.Task[object] | None, list[Held]] = {}
+
+    def _backend(self) -> RedisBackend:
+        if isinstance(self._target, RedisBackend):
+            return self._target
+        return shared_backend(self._target)
+
+    async def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> Held:
+        raise NotImplementedError  # every subclass defines it; _LockBase is never used alone
+
+    async def try_acquire(self) -> Held | None:
+        """Acquire without waiting: the held lock, or None if someone else holds it."""
+        try:
+            return await self.acquire(blocking=False)
+        except NotAcquired:
+            return None
+
+    async def __aenter__(self) -> Held:
+        held = await self.acquire()
+        self._by_task.setdefault(asyncio.current_task(), []).append(held)
+        return held
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task = asyncio.current_task()
+        stack = self._by_task.get(task)
+        if not stack:
+            raise LockError("__aexit__ without a matching __aenter__ in this task")
+        held = stack.pop()
+        if not stack:
+            del self._by_task[task]
+        await held.release()
+
+    def _start(self, backend: RedisBackend, held: Held) -> Held:
+        if self._auto_renew:
+            backend.watchdog.add(held)
+        return held
+
+    async def _bounded(self, timeout: float | None, name: str, wait: Callable[[], Awaitable[Held]]) -> Held:
+        try:
+            async with asyncio.timeout(timeout):
+                return await wait()
+        except TimeoutError:
+            raise LockTimeout(name, f"not acquired within {timeout} s") from None
+
+
+class RedisLock(_LockBase):
+    """A mutex on one Redis server.
+
+    ``async with RedisLock(url, "orders", ttl=10.0) as held:`` gives a :class:`Held` with a fencing
+    token (one Lua script sets the key NX with a random owner and a TTL and INCRs the lock's
+    counter, atomically), renewed by the client's single watchdog at ttl/3 until released.
+
+    ``fair=True`` queues waiters in FIFO order (tickets in a sorted set, dead waiters expire after
+    ``waiter_ttl_s``). ``reentrant=True`` lets the task holding this lock object acquire it again
+    (counted; the outermost release frees it); by default that is refused with :class:`LockError`
+    instead of deadlocking.
+    """
+
+    def __init__(
+        self,
+        target: str | RedisBackend,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        fair: bool = False,
+        reentrant: bool = False,
+        on_lost: LostCallback | None = None,
+        auto_renew: bool = True,
+        poll_max_s: float = DEFAULT_POLL_MAX_S,
+        waiter_ttl_s: float = 5.0,
+    ) -> None:
+        super().__init__(target, on_lost, auto_renew)
+        base = lock_keys("lock", name)
+        self.name = name
+        self.ttl_s = float(ttl)
+        self._ttl_ms = check_ttl(ttl)
+        if poll_max_s <= 0 or waiter_ttl_s <= 0:
+            raise ConfigError("poll_max_s and waiter_ttl_s must be positive")
+        self.fair = fair
+        self.reentrant = reentrant
+        self._poll_max_s = min(poll_max_s, waiter_ttl_s / 3) if fair else poll_max_s
+        self._waiter_ttl_ms = int(waiter_ttl_s * 1000)
+        self._fair_arg = "1" if fair else "0"
+        self.key = base
+        self.channel = f"{base}:wake"
+        self._acquire_keys = (base, f"{base}:fence", f"{base}:q", f"{base}:qx", f"{base}:qn")
+        self._release_keys = (base, f"{base}:q", f"{base}:qx", f"{base}:qn")
+        self._queue_keys = (f"{base}:q", f"{base}:qx", f"{base}:qn")
+
+    def _reentry(self) -> Held | None:
+        stack = self._by_task.get(asyncio.current_task())
+        if not stack:
+            return None
+        held = stack[-1]
+        if held.released or held.lost.is_set():
+            return None
+        if not self.reentrant:
+            raise LockError(f"lock {self.name!r} is already held by this task (pass reentrant=True)")
+        held._depth += 1
+        return held
+
+    async def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> Held:
+        """Acquire and return the held lock; ``timeout`` bounds the wait (:class:`LockTimeout`).
+
+        ``blocking=False`` tries once and raises :class:`NotAcquired` at once if it is taken.
+        """
+        held = self._reentry()
+        if held is not None:
+            return held
+        backend = self._backend()
+        owner = new_owner()
+        queue = blocking and self.fair
+        result = await self._try(backend, owner, queue)
+        if isinstance(result, Held):
+            return result
+        if not blocking:
+            raise NotAcquired(self.name)
+        try:
+            return await self._bounded(
+                timeout,
+                self.name,
+                lambda: wait_loop(
+                    backend,
+                    self.channel,
+                    owner if self.fair else None,
+                    lambda: self._try(backend, owner, True),
+                    self._poll_max_s,
+                ),
+            )
+        except BaseException:
+            # The last try may have taken the lock before we gave up on its reply: undo it
+            # (compare-and-delete by our unique owner is safe) and leave the FIFO queue.
+            await asyncio.shield(self._abandon(backend, owner))
+            raise
+
+    async def _try(self, backend: RedisBackend, owner: str, queue: bool) -> Held | int:
+        args: Sequence[Arg] = (owner, self._ttl_ms, self._fair_arg, self._waiter_ttl_ms if queue else 0)
+        sent_at = time.monotonic()
+        got, value = expect_pair(await backend.run(ACQUIRE, self._acquire_keys, args), "acquire")
+        if got != 1:
+            return value
+        if value < 1:
+            raise LockError(f"acquire returned a non-positive fencing token {value}")
+        drift_s = drift_allowance_s(self.ttl_s, backend.drift_factor)
+        if time.monotonic() >= sent_at + self.ttl_s - drift_s:
+            await self._abandon(backend, owner)  # the reply came too late to be of any use
+            return -1
+        held = Held(
+            name=self.name,
+            owner=owner,
+            token=value,
+            ttl_s=self.ttl_s,
+            sent_at=sent_at,
+            drift_s=drift_s,
+            releaser=self._releaser(backend),
+            on_lost=self._on_lost,
+            renew_data=(RENEW, (self.key,), (owner, self._ttl_ms)),
+        )
+        return self._start(backend, held)
+
+    def _releaser(self, backend: RedisBackend) -> Callable[[Held], Awaitable[None]]:
+        async def release(held: Held) -> None:
+            backend.watchdog.remove(held)
+            args = (held.owner, self.channel, self._fair_arg)
+            if (
+                expect_int(await backend.run(RELEASE, self._release_keys, args, idempotent=True), "release")
+                != 1
+            ):
+                held._mark_lost("the lease had already expired on the server at release", at_release=True)
+
+        return release
+
+    async def _abandon(self, backend: RedisBackend, owner: str) -> None:
+        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
+            (RELEASE, self._release_keys, (owner, self.channel, self._fair_arg))
+        ]
+        if self.fair:
+            calls.append((DEQUEUE, self._queue_keys, (owner,)))
+        with contextlib.suppress(LockError):
+            await backend.run_many(calls)
+
+
+__all__ = [
+    "DEFAULT_POLL_MAX_S",
+    "RedisLock",
+    "check_ttl",
+    "close_shared",
+    "lock_keys",
+    "new_owner",
+    "shared_backend",
+    "wait_loop",
+]

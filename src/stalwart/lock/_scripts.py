@@ -1,0 +1,174 @@
+"""The Lua scripts behind the Redis locks. Each runs atomically on the server.
+
+They are loaded once per server and called by SHA (EVALSHA); a server that lost its script cache
+(restart, SCRIPT FLUSH) answers NOSCRIPT and the backend reloads the script and retries once.
+
+Key layout for a lock called N (the ``{N}`` hash tag keeps one lock's keys in one cluster slot):
+
+- ``stalwart:lock:{N}``        owner value (random per acquisition), with a PX TTL
+- ``stalwart:lock:{N}:fence``  fencing counter; never deleted (deleting it would reset tokens)
+- ``stalwart:lock:{N}:q``      FIFO queue of waiting tickets (zset, score = arrival number)
+- ``stalwart:lock:{N}:qx``     waiter expiry (zset, score = server ms); dead waiters are purged
+- ``stalwart:lock:{N}:qn``     arrival counter of the queue; deleted when the queue empties
+- channel ``stalwart:lock:{N}:wake``  a release publishes ``*`` (anyone) or the head's ticket
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+# Shared Lua helpers: server time in ms, and purging waiters whose expiry has passed.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+_PURGE = """
+local function purge(q, qx, qn, now)
+  local dead = redis.call('ZRANGEBYSCORE', qx, '-inf', now)
+  for _, d in ipairs(dead) do redis.call('ZREM', q, d) end
+  if #dead > 0 then redis.call('ZREMRANGEBYSCORE', qx, '-inf', now) end
+  if redis.call('EXISTS', q) == 0 then redis.call('DEL', qn) end
+end
+"""
+
+# KEYS: lock, fence, q, qx, qn   ARGV: owner, ttl_ms, fair(0|1), waiter_ttl_ms (0: do not queue)
+# Returns {1, token} when acquired, else {0, holder_pttl_ms} (-2: free but others are queued).
+ACQUIRE = Script(
+    "acquire",
+    _PURGE
+    + """
+if ARGV[3] ~= '1' then
+  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {1, redis.call('INCR', KEYS[2])}
+  end
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+"""
+    + _NOW
+    + """
+purge(KEYS[3], KEYS[4], KEYS[5], now)
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if (not head or head == ARGV[1]) and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
+  return {1, redis.call('INCR', KEYS[2])}
+end
+if tonumber(ARGV[4]) > 0 then
+  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), ARGV[1])
+  end
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[1])
+  for i = 3, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+end
+local pttl = redis.call('PTTL', KEYS[1])
+return {0, pttl}
+""",
+)
+
+# KEYS: lock, q, qx, qn   ARGV: owner, channel, fair(0|1)
+# Compare-and-delete; on success publishes who should try next. Returns 1 if it was ours.
+RELEASE = Script(
+    "release",
+    _PURGE
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+local msg = '*'
+if ARGV[3] == '1' then
+"""
+    + _NOW
+    + """
+  purge(KEYS[2], KEYS[3], KEYS[4], now)
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if head then msg = head end
+end
+redis.call('PUBLISH', ARGV[2], msg)
+return 1
+""",
+)
+
+# KEYS: q, qx, qn   ARGV: owner
+# A waiter gives up (timeout, cancellation): leave the queue and let the next one in line try.
+DEQUEUE = Script(
+    "dequeue",
+    """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end
+return 1
+""",
+)
+
+# KEYS: lock   ARGV: owner, ttl_ms     Compare-and-pexpire. Returns 1 if still ours.
+RENEW = Script(
+    "renew",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+""",
+)
+
+# Redlock per-server release. KEYS: lock, fence   ARGV: owner, channel, token
+# Raises the server's fencing counter to at least the Redlock token (max-based), then
+# compare-and-delete. Sent to every server, including those that did not answer the acquire.
+RELEASE_BUMP = Script(
+    "release_bump",
+    """
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[3]) > cur then redis.call('SET', KEYS[2], ARGV[3]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], '*')
+return 1
+""",
+)
+
+# Redlock: raise one server's fencing counter to at least ARGV[1]. KEYS: fence. Returns the value.
+BUMP = Script(
+    "bump",
+    """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]); return tonumber(ARGV[1]) end
+return cur
+""",
+)
+
+# FencedResource write. KEYS: resource hash   ARGV: token, value
+# Rejects a token lower than the highest seen; returns {1, previous_highest} or {0, highest}.
+FENCED_WRITE = Script(
+    "fenced_write",
+    """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'token') or '-1')
+local tok = tonumber(ARGV[1])
+if tok < cur then return {0, cur} end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
+return {1, cur}
+""",
+)
+
+SCRIPTS: tuple[Script, ...] = (ACQUIRE, RELEASE, DEQUEUE, RENEW, RELEASE_BUMP, BUMP, FENCED_WRITE)
+
+__all__ = [
+    "ACQUIRE",
+    "BUMP",
+    "DEQUEUE",
+    "FENCED_WRITE",
+    "RELEASE",
+    "RELEASE_BUMP",
+    "RENEW",
+    "SCRIPTS",
+    "Script",
+]
