@@ -56,8 +56,7 @@ class RegisterNode:
         if durable.first_index != 1 or durable.snapshot is not None:
             raise ValueError("the register never compacts: its log must start at index 1")
         self._log: list[bytes] = list(durable.log)
-        for raw in self._log:
-            Entry.decode(raw)  # refuse to start from a log we cannot read
+        self._entries = [Entry.decode(raw) for raw in self._log]  # refuse a log we cannot read
         self._durable = len(self._log)  # entries known durable on this node's disk
         self.commit = 0  # nothing is known committed after a (re)start
         self.applied = 0
@@ -148,6 +147,7 @@ class RegisterNode:
         index = self.last_index + 1
         raw = entry.encode()
         self._log.append(raw)
+        self._entries.append(entry)
         self._persist.append(AppendLog(index, raw))
         for peer in self._match:
             if self._match[peer] == index - 1:  # an up-to-date backup gets it at once
@@ -164,7 +164,7 @@ class RegisterNode:
             return
         fresh = msg.entries[self.last_index + 1 - msg.start :]
         for raw in fresh:
-            Entry.decode(raw)
+            self._entries.append(Entry.decode(raw))
             self._log.append(raw)
             self._persist.append(AppendLog(self.last_index, raw))
         if not fresh:
@@ -191,8 +191,7 @@ class RegisterNode:
         index = min(index, self.last_index)
         while self.applied < index:
             self.applied += 1
-            raw = self._log[self.applied - 1]
-            entry = Entry.decode(raw)
+            raw, entry = self._log[self.applied - 1], self._entries[self.applied - 1]
             ok = entry.f == "write" or self.value == entry.old
             if ok:
                 self.value = entry.new
@@ -212,4 +211,4 @@ class RegisterNode:
         # correct protocol) durable on this node; and replicas only ever apply a log prefix.
         assert self.applied == self.commit <= self.last_index, (self.applied, self.commit)
         assert self._mutation is not Mutation.NONE or self.commit <= self._durable
-        assert self._durable <= self.last_index
+        assert self._durable <= self.last_index == len(self._entries)

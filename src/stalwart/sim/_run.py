@@ -98,9 +98,7 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
     load = Workload(world, spec.ops)
     violations: list[str] = []
     try:
-        for i in range(world.n):
-            world.start_node(i)
-        world.schedule_nemesis(None if spec.schedule is None else list(spec.schedule))
+        world.boot(None if spec.schedule is None else list(spec.schedule))
         load.start()
         per_op_ms = target.op_timeout_ms * (target.max_redirects + 2)
         world.run(until_us=(spec.ops * per_op_ms + target.liveness_bound_ms + SAFETY_SLACK_MS) * 1000)
@@ -117,7 +115,7 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
         seed=seed,
         knobs=knobs,
         counts=dict(load.counts),
-        faults=dict(sorted(world.stats.items())),
+        faults=dict(sorted({**world.stats, "sent": world.sent}.items())),
         messages=world.messages,
         virtual_ms=world.now // 1000,
         violations=violations,

@@ -80,7 +80,8 @@ class Workload:
         self.seq[c] += 1
         w.at(w.now + self.target.op_timeout_ms * 1000, CLIENT_TIMEOUT, c, self.seq[c])
         node = w.index[self.target.route(call, w.cluster, self._rng)]
-        w.note(f"invoke p{self.process[c]} {call!r}")
+        if w.trace is not None:
+            w.note(f"invoke p{self.process[c]} {call!r}")
         self._send(c, node, 0)
 
     def _send(self, c: int, node: int, delay_us: int) -> None:
@@ -97,7 +98,7 @@ class Workload:
 
     def _latency(self) -> int:
         k = self.world.knobs
-        return k.latency_min_us + self._r_net.randrange(k.latency_max_us - k.latency_min_us + 1)
+        return k.latency_min_us + int(self._r_net.random() * (k.latency_max_us - k.latency_min_us + 1))
 
     # --- completing -------------------------------------------------------------------------------
     def reply_from_node(self, reply: Reply) -> None:
@@ -122,7 +123,8 @@ class Workload:
         if self.redirects[c] > self.target.max_redirects:
             # Every attempt was refused before it had any effect: the operation never happened.
             self.counts["dropped"] += 1
-            self.world.note(f"dropped p{self.process[c]} after {self.redirects[c] - 1} redirects")
+            if self.world.trace is not None:
+                self.world.note(f"dropped p{self.process[c]} after {self.redirects[c] - 1} redirects")
             self._finish(c)
             return
         node = w.index.get(hint, -1) if hint is not None else -1
@@ -144,7 +146,8 @@ class Workload:
         )
         self.history.append(op)
         self.counts[status.value] += 1
-        w.note(f"complete p{self.process[c]} {status.value} {output!r}")
+        if w.trace is not None:
+            w.note(f"complete p{self.process[c]} {status.value} {output!r}")
         if status is Status.INFO:
             self.process[c] = self._next_process  # a hung process never issues again
             self._next_process += 1

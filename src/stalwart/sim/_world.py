@@ -8,12 +8,14 @@ from a per-concern stream of the one seed (``_rng``).
 from __future__ import annotations
 
 import heapq
+import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from stalwart.errors import ProtocolError, StalwartError
 from stalwart.sansio import NodeId, Ready
-from stalwart.sim._disk import SimDisk
+from stalwart.sim._disk import SimDisk, SimStorageError
 from stalwart.sim._knobs import Knobs
 from stalwart.sim._nemesis import (
     Action,
@@ -38,6 +40,10 @@ MAX_EVENTS = 50_000_000
 """A run that needs more events than this is stuck: an internal error, not a verdict."""
 
 
+_SIM_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TARGETS_DIR = os.path.join(_SIM_DIR, "targets") + os.sep
+
+
 class SimAbort(StalwartError):
     """A run stopped on a violation (a protocol raised, the disk refused, an invariant broke)."""
 
@@ -58,6 +64,7 @@ class World:
         self.trace: list[str] | None = [] if trace else None
         self.stats: dict[str, int] = {}
         self.messages = 0  # delivered to a node
+        self.sent = 0  # sent by a node
         self.invariants: Invariants = target.invariants(self.cluster, mutation)
         self.clients: Any = None  # the Workload, set by it
         # Independent streams: a new knob draws only from its own.
@@ -75,6 +82,7 @@ class World:
         # Network knobs are mutable: healing switches them off for the liveness phase.
         self.loss_p, self.dup_p, self.reorder_p = knobs.loss_p, knobs.duplicate_p, knobs.reorder_p
         self.spike_p = knobs.spike_p
+        self._latency_span = knobs.latency_max_us - knobs.latency_min_us + 1
         self.nemesis_on = True
         self.protos: list[Any] = [None] * n
         self.disks = [SimDisk() for _ in range(n)]
@@ -112,6 +120,18 @@ class World:
     # --- the loop ---------------------------------------------------------------------------------
     def run(self, until_us: int) -> None:
         """Process events in time order until ``stopped``, an empty heap or ``until_us``."""
+        self.guarded(lambda: self._loop(until_us))
+
+    def guarded(self, fn: Callable[[], None]) -> None:
+        """Call ``fn``; a protocol's exception becomes a SimAbort naming it (see ``_blame``)."""
+        try:
+            fn()
+        except SimAbort:
+            raise
+        except Exception as exc:
+            raise self._blame(exc) from exc
+
+    def _loop(self, until_us: int) -> None:
         heap, pop, clients = self._heap, heapq.heappop, self.clients
         events = 0
         while heap and not self.stopped:
@@ -142,19 +162,29 @@ class World:
             if events > MAX_EVENTS:
                 raise self.abort(f"more than {MAX_EVENTS} events: the run is stuck")
 
+    def _blame(self, exc: Exception) -> Exception:
+        """A protocol's exception is a violation (SimAbort); the simulator's own is re-raised."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+        if isinstance(exc, SimStorageError):
+            return self.abort(str(exc))
+        if where.startswith(_SIM_DIR) and not where.startswith(_TARGETS_DIR):
+            return exc  # a bug in the simulator: an internal error, not a verdict on the protocol
+        return self.abort(f"{type(exc).__name__}: {exc} (in {where.rsplit('/', 1)[-1]})")
+
     # --- nodes ------------------------------------------------------------------------------------
     def start_node(self, i: int) -> None:
         self.incarnation[i] += 1
         inc = self.incarnation[i]
         rng = stream(self.seed, f"node.{self.cluster[i]}.{inc}")
         durable = self.disks[i].load()
-        build = self.target.build
-        self.protos[i] = self._guard(
-            i, lambda: build(self.cluster[i], self.cluster, durable, rng, self.mutation)
-        )
+        self.protos[i] = self.target.build(self.cluster[i], self.cluster, durable, rng, self.mutation)
         self.up[i], self.paused[i], self.busy[i] = True, False, None
         self.sync_done[i] = self.tick_due[i] = False
-        self.note(f"start {self.cluster[i]} incarnation={inc}")
+        if self.trace is not None:
+            self.note(f"start {self.cluster[i]} incarnation={inc}")
         self.at(self.now + 1 + self._r_ticks.randrange(self.tick_us[i]), TICK, i, inc)
         self._pump(i)
 
@@ -169,14 +199,16 @@ class World:
         self.count("unsynced-ops-lost", loss.lost)
         if loss.torn:
             self.count("torn")
-        self.note(f"crash {self.cluster[i]} kept={loss.kept} lost={loss.lost} torn={loss.torn}")
+        if self.trace is not None:
+            self.note(f"crash {self.cluster[i]} kept={loss.kept} lost={loss.lost} torn={loss.torn}")
 
     def pause_node(self, i: int, duration_us: int) -> None:
         if not self.up[i] or self.paused[i]:
             return
         self.paused[i] = True
         self.count("pause")
-        self.note(f"pause {self.cluster[i]} {duration_us}us")
+        if self.trace is not None:
+            self.note(f"pause {self.cluster[i]} {duration_us}us")
         self.at(self.now + duration_us, RESUME, i, self.incarnation[i])
 
     def _resume(self, i: int, inc: int) -> None:
@@ -184,20 +216,13 @@ class World:
             return
         self.paused[i] = False
         self.tick_due[i] = True  # a stopped process sees one late timer, however long it slept
-        self.note(f"resume {self.cluster[i]}")
+        if self.trace is not None:
+            self.note(f"resume {self.cluster[i]}")
         if self.busy[i] is not None:
             if self.sync_done[i]:
                 self._finish_ready(i)
             return
         self._drain(i)
-
-    def _guard(self, i: int, fn: Any) -> Any:
-        try:
-            return fn()
-        except SimAbort:
-            raise
-        except Exception as exc:  # a protocol bug: its own assertion, a bad storage op, ...
-            raise self.abort(f"{self.cluster[i]} raised {type(exc).__name__}: {exc}") from exc
 
     def _deliver(self, i: int, src: int, payload: Any) -> None:
         if not self.up[i]:
@@ -225,19 +250,17 @@ class World:
                 proto.step(self.cluster[src], payload)
             except ProtocolError as exc:  # refused a peer message before changing state: drop it
                 self.count("refused-by-node")
-                self.note(f"refused {type(exc).__name__}: {exc}")
-            except Exception as exc:
-                raise self.abort(f"{self.cluster[i]} raised {type(exc).__name__}: {exc}") from exc
+                if self.trace is not None:
+                    self.note(f"refused {type(exc).__name__}: {exc}")
             return
         client, (rid, msg) = -1 - src, payload
-        self.note(f"request c{client}->{self.cluster[i]} #{rid} {msg!r}")
+        if self.trace is not None:
+            self.note(f"request c{client}->{self.cluster[i]} #{rid} {msg!r}")
         try:
             proto.step(NodeId(f"c{client}"), msg)
         except ProtocolError as exc:
             hint = getattr(exc, "leader_hint", None)
             self.clients.reply_from_node(Reply(rid, Outcome.REDIRECT, None, hint))
-        except Exception as exc:
-            raise self.abort(f"{self.cluster[i]} raised {type(exc).__name__}: {exc}") from exc
 
     def _tick(self, i: int, inc: int) -> None:
         if inc != self.incarnation[i]:
@@ -246,31 +269,31 @@ class World:
         if self.paused[i] or self.busy[i] is not None:
             self.tick_due[i] = True
             return
-        self._guard(i, self.protos[i].tick)
+        self.protos[i].tick()
         self._pump(i)
 
     def _pump(self, i: int) -> None:
         """Ask for ready() until empty; a must_sync ready waits for its simulated fsync."""
         proto = self.protos[i]
         while True:
-            ready = self._guard(i, proto.ready)
+            ready = proto.ready()
             if ready.is_empty:
                 return
             if ready.persist:
-                self._guard(i, lambda r=ready: self.disks[i].write(r.persist))
+                self.disks[i].write(ready.persist)
             if ready.must_sync:
                 self.busy[i] = ready
                 k = self.knobs
-                delay = k.fsync_min_us + self._r_fsync.randrange(k.fsync_max_us - k.fsync_min_us + 1)
+                delay = k.fsync_min_us + int(self._r_fsync.random() * (k.fsync_max_us - k.fsync_min_us + 1))
                 self.at(self.now + delay, SYNC, i, self.incarnation[i])
                 return
             self._emit(i, ready)
-            self._guard(i, lambda r=ready: proto.advance(r))
+            proto.advance(ready)
 
     def _sync(self, i: int, inc: int) -> None:
         if inc != self.incarnation[i]:
             return  # the node crashed while its fsync was in flight
-        self._guard(i, self.disks[i].sync)
+        self.disks[i].sync()
         if self.paused[i]:
             self.sync_done[i] = True  # the disk finished; the process sees it when it resumes
             return
@@ -281,7 +304,7 @@ class World:
         assert ready is not None
         self.busy[i], self.sync_done[i] = None, False
         self._emit(i, ready)
-        self._guard(i, lambda: self.protos[i].advance(ready))
+        self.protos[i].advance(ready)
         self._pump(i)
         self._drain(i)
 
@@ -294,7 +317,7 @@ class World:
             self._pump(i)
         if self.tick_due[i] and self.busy[i] is None and not self.paused[i] and self.up[i]:
             self.tick_due[i] = False
-            self._guard(i, self.protos[i].tick)
+            self.protos[i].tick()
             self._pump(i)
 
     def _emit(self, i: int, ready: Ready[Any, Any]) -> None:
@@ -315,7 +338,7 @@ class World:
         j = self.index.get(to, -1)
         if j < 0 or j == i:
             raise self.abort(f"{self.cluster[i]} sent to {to!r}, which is not a peer")
-        self.count("sent")
+        self.sent += 1
         link = i * self.n + j
         if self.blocked[link]:
             self.count("dropped-partition")
@@ -324,15 +347,15 @@ class World:
             self.count("loss")
             return
         k = self.knobs
-        spread = k.latency_max_us - k.latency_min_us + 1
-        when = self.now + k.latency_min_us + self._r_latency.randrange(spread)
+        # int(random() * span) rather than randrange(): the hottest draw, and just as uniform here.
+        when = self.now + k.latency_min_us + int(self._r_latency.random() * self._latency_span)
         if self.spike_p and self._r_spike.random() < self.spike_p:
             self.count("latency")
-            when += self._r_spike.randrange(k.spike_max_us + 1)
+            when += int(self._r_spike.random() * k.spike_max_us)
         if self.reorder_p:
             if self._r_reorder.random() < self.reorder_p:
                 self.count("reorder")
-                when += self._r_reorder.randrange(k.reorder_max_us + 1)
+                when += int(self._r_reorder.random() * k.reorder_max_us)
         else:
             when = max(when, self._fifo[link])  # a FIFO link (TCP): no overtaking
             self._fifo[link] = when
@@ -387,7 +410,8 @@ class World:
         return Pause(node, max(1, duration_us // 1000))
 
     def apply_action(self, action: Action) -> None:
-        self.note(f"nemesis {action!r}")
+        if self.trace is not None:
+            self.note(f"nemesis {action!r}")
         match action:
             case Partition(shape=shape):
                 self.set_blocked(shape_links(shape, self.n, self._r_nemesis))
@@ -422,6 +446,16 @@ class World:
                 self.start_node(i)
             elif self.paused[i]:
                 self._resume(i, self.incarnation[i])
+
+    def boot(self, schedule: list[NemesisEvent] | None) -> None:
+        """Start every node and the nemesis (protocol exceptions become violations)."""
+
+        def start() -> None:
+            for i in range(self.n):
+                self.start_node(i)
+            self.schedule_nemesis(schedule)
+
+        self.guarded(start)
 
     def live_nodes(self) -> dict[NodeId, Any]:
         return {self.cluster[i]: self.protos[i] for i in range(self.n) if self.up[i]}

@@ -1,0 +1,159 @@
+"""``stalwart sim PROTOCOL``: run seeds of a target, print a deterministic summary.
+
+Exit status: 0 when every seed is clean, 1 when a violation was found, 2 on a usage error or an
+internal error of the simulator itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from typing import Any
+
+import click
+
+from stalwart.errors import StalwartError
+from stalwart.sim._knobs import parse_faults
+from stalwart.sim._registry import available_targets, load_target
+from stalwart.sim._run import RunSpec, SeedResult, Summary, run_seed
+
+MAX_REPORTED = 10
+"""Failing seeds printed in full; the rest are counted."""
+
+
+@click.command(name="sim")
+@click.argument("protocol", required=False)
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None, help="Number of seeds [100].")
+@click.option("--seed", "first_seed", type=click.IntRange(min=0), default=None, help="First (or only) seed.")
+@click.option("--faults", default="all", show_default=True, help="Comma list of faults, 'all' or 'none'.")
+@click.option(
+    "--ops", type=click.IntRange(min=1), default=100, show_default=True, help="Operations per seed."
+)
+@click.option("--mutate", default=None, help="Run a deliberately broken variant of the protocol.")
+@click.option("--swarm/--no-swarm", default=True, show_default=True, help="Draw every knob from the seed.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None, help="Write the trace.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--timing", is_flag=True, help="Also print wall-clock figures (not deterministic).")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failing seed.")
+@click.option("--list", "list_targets", is_flag=True, help="List the targets and their mutations.")
+@click.pass_context
+def command(  # noqa: PLR0917 (click passes options positionally)
+    ctx: click.Context,
+    protocol: str | None,
+    n_seeds: int | None,
+    first_seed: int | None,
+    faults: str,
+    ops: int,
+    mutate: str | None,
+    swarm: bool,
+    trace_path: str | None,
+    as_json: bool,
+    timing: bool,
+    fail_fast: bool,
+    list_targets: bool,
+) -> None:
+    """Simulate PROTOCOL under faults for many seeds and check every history."""
+    if list_targets:
+        _print_targets()
+        ctx.exit(0)
+    if protocol is None:
+        ctx.fail("missing PROTOCOL (see --list)")
+    try:
+        target = load_target(protocol)
+        spec = RunSpec(target, ops, parse_faults(faults, target), mutate, swarm, None, trace_path is not None)
+        if mutate is not None and mutate not in target.mutations:
+            known = ", ".join(sorted(target.mutations)) or "none"
+            raise click.UsageError(f"target {protocol!r} has no mutation {mutate!r} (known: {known})")
+    except StalwartError as exc:
+        ctx.fail(str(exc))
+    if first_seed is None:
+        seeds = list(range(1, 1 + (n_seeds or 100)))
+    else:
+        seeds = list(range(first_seed, first_seed + (n_seeds or 1)))
+    ctx.exit(_run(spec, seeds, trace_path=trace_path, as_json=as_json, timing=timing, fail_fast=fail_fast))
+
+
+def _run(
+    spec: RunSpec, seeds: list[int], *, trace_path: str | None, as_json: bool, timing: bool, fail_fast: bool
+) -> int:
+    summary = Summary(spec.target.name)
+    started = time.perf_counter()
+    trace_file = open(trace_path, "w", encoding="utf-8") if trace_path else None  # noqa: SIM115
+    try:
+        for seed in seeds:
+            try:
+                result = run_seed(spec, seed)
+            except Exception as exc:  # a bug in the simulator itself, not a protocol violation
+                click.echo(f"internal error at seed {seed}: {type(exc).__name__}: {exc}", err=True)
+                click.echo("".join(traceback.format_exception(exc)), err=True)
+                click.echo(f"replay: {spec.replay_command(seed)}", err=True)
+                return 2
+            summary.add(result)
+            if trace_file is not None and result.trace is not None:
+                trace_file.write(f"# seed {seed} {result.knobs.describe()}\n")
+                trace_file.write("\n".join(result.trace) + "\n")
+            if fail_fast and not result.ok:
+                break
+    finally:
+        if trace_file is not None:
+            trace_file.close()
+    elapsed = time.perf_counter() - started
+    if as_json:
+        out: dict[str, Any] = summary.to_json()
+        if timing:
+            out["timing"] = _timing(summary, elapsed)
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        _print_summary(spec, summary, elapsed if timing else None)
+    internal = any(v.startswith("internal:") for r in summary.failures for v in r.violations)
+    return 2 if internal else (1 if summary.failures else 0)
+
+
+def _timing(summary: Summary, elapsed: float) -> dict[str, float]:
+    return {
+        "wall_s": round(elapsed, 3),
+        "seeds_per_s": round(len(summary.seeds) / elapsed, 2) if elapsed else 0.0,
+        "messages_per_s": round(summary.messages / elapsed, 1) if elapsed else 0.0,
+    }
+
+
+def _kv(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+
+
+def _print_summary(spec: RunSpec, summary: Summary, elapsed: float | None) -> None:
+    seeds = summary.seeds
+    span = f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    mode = "swarm" if spec.swarm else "fixed knobs"
+    faults = ",".join(sorted(f.value for f in spec.enabled_faults())) or "none"
+    mutation = f", mutation {spec.mutation}" if spec.mutation else ""
+    click.echo(f"stalwart sim {spec.target.name}: {len(seeds)} seeds ({span}), {mode}{mutation}")
+    click.echo(f"faults enabled: {faults}")
+    click.echo(f"ops: {_kv(summary.ops)}")
+    click.echo(f"messages delivered: {summary.messages}")
+    click.echo(f"faults injected: {_kv(summary.faults)}")
+    click.echo(f"checker verdicts: {_kv(summary.verdicts)}")
+    if elapsed is not None:
+        click.echo("timing: " + " ".join(f"{k}={v}" for k, v in _timing(summary, elapsed).items()))
+    click.echo(f"violations: {len(summary.failures)} of {len(seeds)} seeds")
+    for result in summary.failures[:MAX_REPORTED]:
+        _print_failure(result)
+    if len(summary.failures) > MAX_REPORTED:
+        click.echo(f"... and {len(summary.failures) - MAX_REPORTED} more failing seeds")
+
+
+def _print_failure(result: SeedResult) -> None:
+    click.echo(f"FAILED seed {result.seed}: {result.knobs.describe()}")
+    for violation in result.violations:
+        click.echo(f"  {violation}")
+    click.echo(f"  replay: {result.replay}")
+
+
+def _print_targets() -> None:
+    for name, target in sorted(available_targets().items()):
+        click.echo(f"{name}: {target.summary}")
+        faults = ",".join(sorted(f.value for f in target.faults))
+        click.echo(f"  faults: {faults}")
+        for mutation, what in sorted(target.mutations.items()):
+            click.echo(f"  --mutate {mutation}: {what}")

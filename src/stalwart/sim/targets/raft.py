@@ -1,0 +1,181 @@
+"""The simulation target for Raft (``stalwart sim raft``): a key-value workload through the
+client-session path of :class:`stalwart.raft.replica.RaftReplica`, under every fault.
+
+Writes are proposed inside a session envelope (client id = the simulated client, sequence =
+the request id, kept across redirects), so a retried write runs at most once; reads go through
+ReadIndex. Each replica snapshots every few entries so that snapshots, chunked InstallSnapshot
+and compaction happen in every run. Beyond linearizability (model ``kv``), two invariants:
+committed entries never differ between nodes (checked on every applied entry), and at the end
+the live nodes' logs agree on everything committed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from stalwart.errors import DecodeError
+from stalwart.raft import MUTATIONS, RaftConfig
+from stalwart.raft.replica import ClientRead, ClientReply, ClientWrite, Committed, RaftReplica, ReplyStatus
+from stalwart.raft.sessions import SessionConfig
+from stalwart.sansio import DurableState, NodeId, Rng
+from stalwart.sim._target import ALL_FAULTS, Call, Invariants, Outcome, Reply, SimTarget
+
+KEYS = ("a", "b", "c")
+VALUES = 5  # few values, so that cas both succeeds and fails often
+TICK_MS = 10
+SNAPSHOT_EVERY = 16  # entries between snapshots: small, to exercise InstallSnapshot in every run
+
+_DESCRIPTIONS = {
+    "vote-not-persisted": "the vote is not written to stable storage (two votes in one term)",
+    "stale-log-vote": "votes are granted without the up-to-date-log check",
+    "commit-previous-term": "a leader commits an older term's entry by counting replicas",
+    "no-truncate-on-conflict": "a follower keeps a conflicting suffix instead of truncating it",
+    "apply-before-commit": "entries reach the state machine before they commit",
+    "stale-leader-read": "a leader serves reads locally without ReadIndex or a lease",
+    "ack-before-fsync": "AppendEntries is acknowledged before the entries are synced",
+    "snapshot-over-newer-log": "an old snapshot is installed over a newer log and state",
+}
+assert set(_DESCRIPTIONS) == MUTATIONS
+
+
+class KVMachine:
+    """The replicated application: a map of string registers (get, put, cas)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def apply(self, payload: bytes) -> bytes:
+        f, key, value = json.loads(payload)
+        match f:
+            case "put":
+                self.data[key] = value
+                return b"ok"
+            case "cas":
+                if self.data.get(key, "") == value[0]:
+                    self.data[key] = value[1]
+                    return b"ok"
+                return b"fail"
+            case _:
+                raise DecodeError(f"kv: unknown command {f!r}")
+
+    def query(self, query: bytes) -> bytes:
+        return self.data.get(query.decode(), "").encode()
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.data, sort_keys=True).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.data = dict(json.loads(data)) if data else {}
+
+
+class RaftInvariants(Invariants):
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[int, bytes]] = {}
+
+    def on_output(self, node: NodeId, output: object, now_us: int) -> str | None:
+        del now_us
+        if isinstance(output, Committed):
+            entry = (output.term, output.data)
+            first = self._seen.setdefault(output.index, entry)
+            if first != entry:
+                return f"committed entry {output.index} is {entry!r} at {node} but {first!r} elsewhere"
+        return None
+
+    def at_end(self, nodes: Mapping[NodeId, Any]) -> list[str]:
+        live = [n for n in nodes.values() if isinstance(n, RaftReplica)]
+        if len(live) < 2:
+            return []
+        lo = max(n.raft.log.snap_index for n in live) + 1
+        hi = min(n.raft.commit for n in live)
+        problems = []
+        for index in range(lo, hi + 1):
+            terms = {n.node_id: n.raft.log.term_at(index) for n in live}
+            if len(set(terms.values())) > 1:
+                problems.append(f"logs differ at committed index {index}: {terms}")
+                break
+        return problems
+
+
+class RaftTarget(SimTarget):
+    name = "raft"
+    summary = "Raft replicated kv through client sessions (ReadIndex reads, snapshots)"
+    node_counts = (3, 5)
+    clients = 3
+    tick_ms = TICK_MS
+    op_timeout_ms = 1_000
+    liveness_ops = 5
+    liveness_bound_ms = 10_000
+    model = "kv"
+    faults = ALL_FAULTS
+    mutations = _DESCRIPTIONS
+
+    def build(
+        self,
+        node_id: NodeId,
+        cluster: tuple[NodeId, ...],
+        durable: DurableState,
+        rng: Rng,
+        mutation: str | None,
+    ) -> RaftReplica:
+        config = RaftConfig(
+            node_id=node_id,
+            voters=frozenset(cluster),
+            election_ticks=10,
+            heartbeat_ticks=2,
+            max_inflight_msgs=8,
+            max_entries_per_msg=8,  # small batches: pipelining and backtracking both happen
+            snapshot_chunk_bytes=128,  # snapshots arrive in several chunks
+            snapshot_resend_ticks=5,
+            mutations=frozenset() if mutation is None else frozenset({mutation}),
+        )
+        return RaftReplica(
+            config,
+            rng,
+            durable,
+            KVMachine(),
+            tick_ms=TICK_MS,
+            sessions=SessionConfig(session_timeout_ms=600_000),
+            snapshot_every=SNAPSHOT_EVERY,
+        )
+
+    def new_call(self, rng: Rng, process: int) -> Call:
+        del process
+        key = KEYS[rng.randrange(len(KEYS))]
+        match rng.randrange(3):
+            case 0:
+                return Call("get", key, None)
+            case 1:
+                return Call("put", key, str(rng.randrange(VALUES)))
+            case _:
+                return Call("cas", key, (str(rng.randrange(VALUES)), str(rng.randrange(VALUES))))
+
+    def request(self, request_id: int, call: Call) -> object:
+        if call.f == "get":
+            return ClientRead(request_id, str(call.key).encode())
+        return ClientWrite(request_id, json.dumps([call.f, call.key, call.value]).encode())
+
+    def reply(self, output: object) -> Reply | None:
+        if not isinstance(output, ClientReply):
+            return None
+        match output.status:
+            case ReplyStatus.OK:
+                result = output.result
+                if result == b"fail":
+                    return Reply(output.request_id, Outcome.FAIL)
+                value = None if result in (None, b"ok") else result.decode()
+                return Reply(output.request_id, Outcome.OK, value)
+            case ReplyStatus.REDIRECT:
+                return Reply(output.request_id, Outcome.REDIRECT, None, output.leader_hint)
+            case ReplyStatus.INFO:
+                return Reply(output.request_id, Outcome.INFO)
+            case ReplyStatus.FAIL:
+                return Reply(output.request_id, Outcome.FAIL)
+
+    def invariants(self, cluster: tuple[NodeId, ...], mutation: str | None) -> Invariants:
+        del cluster, mutation
+        return RaftInvariants()
+
+
+TARGET = RaftTarget()
