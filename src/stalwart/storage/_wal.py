@@ -1,0 +1,470 @@
+"""The segmented write-ahead log (docs/storage.md has the format and the recovery rules)."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import struct
+from array import array
+from collections.abc import Iterable
+from types import TracebackType
+
+from crc32c import crc32c
+
+from stalwart.errors import ConfigError
+from stalwart.storage._errors import (
+    CorruptionError,
+    LogIndexError,
+    RecordTooLargeError,
+    StorageClosedError,
+    StorageError,
+)
+from stalwart.storage._fs import (
+    DirLock,
+    Syncer,
+    SyncStats,
+    atomic_replace,
+    ensure_dir,
+    pwrite_all,
+    read_file,
+    unlink_quiet,
+)
+from stalwart.storage._record import (
+    RECORD_HEADER,
+    RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
+    encode_record,
+    encode_segment_header,
+    record_crc,
+    scan_records,
+)
+from stalwart.storage._segment import Segment, index_name, open_sealed, open_tail, segment_name
+
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+BASE_NAME = "wal.base"
+_BASE = struct.Struct("<8sQI")  # magic, first index, crc32c of the first 16 bytes
+_BASE_MAGIC = b"STLWBS01"
+_SEGMENT_RE = re.compile(r"^(\d{20})\.wal$")
+_INDEX_RE = re.compile(r"^(\d{20})\.idx$")
+
+
+class WriteAheadLog:
+    """A Raft-style log of byte payloads at contiguous indexes, on segment files.
+
+    ``append`` and ``append_many`` buffer in memory; ``sync`` writes everything buffered and makes
+    it durable with one fdatasync (group commit). ``truncate_suffix`` and ``compact_prefix`` take
+    effect at once for readers and durably at the next ``sync``. Reads verify every record's CRC.
+    Only one ``WriteAheadLog`` may have a directory open at a time (an flock guards it).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
+        write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
+        fsync: bool = True,
+        verify_on_open: bool = False,
+        stats: SyncStats | None = None,
+    ) -> None:
+        if max_record_bytes < 0 or max_record_bytes >= 2**32:
+            raise ConfigError(f"max_record_bytes must be in [0, 2**32), got {max_record_bytes}")
+        if max_segment_bytes < SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + max_record_bytes:
+            raise ConfigError(
+                "max_segment_bytes must hold a segment header and one record of max_record_bytes"
+            )
+        if write_buffer_bytes < 1:
+            raise ConfigError(f"write_buffer_bytes must be positive, got {write_buffer_bytes}")
+        self.directory = os.fspath(directory)
+        self.max_record_bytes = max_record_bytes
+        self.max_segment_bytes = max_segment_bytes
+        self.write_buffer_bytes = write_buffer_bytes
+        self.stats = stats if stats is not None else SyncStats()
+        self._syncer = Syncer(fsync, self.stats)
+        ensure_dir(self.directory, self._syncer)
+        self._lock: DirLock | None = DirLock(self.directory)
+        self._segments: list[Segment] = []
+        self._pending: list[bytes] = []  # encoded records not yet written
+        self._pending_bytes = 0
+        self._doomed: list[Segment] = []  # cut off by truncate_suffix: unlink before writing again
+        self._cut: list[Segment] = []  # shortened by truncate_suffix: ftruncate before writing again
+        self._covered: list[Segment] = []  # compacted away: unlink after the base is durable
+        self._tail_dirty = False  # the tail has written, unsynced bytes
+        self._dir_dirty = False  # a segment was created since the last directory fsync
+        self._failed: OSError | None = None
+        try:
+            self._first = self._durable_first = self._recover(verify_on_open)
+        except BaseException:
+            self.close()
+            raise
+        self._last = self._segments[-1].last_index if self._segments else self._first - 1
+
+    # ----------------------------------------------------------------------------- opening
+
+    def _recover(self, verify: bool) -> int:
+        names = os.listdir(self.directory)
+        firsts = sorted(int(m.group(1)) for n in names if (m := _SEGMENT_RE.match(n)))
+        for name in names:
+            index_match = _INDEX_RE.match(name)
+            if name.endswith(".tmp") or (index_match and int(index_match.group(1)) not in firsts):
+                os.unlink(os.path.join(self.directory, name))  # leftovers of an interrupted write
+        base = self._read_base()
+        first = base if base is not None else (firsts[0] if firsts else 1)
+        # Segments that start at or below the compaction point: all but the last are covered.
+        keep_from = max((i for i, f in enumerate(firsts) if f <= first), default=0)
+        for f in firsts[:keep_from]:
+            self._unlink(segment_name(f), index_name(f))
+        firsts = firsts[keep_from:]
+        if firsts and firsts[0] > first:
+            path = os.path.join(self.directory, segment_name(firsts[0]))
+            raise CorruptionError(path, 0, f"log resumes at {firsts[0]} but entries from {first} are missing")
+        for f in firsts[:-1]:
+            self._segments.append(open_sealed(self.directory, f, self.max_record_bytes, verify))
+        if firsts:
+            tail = open_tail(self.directory, firsts[-1], self.max_record_bytes, self._syncer)
+            if tail is not None:
+                self._segments.append(tail)
+        for prev, seg in zip(self._segments, self._segments[1:], strict=False):
+            if prev.next_index != seg.first_index:
+                raise CorruptionError(
+                    seg.path, 0, f"segment starts at {seg.first_index}, expected {prev.next_index}"
+                )
+        if self._segments and self._segments[-1].next_index < first:
+            # Everything on disk is below the compaction point (a crash interrupted the cleanup).
+            for seg in self._segments:
+                seg.close()
+                self._unlink(segment_name(seg.first_index), index_name(seg.first_index))
+            self._segments.clear()
+        return first
+
+    def _read_base(self) -> int | None:
+        path = os.path.join(self.directory, BASE_NAME)
+        try:
+            data = read_file(path)
+        except FileNotFoundError:
+            return None
+        if len(data) != _BASE.size:
+            raise CorruptionError(path, min(len(data), _BASE.size), f"base file of {len(data)} bytes")
+        magic, first, crc = _BASE.unpack(data)
+        if magic != _BASE_MAGIC or crc != crc32c(data[:16]) or first < 1:
+            raise CorruptionError(path, 0, "bad base file (magic or checksum)")
+        return int(first)
+
+    def _unlink(self, *names: str) -> None:
+        for name in names:
+            unlink_quiet(os.path.join(self.directory, name))
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def first_index(self) -> int:
+        """The lowest readable index; ``last_index + 1`` when the log is empty."""
+        return self._first
+
+    @property
+    def last_index(self) -> int:
+        """The highest index appended (synced or not); ``first_index - 1`` when empty."""
+        return self._last
+
+    @property
+    def closed(self) -> bool:
+        return self._lock is None
+
+    def _check_open(self) -> None:
+        if self._lock is None:
+            raise StorageClosedError(f"write-ahead log {self.directory} is closed")
+        if self._failed is not None:
+            # After a failed write or fsync the kernel's view of the file is unknown (a later
+            # fsync may report success for pages it dropped): only a reopen, which re-verifies
+            # the tail from disk, may continue.
+            raise StorageError(
+                f"write-ahead log {self.directory} failed earlier; reopen it"
+            ) from self._failed
+
+    # ----------------------------------------------------------------------------- writing
+
+    def append(self, index: int, payload: bytes) -> None:
+        """Buffer the entry at ``index`` (which must be ``last_index + 1``); durable at ``sync``."""
+        self._check_open()
+        if index != self._last + 1:
+            raise LogIndexError(f"append at {index}, expected {self._last + 1}")
+        if len(payload) > self.max_record_bytes:
+            raise RecordTooLargeError("log record", len(payload), self.max_record_bytes)
+        record = encode_record(payload)
+        self._pending.append(record)
+        self._pending_bytes += len(record)
+        self._last = index
+        if self._pending_bytes >= self.write_buffer_bytes:
+            try:
+                self._write_pending()
+            except OSError as exc:
+                self._failed = exc
+                raise StorageError(f"write-ahead log {self.directory}: write failed: {exc}") from exc
+
+    def append_many(self, first_index: int, payloads: Iterable[bytes]) -> None:
+        """Buffer consecutive entries from ``first_index``; all are checked before any is taken."""
+        self._check_open()
+        items = list(payloads)
+        if first_index != self._last + 1:
+            raise LogIndexError(f"append at {first_index}, expected {self._last + 1}")
+        for payload in items:
+            if len(payload) > self.max_record_bytes:
+                raise RecordTooLargeError("log record", len(payload), self.max_record_bytes)
+        for offset, payload in enumerate(items):
+            self.append(first_index + offset, payload)
+
+    def truncate_suffix(self, from_index: int) -> None:
+        """Drop every entry ``>= from_index`` (a no-op past the end); durable at the next ``sync``.
+
+        The next ``sync`` makes the truncation durable (ftruncate, unlink, fsync) *before* it
+        writes anything new, so a dropped entry can never reappear after a crash, alone or
+        mixed with new ones.
+        """
+        self._check_open()
+        if from_index < self._first:
+            raise LogIndexError(f"truncate from {from_index} below first index {self._first}")
+        if from_index > self._last:
+            return
+        pending_first = self._last - len(self._pending) + 1
+        if from_index >= pending_first:
+            dropped = self._pending[from_index - pending_first :]
+            del self._pending[from_index - pending_first :]
+            self._pending_bytes -= sum(len(r) for r in dropped)
+        else:
+            self._pending.clear()
+            self._pending_bytes = 0
+            while self._segments and self._segments[-1].first_index >= from_index:
+                seg = self._segments.pop()
+                self._doomed.append(seg)
+                self._cut = [s for s in self._cut if s is not seg]
+            if self._segments:
+                seg = self._segments[-1]
+                # This segment becomes the tail again: its index file (if any) goes at the cut.
+                keep = from_index - seg.first_index
+                if keep < seg.count:
+                    seg.size = seg.offsets[keep]
+                    del seg.offsets[keep:]
+                if all(s is not seg for s in self._cut):
+                    self._cut.append(seg)
+        self._last = from_index - 1
+        assert self._pending_bytes == sum(len(r) for r in self._pending)  # bookkeeping is exact
+
+    def compact_prefix(self, through_index: int) -> None:
+        """Drop every entry ``<= through_index``; past the end, the log restarts empty after it.
+
+        Whole segments below the new first index are deleted at the next ``sync`` (after the new
+        first index is durable); a segment that still holds a kept entry stays on disk whole,
+        but reads below ``first_index`` raise :class:`LogIndexError`.
+        """
+        self._check_open()
+        if through_index < self._first:
+            return
+        self._first = through_index + 1
+        if through_index >= self._last:
+            covered, self._segments = self._segments, []
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._last = through_index
+        else:
+            pending_first = self._last - len(self._pending) + 1
+            if through_index >= pending_first:
+                dropped = self._pending[: through_index - pending_first + 1]
+                del self._pending[: through_index - pending_first + 1]
+                self._pending_bytes -= sum(len(r) for r in dropped)
+            split = 0
+            while split < len(self._segments) and self._segments[split].last_index <= through_index:
+                split += 1
+            covered, self._segments = self._segments[:split], self._segments[split:]
+        self._covered.extend(covered)
+        if not self._segments:
+            self._tail_dirty = False  # the written-but-unsynced tail (if any) was compacted away
+        self._cut = [s for s in self._cut if all(s is not c for c in covered)]
+        assert self._first <= self._last + 1  # an empty log has last == first - 1
+
+    def sync(self) -> None:
+        """Write everything buffered and make all changes so far durable.
+
+        One fdatasync of the tail segment in the common case (appends only). A sync that
+        truncates adds an fdatasync and a directory fsync before writing; one that compacts adds
+        an atomic base-file replace; one that starts a new segment adds a directory fsync (and an
+        fdatasync sealing the previous segment).
+        """
+        self._check_open()
+        try:
+            self._sync()
+        except OSError as exc:
+            self._failed = exc
+            raise StorageError(f"write-ahead log {self.directory}: sync failed: {exc}") from exc
+
+    def _sync(self) -> None:
+        self._write_pending()
+        if self._tail_dirty:
+            self._syncer.data(self._segments[-1].fd)
+            self._tail_dirty = False
+        if self._dir_dirty:
+            self._syncer.directory(self.directory)
+            self._dir_dirty = False
+        for seg in self._covered:
+            seg.close()
+            self._unlink(segment_name(seg.first_index), index_name(seg.first_index))
+        self._covered.clear()
+
+    def _apply_truncation(self) -> None:
+        if not (self._doomed or self._cut):
+            return
+        for seg in sorted(self._doomed, key=lambda s: -s.first_index):  # newest first: no gaps
+            seg.close()
+            self._unlink(segment_name(seg.first_index), index_name(seg.first_index))
+        self._doomed.clear()
+        for seg in self._cut:
+            self._unlink(index_name(seg.first_index))
+            os.ftruncate(seg.fd, seg.size)
+            self._syncer.data(seg.fd)
+        self._cut.clear()
+        self._tail_dirty = False
+        self._syncer.directory(self.directory)
+        self._dir_dirty = False
+
+    def _write_pending(self) -> None:
+        """Apply pending truncations and compaction durably, then write buffered records."""
+        self._apply_truncation()
+        if self._first != self._durable_first:
+            base = _BASE_MAGIC + self._first.to_bytes(8, "little")
+            atomic_replace(
+                os.path.join(self.directory, BASE_NAME),
+                base + crc32c(base).to_bytes(4, "little"),
+                self._syncer,
+            )
+            self._durable_first = self._first
+        if not self._pending:
+            return
+        index = self._last - len(self._pending) + 1
+        tail = self._segments[-1] if self._segments else None
+        if tail is None:
+            tail = self._new_segment(index)
+        assert tail.next_index == index  # pending records continue the tail with no gap
+        records, start = self._pending, 0
+        while start < len(records):
+            pos, stop, offsets = tail.size, start, seg_offsets()
+            while stop < len(records) and (
+                pos + len(records[stop]) <= self.max_segment_bytes or (tail.count == 0 and stop == start)
+            ):
+                offsets.append(pos)
+                pos += len(records[stop])
+                stop += 1
+            if stop == start:  # the tail is full: seal it, then continue in a new segment
+                self._seal(tail)
+                tail = self._new_segment(index + start)
+                continue
+            data = records[start] if stop == start + 1 else b"".join(records[start:stop])
+            self._tail_dirty = True
+            pwrite_all(tail.fd, data, tail.size)
+            tail.offsets.extend(offsets)
+            tail.size = pos
+            start = stop
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _seal(self, seg: Segment) -> None:
+        # The segment must be durable whole before its successor can exist: a non-last segment
+        # is never torn, so any damage found in one later is corruption.
+        if self._tail_dirty:
+            self._syncer.data(seg.fd)
+            self._tail_dirty = False
+        seg.write_index()
+
+    def _new_segment(self, first_index: int) -> Segment:
+        path = os.path.join(self.directory, segment_name(first_index))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        pwrite_all(fd, encode_segment_header(first_index), 0)
+        seg = Segment(self.directory, first_index, fd, seg_offsets(), SEGMENT_HEADER_BYTES)
+        self._segments.append(seg)
+        self._tail_dirty = True
+        self._dir_dirty = True
+        return seg
+
+    # ----------------------------------------------------------------------------- reading
+
+    def read(self, lo: int, hi: int) -> list[bytes]:
+        """Entries ``lo <= index < hi``, each CRC-verified; raises CorruptionError on damage."""
+        self._check_open()
+        if not self._first <= lo <= hi <= self._last + 1:
+            raise LogIndexError(f"read [{lo}, {hi}) outside the log [{self._first}, {self._last + 1})")
+        out: list[bytes] = []
+        wanted = hi - lo
+        pending_first = self._last - len(self._pending) + 1
+        written_hi = min(hi, pending_first)
+        if lo < written_hi:
+            at = bisect.bisect_right(self._segments, lo, key=lambda s: s.first_index) - 1
+            while lo < written_hi:
+                seg = self._segments[at]
+                stop = min(written_hi, seg.next_index)
+                out.extend(_read_segment(seg, lo - seg.first_index, stop - seg.first_index))
+                lo, at = stop, at + 1
+        if hi > pending_first:
+            for record in self._pending[max(0, lo - pending_first) : hi - pending_first]:
+                out.append(record[RECORD_HEADER_BYTES:])
+        assert len(out) == wanted  # exactly the entries asked for
+        return out
+
+    def get(self, index: int) -> bytes:
+        """The entry at ``index``."""
+        return self.read(index, index + 1)[0]
+
+    def verify(self) -> None:
+        """Scan every written record's CRC now (open does so only for the last segment)."""
+        self._check_open()
+        for seg in self._segments:
+            buf = memoryview(read_file(seg.path))[: seg.size]
+            scan = scan_records(buf, SEGMENT_HEADER_BYTES, self.max_record_bytes)
+            if scan.bad_reason is not None:
+                raise CorruptionError(seg.path, scan.end, scan.bad_reason)
+            if scan.offsets != seg.offsets:
+                raise CorruptionError(seg.path, SEGMENT_HEADER_BYTES, "records do not match the index")
+
+    # ----------------------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Release files and the lock. Anything not yet ``sync``ed is dropped (not made durable)."""
+        for seg in (*self._segments, *self._doomed, *self._covered):
+            seg.close()
+        self._segments, self._doomed, self._covered, self._cut, self._pending = [], [], [], [], []
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def seg_offsets() -> array[int]:
+    return array("Q")
+
+
+def _read_segment(seg: Segment, i0: int, i1: int) -> list[bytes]:
+    start, end = seg.offsets[i0], seg.end_of(i1 - 1)
+    data = os.pread(seg.fd, end - start, start)
+    view = memoryview(data)
+    out: list[bytes] = []
+    for i in range(i0, i1):
+        at = seg.offsets[i]
+        pos, stop = at - start, seg.end_of(i) - start
+        if stop > len(data) or stop - pos < RECORD_HEADER_BYTES:
+            raise CorruptionError(seg.path, at, "segment is shorter than its index says")
+        length, crc = RECORD_HEADER.unpack_from(view, pos)
+        if pos + RECORD_HEADER_BYTES + length != stop:
+            raise CorruptionError(seg.path, at, f"record length {length} does not match the index")
+        payload = view[pos + RECORD_HEADER_BYTES : stop]
+        if record_crc(view[pos : pos + 4], payload) != crc:
+            raise CorruptionError(seg.path, at, "record checksum mismatch")
+        out.append(bytes(payload))
+    return out
