@@ -41,7 +41,7 @@ def encode(msg: Any) -> bytes:
 
 
 def _unpack(data: Any, limits: Limits) -> Any:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+    if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > limits.max_message_bytes:
         raise DecodeError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")

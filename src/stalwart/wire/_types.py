@@ -363,14 +363,24 @@ def _fixed_tuple(els: tuple[Node, ...]) -> Node:
     k = len(els)
     name = f"tuple[{', '.join(e.name for e in els) or '()'}]"
 
+    # Fast path as for whole messages: when no item needs converting, one comparison of the
+    # item types against the expected ones checks the whole tuple.
+    plain = all(el.dec is None for el in els) and all(el.enc is None for el in els)
+    raw_fast = tuple(el.primary_raw for el in els)
+    value_fast = tuple(el.primary_value for el in els)
+
     def dec(raw: tuple[Any, ...], depth_left: int) -> tuple[Any, ...]:
         if depth_left <= 0:
             raise _depth_error()
+        if plain and tuple(map(type, raw)) == raw_fast:
+            return raw
         if len(raw) != k:
             raise DecodeError(f"expected {name} of {k} items, got {len(raw)}")
         return tuple([el.decode(item, depth_left - 1) for el, item in zip(els, raw, strict=True)])
 
     def enc(value: tuple[Any, ...]) -> Any:
+        if plain and tuple(map(type, value)) == value_fast:
+            return value
         if len(value) != k:
             raise EncodeError(f"expected {name} of {k} items, got {len(value)}")
         return [el.encode(item) for el, item in zip(els, value, strict=True)]
