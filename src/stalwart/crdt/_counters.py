@@ -48,8 +48,10 @@ class _Counter(CRDT):
         return out
 
     def _bump(self, which: int, n: int) -> Self:
+        if amount(n) == 0:  # zero entries are never stored (canonical states compare equal)
+            return self._delta(tuple({} for _ in self._vecs))
         vec = self._vecs[which]
-        vec[self._replica] = vec.get(self._replica, 0) + amount(n)
+        vec[self._replica] = vec.get(self._replica, 0) + n
         delta_vecs = tuple(
             ({self._replica: vec[self._replica]} if i == which else {}) for i in range(len(self._vecs))
         )
@@ -172,6 +174,8 @@ class BoundedCounter(CRDT):
         return out
 
     def _add_right(self, to: str, n: int) -> BoundedCounter:
+        if n == 0:  # zero entries are never stored (canonical states compare equal)
+            return self._delta({}, {})
         key = (self._replica, to)
         self._rights[key] = self._rights.get(key, 0) + n
         return self._delta({key: self._rights[key]}, {})
@@ -184,6 +188,8 @@ class BoundedCounter(CRDT):
         have = self.rights()
         if amount(n) > have:
             raise InsufficientRightsError(self._replica, n, have)
+        if n == 0:
+            return self._delta({}, {})
         self._dec[self._replica] = self._dec.get(self._replica, 0) + n
         assert self.rights() >= 0  # why: local rights never go negative, so the sum never does
         return self._delta({}, {self._replica: self._dec[self._replica]})
