@@ -68,6 +68,14 @@ class ConnPool:
             raise
         return conn
 
+    @property
+    def has_idle(self) -> bool:
+        return bool(self._idle)
+
+    async def warm(self) -> None:
+        """Open one connection ahead of a fan-out (so connects run in parallel, not in line)."""
+        self.checkin(await self.checkout(), True)
+
     def checkin(self, conn: AbstractConnection, healthy: bool) -> None:
         """Return a connection; an unhealthy one is closed together with every idle one."""
         self._slots.release()

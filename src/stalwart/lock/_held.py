@@ -49,6 +49,7 @@ class Held:
         "_deadline",
         "_depth",
         "_drift_s",
+        "_listeners",
         "_lost_reason",
         "_on_lost",
         "_released",
@@ -96,6 +97,7 @@ class Held:
         self._lost_reason: str | None = None
         self._released = False
         self._depth = 1
+        self._listeners: list[Callable[[Held], None]] = []
         # A lease must leave some time to act on it, otherwise the acquirer should not return it.
         assert self._deadline > sent_at, "acquired a lease with no validity left"
 
@@ -149,6 +151,12 @@ class Held:
         """How many times this handle was (reentrantly) acquired and not yet released."""
         return 0 if self._released else self._depth
 
+    def add_lost_listener(self, listener: Callable[[Held], None]) -> None:
+        """Call ``listener(held)`` (on the event loop) when the lease is lost; at once if it is."""
+        self._listeners.append(listener)
+        if self._lost_reason is not None:
+            listener(self)
+
     # -- used by backends and the watchdog ------------------------------------------------------
 
     def _extend(self, sent_at: float) -> None:
@@ -161,6 +169,8 @@ class Held:
         self._lost_reason = reason
         self._deadline = min(self._deadline, time.monotonic())
         self.lost.set()
+        for listener in self._listeners:
+            listener(self)
         if self._on_lost is not None:
             result = self._on_lost(self)
             if inspect.isawaitable(result):

@@ -1,0 +1,130 @@
+"""Blocking wrappers with the same shape as the asyncio locks: ``with lock as held: ...``.
+
+The asyncio implementation runs on one private event loop in a daemon thread (started on first
+use, shared by every blocking lock of the process), so the blocking locks get the same single
+watchdog, wake-ups and bounded calls. ``held.lost`` is a :class:`threading.Event` here, set from
+the loop thread at the same moment as the asyncio one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from stalwart.lock._errors import LockError
+from stalwart.lock._held import Held
+
+T = TypeVar("T")
+
+
+class AsyncLock(Protocol):
+    async def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> Held: ...
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="stalwart-lock-loop", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self.loop()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise LockError("blocking lock used from inside an event loop; use the asyncio lock")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+_LOOP = _LoopThread()
+
+
+class BlockingHeld:
+    """The blocking twin of :class:`Held`: ``token``, ``token_is_safe``, ``lost``, ``ensure()``."""
+
+    def __init__(self, held: Held) -> None:
+        self.held = held
+        self.name = held.name
+        self.token = held.token
+        self.token_is_safe = held.token_is_safe
+        self.lost = threading.Event()
+        held.add_lost_listener(lambda _h: self.lost.set())
+
+    def __repr__(self) -> str:
+        return f"<BlockingHeld {self.held!r}>"
+
+    @property
+    def remaining_s(self) -> float:
+        return self.held.remaining_s
+
+    @property
+    def lost_reason(self) -> str | None:
+        return self.held.lost_reason
+
+    def ensure(self) -> None:
+        """Raise :class:`LockLost` unless the lease is still safely ours (see Held.ensure)."""
+        self.held.ensure()
+
+    def release(self) -> None:
+        _LOOP.run(self.held.release())
+
+
+class BlockingLock:
+    """Wrap any asyncio lock of this package (RedisLock, Redlock, ZooKeeperLock, rw.read(), ...)."""
+
+    def __init__(self, lock: AsyncLock) -> None:
+        self.lock = lock
+        self._stacks: dict[int, list[BlockingHeld]] = {}
+
+    def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> BlockingHeld:
+        return _LOOP.run(self._acquire(timeout, blocking))
+
+    async def _acquire(self, timeout: float | None, blocking: bool) -> BlockingHeld:
+        return BlockingHeld(await self.lock.acquire(timeout, blocking=blocking))
+
+    def try_acquire(self) -> BlockingHeld | None:
+        from stalwart.lock._errors import NotAcquired
+
+        try:
+            return self.acquire(blocking=False)
+        except NotAcquired:
+            return None
+
+    def __enter__(self) -> BlockingHeld:
+        held = self.acquire()
+        # Only the with-statement's bookkeeping is per thread; ownership is in the handle.
+        self._stacks.setdefault(threading.get_ident(), []).append(held)
+        return held
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack = self._stacks.get(threading.get_ident())
+        if not stack:
+            raise LockError("__exit__ without a matching __enter__ in this thread")
+        held = stack.pop()
+        if not stack:
+            del self._stacks[threading.get_ident()]
+        held.release()
+
+
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the blocking locks' loop thread (e.g. a FencedResource write)."""
+    return _LOOP.run(coro)
+
+
+__all__ = ["BlockingHeld", "BlockingLock", "run_blocking"]
