@@ -36,6 +36,8 @@ class OutboundQueue:
 
     def __init__(self, limits: QueueLimits) -> None:
         self._limits = limits
+        self._max_messages = limits.max_messages
+        self._max_bytes = limits.max_bytes
         self._items: deque[bytes] = deque()
         self._nbytes = 0
 
@@ -51,6 +53,14 @@ class OutboundQueue:
 
         An item larger than ``max_bytes`` on its own is dropped itself (counted in the result).
         """
+        size = len(item)
+        if len(self._items) < self._max_messages and self._nbytes + size <= self._max_bytes:
+            self._items.append(item)  # the fast path: room for it, the bounds hold by the test
+            self._nbytes += size
+            return 0
+        return self._push_full(item)
+
+    def _push_full(self, item: bytes) -> int:
         limits = self._limits
         if len(item) > limits.max_bytes:
             return 1

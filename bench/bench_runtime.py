@@ -1,0 +1,235 @@
+"""Small messages per second between two processes on loopback: the runtime transport against
+raw asyncio streams, in the same run.
+
+Modes (each a receiver process and a sender process, TCP on 127.0.0.1):
+
+- ``raw-streams``: length-prefixed bytes, no auth, no codec; the sender writes each frame with
+  ``writer.write`` (draining every 64 frames), the receiver reads each with ``readexactly`` (the
+  idiomatic asyncio-streams loop). This is the baseline of the goal (>= 80 %).
+- ``raw-chunked``: the same bytes, but the receiver reads 256 KiB chunks and splits frames
+  itself: a tougher baseline, printed for context.
+- ``stalwart``: ``stalwart.runtime.Transport``: each message is a real ``gossip.Increment``
+  encoded with ``wire.encode``, queued, batched into frames sealed with HMAC-SHA256 after the
+  wire handshake, and decoded with ``wire.decode`` (validated) on the receiving side.
+
+Raw payloads have exactly the size of the encoded message. The rate is measured by the receiver
+from its first message to its last. Usage::
+
+    .venv/bin/python -m bench.bench_runtime [--messages 200000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+from stalwart import wire
+from stalwart.gossip import Increment
+from stalwart.runtime import Transport, TransportConfig
+from stalwart.sansio import NodeId
+
+KEY = b"bench-cluster-key-0123456789abcdef"
+RECV, SEND = NodeId("recv"), NodeId("send")
+HEADER = struct.Struct(">I")
+MODES = ("raw-streams", "raw-chunked", "stalwart")
+HIGH_WATER = 4_096
+
+
+def payload_size() -> int:
+    return len(wire.encode(Increment(123_456, 1)))
+
+
+class Counter:
+    def __init__(self, total: int) -> None:
+        self.total, self.count, self.first, self.last = total, 0, 0.0, 0.0
+        self.done = asyncio.Event()
+
+    def hit(self, n: int = 1) -> None:
+        if self.count == 0:
+            self.first = time.perf_counter()
+        self.count += n
+        if self.count >= self.total:
+            self.last = time.perf_counter()
+            self.done.set()
+
+
+async def recv_raw(total: int, chunked: bool) -> dict[str, Any]:
+    counter = Counter(total)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if chunked:
+                buf = b""
+                while counter.count < total:
+                    data = await reader.read(256 * 1024)
+                    if not data:
+                        break
+                    buf += data
+                    pos, n = 0, 0
+                    while len(buf) - pos >= 4:
+                        (size,) = HEADER.unpack_from(buf, pos)
+                        if len(buf) - pos - 4 < size:
+                            break
+                        _ = buf[pos + 4 : pos + 4 + size]
+                        pos += 4 + size
+                        n += 1
+                    buf = buf[pos:]
+                    counter.hit(n)
+            else:
+                while counter.count < total:
+                    (size,) = HEADER.unpack(await reader.readexactly(4))
+                    await reader.readexactly(size)
+                    counter.hit()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+    await counter.done.wait()
+    server.close()
+    return {"elapsed_s": counter.last - counter.first, "received": counter.count}
+
+
+async def send_raw(port: int, total: int) -> dict[str, Any]:
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    payload = b"x" * payload_size()
+    frame = HEADER.pack(len(payload)) + payload
+    start = time.perf_counter()
+    for i in range(total):
+        writer.write(frame)
+        if i % 64 == 63:
+            await writer.drain()
+    await writer.drain()
+    send_s = time.perf_counter() - start
+    writer.close()
+    await writer.wait_closed()
+    return {"send_s": send_s}
+
+
+async def recv_stalwart(total: int) -> dict[str, Any]:
+    counter = Counter(total)
+    transport: Transport[Increment] = Transport(
+        RECV,
+        KEY,
+        lambda src, msg: counter.hit(),
+        (Increment,),
+        listen=("127.0.0.1", 0),
+        config=TransportConfig(),
+    )
+    async with asyncio.TaskGroup() as tg:
+        await transport.start(tg)
+        assert transport.address is not None
+        print(json.dumps({"port": transport.address[1]}), flush=True)
+        await counter.done.wait()
+        await transport.close()
+    stats = transport.stats
+    return {
+        "elapsed_s": counter.last - counter.first,
+        "received": counter.count,
+        "frames_in": stats.frames_in,
+        "protocol_errors": stats.protocol_errors,
+    }
+
+
+async def send_stalwart(port: int, total: int) -> dict[str, Any]:
+    transport: Transport[object] = Transport(
+        SEND, KEY, lambda src, msg: None, (), listen=None, peers={RECV: ("127.0.0.1", port)}
+    )
+    async with asyncio.TaskGroup() as tg:
+        await transport.start(tg)
+        await transport.wait_connected(RECV)
+        send = transport.send
+        start = time.perf_counter()
+        for i in range(total):
+            send(RECV, Increment(i, 1))
+            if i % 256 == 255 and transport.queued(RECV) >= HIGH_WATER:
+                await transport.wait_drained(RECV)
+        await transport.wait_drained(RECV)
+        send_s = time.perf_counter() - start
+        await asyncio.sleep(0.2)
+        await transport.close()
+    s = transport.stats
+    return {
+        "frames_out": s.frames_out,
+        "drops": s.drops_overflow + s.drops_shutdown,
+        "writes": s.socket_writes,
+        "send_s": send_s,
+    }
+
+
+def child(role: str, mode: str, total: int, port: int) -> None:
+    if role == "recv":
+        result = asyncio.run(
+            recv_stalwart(total) if mode == "stalwart" else recv_raw(total, mode == "raw-chunked")
+        )
+    else:
+        result = asyncio.run(send_stalwart(port, total) if mode == "stalwart" else send_raw(port, total))
+    print(json.dumps(result), flush=True)
+
+
+def run_once(mode: str, total: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench_runtime", "--mode", mode, "--messages", str(total)]
+    recv = subprocess.Popen([*cmd, "--role", "recv"], stdout=subprocess.PIPE, text=True)
+    assert recv.stdout is not None
+    port = json.loads(recv.stdout.readline())["port"]
+    sender = subprocess.run(
+        [*cmd, "--role", "send", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out, _ = recv.communicate(timeout=300)
+    if recv.returncode != 0 or sender.returncode != 0:
+        raise SystemExit(f"{mode}: a child failed: {sender.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result.update(json.loads(sender.stdout.strip().splitlines()[-1]))
+    if result["received"] != total:
+        raise SystemExit(f"{mode}: received {result['received']} of {total}")
+    result["rate"] = (total - 1) / result["elapsed_s"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--mode", choices=MODES)
+    parser.add_argument("--role", choices=("recv", "send"))
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.role:
+        child(args.role, args.mode, args.messages, args.port)
+        return
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
+    extra: dict[str, dict[str, Any]] = {}
+    for _ in range(args.runs):
+        for mode in MODES:  # interleaved, so a noisy neighbour hurts every mode alike
+            result = run_once(mode, args.messages)
+            rates[mode].append(result["rate"])
+            extra[mode] = result
+    base = statistics.median(rates["raw-streams"])
+    print(f"\nsmall messages ({payload_size()} B payload), {args.messages} per run, {args.runs} runs, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")  # fmt: skip
+    print(f"{'mode':<12} {'median msg/s':>14} {'min':>12} {'max':>12} {'vs raw-streams':>15}")
+    for mode in MODES:
+        med, lo, hi = statistics.median(rates[mode]), min(rates[mode]), max(rates[mode])
+        print(f"{mode:<12} {med:>14,.0f} {lo:>12,.0f} {hi:>12,.0f} {med / base:>14.0%}")
+    st = extra["stalwart"]
+    print(
+        f"stalwart last run: {st['frames_out']} frames for {args.messages} messages "
+        f"({args.messages / max(1, st['frames_out']):.0f} msg/frame), drops={st['drops']}, "
+        f"protocol_errors={st['protocol_errors']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The runtime over real sockets and real files, in one process: convergence, durability before
+acknowledgement, authentication, hostile bytes, the dial rule, bounded queues, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import struct
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stalwart import wire
+from stalwart.errors import DeadlineExceededError
+from stalwart.gossip import (
+    INPUT_TYPES,
+    GossipCounter,
+    Increment,
+    IncrementAck,
+    ReadTotal,
+    TotalChanged,
+    TotalReply,
+)
+from stalwart.runtime import (
+    BackoffPolicy,
+    Client,
+    HostConfig,
+    Node,
+    QueueLimits,
+    RuntimeConfig,
+    TransportConfig,
+)
+from stalwart.sansio import DurableState, NodeId
+from stalwart.storage import NodeStorage
+
+KEY = b"integration-test-cluster-key-0001"
+N1, N2, N3, C = NodeId("n1"), NodeId("n2"), NodeId("n3"), NodeId("client-1")
+REPLIES = (IncrementAck, TotalReply)
+FAST = RuntimeConfig(
+    host=HostConfig(tick_ms=10),
+    transport=TransportConfig(backoff=BackoffPolicy(base_ms=10, cap_ms=100), flush_timeout_ms=200),
+)
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), 30))
+
+    return run
+
+
+class Cluster:
+    """Gossip nodes on 127.0.0.1 with ports chosen up front (bound to 0, then reused)."""
+
+    def __init__(self, tmp: Path, names: tuple[NodeId, ...], config: RuntimeConfig = FAST) -> None:
+        self.tmp, self.names, self.config = tmp, names, config
+        self.ports = dict.fromkeys(names, 0)
+        self.outputs: dict[NodeId, list[TotalChanged]] = {n: [] for n in names}
+
+    def node(self, name: NodeId, port: int = 0, key: bytes = KEY) -> Node[Any, Any, TotalChanged]:
+        peers = {p: ("127.0.0.1", self.ports[p]) for p in self.names if p != name and self.ports[p]}
+
+        def build(durable: DurableState) -> GossipCounter:
+            return GossipCounter(
+                name, sorted(p for p in self.names if p != name), durable, gossip_every_ticks=2
+            )
+
+        return Node(
+            name,
+            cluster_key=key,
+            storage=NodeStorage(self.tmp / name),
+            protocol_factory=build,
+            accept=INPUT_TYPES,
+            on_output=self.outputs[name].append,
+            listen=("127.0.0.1", port),
+            peers=peers,
+            config=self.config,
+        )
+
+    def total(self, name: NodeId) -> int:
+        return self.outputs[name][-1].total if self.outputs[name] else -1
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def increment(port: int, node: NodeId, amount: int, key: bytes = KEY, rid: int = 1) -> IncrementAck:
+    async with Client(NodeId(f"client-{rid}"), key, {node: ("127.0.0.1", port)}, REPLIES) as client:
+        await client.connected(node, 5)
+        client.send(node, Increment(rid, amount))
+        source, reply = await client.receive(5)
+        assert source == node and isinstance(reply, IncrementAck) and reply.request_id == rid
+        return reply
+
+
+@aio
+async def test_two_nodes_converge_ack_after_durable_and_restart(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path, (N1, N2))
+    cl.ports = {N1: free_port(), N2: free_port()}
+    async with cl.node(N1, cl.ports[N1]) as a, cl.node(N2, cl.ports[N2]) as b:
+        ack = await increment(cl.ports[N1], N1, 5)
+        assert ack.count == 5
+        # The ack left only after the fsync: the count is on disk now (read it without the node).
+        assert a.stats.fsyncs >= 1
+        await increment(cl.ports[N2], N2, 2, rid=2)
+        await until(lambda: cl.total(N1) == 7 and cl.total(N2) == 7)
+        assert N2 in a.transport.connected_peers() and N1 in b.transport.connected_peers()
+        # The dial rule: n1 < n2, so only n1 dials; n2 never tried.
+        assert b.stats.connect_failures == 0
+    # Clean shutdown released the storage lock; a restarted n1 comes back with its count.
+    async with cl.node(N1, cl.ports[N1]) as again:
+        proto = again.host.protocol
+        assert isinstance(proto, GossipCounter) and proto.count == 5
+
+
+@aio
+async def test_wrong_key_is_refused_and_logged_node_keeps_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stalwart.runtime")
+    cl = Cluster(tmp_path, (N1,))
+    async with cl.node(N1) as node:
+        assert node.address is not None
+        port = node.address[1]
+        async with Client(C, b"not-the-cluster-key-at-all-0000", {N1: ("127.0.0.1", port)}, REPLIES) as bad:
+            bad.send(N1, Increment(1, 1000))
+            with pytest.raises(DeadlineExceededError):
+                await bad.connected(N1, 0.5)
+        assert node.stats.auth_failures >= 1
+        refused = [r for r in caplog.records if "peer refused" in r.getMessage()]
+        assert refused and "AuthenticationError" in refused[0].getMessage()
+        assert "remote=127.0.0.1:" in refused[0].getMessage()
+        proto = node.host.protocol
+        assert isinstance(proto, GossipCounter) and proto.count == 0  # never obeyed
+        assert (await increment(port, N1, 1)).count == 1
+
+
+async def _raw_exchange(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read()  # until the node drops us
+    finally:
+        writer.close()
+
+
+@aio
+async def test_garbage_and_oversized_frames_drop_the_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stalwart.runtime")
+    cl = Cluster(tmp_path, (N1,))
+    async with cl.node(N1) as node:
+        assert node.address is not None
+        port = node.address[1]
+        hello_and_more = await _raw_exchange(port, b"\x00\x00\x00\x05garbage bytes that are no hello")
+        assert hello_and_more.startswith(b"\x00\x00")  # the node's hello, then EOF
+        await _raw_exchange(port, struct.pack(">I", 2**31) + b"x" * 100)  # announces 2 GiB
+        assert node.stats.protocol_errors + node.stats.auth_failures >= 2
+        messages = " ".join(r.getMessage() for r in caplog.records)
+        assert "FrameTooLargeError" in messages
+        assert (await increment(port, N1, 3)).count == 3
+
+
+@aio
+async def test_authenticated_peer_sending_garbage_is_dropped(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path, (N1,))
+    async with cl.node(N1) as node:
+        assert node.address is not None
+        reader, writer = await asyncio.open_connection(*node.address)
+        import os
+
+        hs = wire.Handshake(KEY, "intruder", os.urandom(32), True)
+        writer.write(wire.encode_frame(hs.hello()))
+        decoder = wire.FrameDecoder(1 << 20)
+        frames: list[bytes] = []
+        while len(frames) < 2:
+            frames += decoder.feed(await reader.read(4096))
+        session = hs.receive_hello(frames[0])
+        assert session.open(frames[1]) == b""
+        writer.write(wire.encode_frame(session.seal(b"")))
+        # A well-sealed frame whose content is not a batch of messages:
+        writer.write(wire.encode_frame(session.seal(b"\x00\x00\x00\x03abc")))
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # dropped
+        writer.close()
+        await until(lambda: node.stats.protocol_errors >= 1)
+        async with Client(C, KEY, {N1: node.address}, REPLIES) as client:
+            await client.connected(N1, 5)
+            # A reply sent to a node is refused by the protocol (typed), the connection stays.
+            client.send(N1, IncrementAck(1, 1))
+            client.send(N1, ReadTotal(2))
+            assert (await client.receive(5))[1] == TotalReply(2, 0)
+            assert node.stats.step_errors == 1
+            # A registered message type the node does not accept at all is a protocol error.
+            client.send(N1, wire.Hello(1, "x", b"0" * 16, True, b"0" * 32))
+            client.send(N1, ReadTotal(3))
+            with pytest.raises(DeadlineExceededError):
+                await client.receive(0.5)
+        assert node.stats.protocol_errors >= 2
+
+
+@aio
+async def test_queue_to_a_down_peer_is_bounded_and_reconnects_back_off(tmp_path: Path) -> None:
+    config = RuntimeConfig(
+        host=HostConfig(tick_ms=5),
+        transport=TransportConfig(
+            queue=QueueLimits(max_messages=10),
+            backoff=BackoffPolicy(base_ms=5, cap_ms=40),
+            flush_timeout_ms=50,
+        ),
+    )
+    cl = Cluster(tmp_path, (N1, N2), config)
+    cl.ports = {N1: 0, N2: free_port()}  # n2 never starts
+    async with cl.node(N1) as node:
+        await asyncio.sleep(0.5)
+        assert node.stats.drops_overflow > 0  # gossip to n2 piles up, the oldest go
+        assert node.transport.queued(N2) <= 10
+        assert 3 <= node.stats.connect_failures <= 0.5 / 0.005  # retried, but backed off
+    assert node.stats.drops_shutdown <= 10
