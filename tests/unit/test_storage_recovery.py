@@ -88,7 +88,9 @@ def test_torn_partial_header_is_a_torn_tail(tmp_path: Path) -> None:
     assert contents(tmp_path) == [payload(i) for i in range(1, 7)]
 
 
-@pytest.mark.parametrize("garbage", [b"", b"STLW", bytes(16), bytes(100)], ids=["empty", "short", "zero-header", "zeros"])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"STLW", bytes(16), bytes(100)], ids=["empty", "short", "zero-header", "zeros"]
+)
 def test_torn_segment_creation_is_removed(tmp_path: Path, garbage: bytes) -> None:
     make_log(tmp_path, 8)  # segments 1 and 5, both full
     seg(tmp_path, 9).write_bytes(garbage)  # crash right after creating segment 9

@@ -313,7 +313,10 @@ class WalModel(RuleBasedStateMachine):
 
 
 WalModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("STALWART_WAL_EXAMPLES", "60")), stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=int(os.environ.get("STALWART_WAL_EXAMPLES", "60")),
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 test_wal_matches_model = WalModel.TestCase
 
