@@ -23,8 +23,10 @@ def payload(i: int) -> bytes:
     return (f"{i}:".encode() * 20)[:20]
 
 
-def open_wal(d: Path, **kw: bool) -> WriteAheadLog:
-    return WriteAheadLog(d, max_record_bytes=64, max_segment_bytes=16 + PER_SEGMENT * RECORD, **kw)
+def open_wal(d: Path, *, verify_on_open: bool = False) -> WriteAheadLog:
+    return WriteAheadLog(
+        d, max_record_bytes=64, max_segment_bytes=16 + PER_SEGMENT * RECORD, verify_on_open=verify_on_open
+    )
 
 
 def make_log(d: Path, count: int) -> None:
@@ -37,8 +39,8 @@ def seg(d: Path, first: int) -> Path:
     return d / f"{first:020d}.wal"
 
 
-def contents(d: Path, **kw: bool) -> list[bytes]:
-    with open_wal(d, **kw) as wal:
+def contents(d: Path) -> list[bytes]:
+    with open_wal(d) as wal:
         return wal.read(wal.first_index, wal.last_index + 1)
 
 
