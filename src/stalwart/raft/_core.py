@@ -221,7 +221,8 @@ class Core(ABC):
         self._ops.clear()
         self._msgs.clear()
         self._outputs.clear()
-        self._handed = (max(apply_to, self.applied), self.log.last_index)
+        if not ready.is_empty:  # hosts may skip advance() for an empty Ready
+            self._handed = (max(apply_to, self.applied), self.log.last_index)
         return ready
 
     def has_ready(self) -> bool:
@@ -235,7 +236,9 @@ class Core(ABC):
         )
 
     def advance(self, ready: Ready[RaftMessage, RaftOutput]) -> None:
-        assert self._handed is not None, "advance() without ready()"
+        if self._handed is None:
+            assert ready.is_empty, "advance() without ready()"
+            return
         apply_to, stable = self._handed
         self._handed = None
         self.applied = apply_to

@@ -1,0 +1,230 @@
+"""RaftReplica: Raft + client sessions + an application, as one sans-IO protocol.
+
+This is the replicated-state-machine host a store (kv/, the simulator) puts on top of
+:class:`RaftNode`: clients step :class:`ClientWrite` and :class:`ClientRead` into any replica;
+followers redirect; the leader proposes writes inside a session envelope and answers once the
+entry is applied; reads go through ReadIndex (or the lease) and are answered once applied
+reaches the confirmed index. The replica snapshots its state every ``snapshot_every`` entries.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from stalwart.errors import NotLeaderError, ProtocolError
+from stalwart.raft._config import RaftConfig
+from stalwart.raft._messages import (
+    ApplyEntry,
+    LeaderChanged,
+    RaftMessage,
+    RaftOutput,
+    ReadFailed,
+    ReadReady,
+    RestoreSnapshot,
+)
+from stalwart.raft._node import RaftNode
+from stalwart.raft._types import EntryKind, Role
+from stalwart.raft.sessions import (
+    Command,
+    SessionConfig,
+    Sessions,
+    SessionStatus,
+    StateMachine,
+    encode_command,
+)
+from stalwart.sansio import DurableState, NodeId, Ready, Rng
+
+__all__ = ["ClientRead", "ClientReply", "ClientWrite", "Committed", "RaftReplica", "ReplyStatus"]
+
+MAX_PENDING_WRITES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWrite:
+    request_id: int  # the session sequence number: increasing per client, kept across retries
+    payload: bytes
+    ack: int = 0  # the client needs no response below this request id any more
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRead:
+    request_id: int
+    query: bytes
+
+
+class ReplyStatus(enum.Enum):
+    OK = "ok"
+    REDIRECT = "redirect"  # not run: retry at leader_hint
+    INFO = "info"  # may or may not have run (leadership lost before the answer)
+    FAIL = "fail"  # not run: the session expired
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    client: NodeId
+    request_id: int
+    status: ReplyStatus
+    result: bytes | None = None
+    leader_hint: NodeId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Notification: this replica applied entry ``index`` (for cross-replica checks)."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+ReplicaOutput = ClientReply | Committed
+
+
+class QueryMachine(StateMachine, Protocol):
+    """A state machine that can also answer read-only queries."""
+
+    def query(self, query: bytes) -> bytes: ...
+
+
+class RaftReplica:
+    def __init__(
+        self,
+        config: RaftConfig,
+        rng: Rng,
+        durable: DurableState | None,
+        app: QueryMachine,
+        *,
+        tick_ms: int = 10,
+        sessions: SessionConfig | None = None,
+        snapshot_every: int = 1000,
+    ) -> None:
+        self.raft = RaftNode(config, rng, durable)
+        self.app = app
+        self.sessions = Sessions(app, sessions)
+        self.tick_ms = tick_ms
+        self.snapshot_every = snapshot_every
+        self.now_ms = 0
+        self.applied = self.raft.applied
+        self._writes: dict[tuple[NodeId, int], int] = {}  # (client, seq) -> proposed index
+        self._reads: dict[int, tuple[NodeId, int, bytes]] = {}  # ctx -> client, id, query
+        self._ready_reads: deque[tuple[int, NodeId, int, bytes]] = deque()  # index, ...
+        self._next_ctx = 1
+        self._out: list[ReplicaOutput] = []
+        self._raft_ready: Ready[RaftMessage, RaftOutput] | None = None
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.raft.id
+
+    # ---- input -----------------------------------------------------------------------------
+
+    def step(self, source: NodeId, message: RaftMessage | ClientWrite | ClientRead) -> None:
+        match message:
+            case ClientWrite():
+                self._write(source, message)
+            case ClientRead():
+                self._read(source, message)
+            case _:
+                self.raft.step(source, message)
+
+    def _redirect(self, client: NodeId, request_id: int) -> None:
+        hint = self.raft.transferee or self.raft.leader
+        self._out.append(ClientReply(client, request_id, ReplyStatus.REDIRECT, None, hint))
+
+    def _write(self, client: NodeId, msg: ClientWrite) -> None:
+        if self.raft.role is not Role.LEADER or len(self._writes) >= MAX_PENDING_WRITES:
+            self._redirect(client, msg.request_id)
+            return
+        cmd = Command(str(client), msg.request_id, msg.ack, self.now_ms, msg.payload)
+        try:
+            index = self.raft.propose(encode_command(cmd))
+        except ProtocolError:
+            self._redirect(client, msg.request_id)
+            return
+        self._writes[(client, msg.request_id)] = index
+
+    def _read(self, client: NodeId, msg: ClientRead) -> None:
+        ctx = self._next_ctx
+        try:
+            self.raft.read_index(ctx)
+        except (NotLeaderError, ProtocolError):
+            self._redirect(client, msg.request_id)
+            return
+        self._next_ctx += 1
+        self._reads[ctx] = (client, msg.request_id, msg.query)
+
+    def tick(self) -> None:
+        self.now_ms += self.tick_ms
+        self.raft.tick()
+
+    # ---- output ----------------------------------------------------------------------------
+
+    def ready(self) -> Ready[RaftMessage, ReplicaOutput]:
+        rd = self.raft.ready()
+        self._raft_ready = None if rd.is_empty else rd
+        for out in rd.outputs:
+            self._handle(out)
+        while self._ready_reads and self._ready_reads[0][0] <= self.applied:
+            _, client, request_id, query = self._ready_reads.popleft()
+            self._out.append(ClientReply(client, request_id, ReplyStatus.OK, self.app.query(query)))
+        outputs, self._out = tuple(self._out), []
+        ready: Ready[RaftMessage, ReplicaOutput] = Ready(rd.persist, rd.must_sync, rd.messages, outputs)
+        if ready.is_empty:
+            self.advance(ready)  # only internal outputs: the host has nothing to do
+        return ready
+
+    def _handle(self, out: RaftOutput) -> None:
+        match out:
+            case ApplyEntry(entry=entry):
+                self.applied = entry.index
+                self._out.append(Committed(entry.index, entry.term, entry.data))
+                if entry.kind is EntryKind.NORMAL:
+                    self._apply(entry.data)
+            case RestoreSnapshot(index=index, data=data):
+                self.sessions.restore(data)
+                self.applied = index
+            case ReadReady(ctx=ctx, index=index):
+                found = self._reads.pop(ctx, None)
+                if found is not None:
+                    self._ready_reads.append((index, *found))
+            case ReadFailed(ctx=ctx):
+                found = self._reads.pop(ctx, None)
+                if found is not None:
+                    self._redirect(found[0], found[1])
+            case LeaderChanged(leader=leader):
+                if leader != self.raft.id:
+                    # Our proposals may still commit under the next leader, or not: unknown.
+                    for client, request_id in self._writes:
+                        self._out.append(ClientReply(client, request_id, ReplyStatus.INFO, None, leader))
+                    self._writes.clear()
+                    for ctx, (client, request_id, _) in self._reads.items():
+                        self._redirect(client, request_id)
+                        del ctx
+                    self._reads.clear()
+                    self._ready_reads.clear()
+
+    def _apply(self, data: bytes) -> None:
+        result = self.sessions.apply(data)
+        client = NodeId(result.client)
+        if self._writes.pop((client, result.seq), None) is None:
+            return
+        match result.status:
+            case SessionStatus.APPLIED | SessionStatus.DUPLICATE:
+                reply = ClientReply(client, result.seq, ReplyStatus.OK, result.response)
+            case SessionStatus.STALE:
+                reply = ClientReply(client, result.seq, ReplyStatus.INFO)
+            case SessionStatus.EXPIRED:
+                reply = ClientReply(client, result.seq, ReplyStatus.FAIL)
+        self._out.append(reply)
+
+    def advance(self, ready: Ready[RaftMessage, ReplicaOutput]) -> None:
+        del ready
+        if self._raft_ready is not None:
+            self.raft.advance(self._raft_ready)
+            self._raft_ready = None
+        raft = self.raft
+        if raft.applied - raft.log.snap_index >= self.snapshot_every and raft.applied == self.applied:
+            raft.compact(raft.applied, self.sessions.snapshot())
