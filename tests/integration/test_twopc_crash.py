@@ -109,3 +109,25 @@ def test_twopc_participant_connections_cut_at_each_step(
     assert cuts > 0, f"the fault point {point} was never reached"
     assert pg_sum(dsn) + maria_sum(kw) == 2000
     assert prepared_left(dsn, kw) == 0
+
+
+def test_twopc_bank_with_random_coordinator_crashes(bank: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Concurrent transfers between PostgreSQL and MariaDB; the coordinator is SIGKILLed at
+    random step boundaries again and again, restarting from its log each time."""
+    dsn, kw = bank
+    log_path = tmp_path / "decisions.db"
+    kills = 0
+    for seed in range(6):
+        child = subprocess.run(
+            [sys.executable, str(CHILD), dsn, json.dumps(kw), str(log_path), "random", str(seed)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        assert child.returncode in (0, -signal.SIGKILL), child.stderr[-2000:]
+        kills += child.returncode == -signal.SIGKILL
+        assert pg_sum(dsn) + maria_sum(kw) == 2000 or prepared_left(dsn, kw) > 0
+    assert kills >= 4, "the nemesis must really kill the coordinator"
+    asyncio.run(recover(dsn, kw, log_path))
+    assert pg_sum(dsn) + maria_sum(kw) == 2000, "a transfer was half applied"
+    assert prepared_left(dsn, kw) == 0
+    assert pg_sum(dsn) != 1000, "transfers happened"

@@ -39,7 +39,7 @@ class MariaDBServer:
              "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--user={user}",
              f"--pid-file={self.root / 'mysqld.pid'}", "--skip-name-resolve=0",
              "--innodb-flush-log-at-trx-commit=1", "--sync-binlog=1", "--max-connections=200",
-             "--innodb-buffer-pool-size=64M", "--skip-log-bin"],
+             "--innodb-buffer-pool-size=64M", "--skip-log-bin", "--innodb-lock-wait-timeout=5"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
