@@ -1,0 +1,367 @@
+"""RedisLock, RedisRWLock, RedisSemaphore and FencedResource against a real redis-server."""
+
+# ruff: noqa: F401, F811
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from stalwart.errors import StalwartError
+from stalwart.lock import (
+    BlockingLock,
+    FencedResource,
+    Held,
+    LockError,
+    LockLost,
+    LockTimeout,
+    NotAcquired,
+    RedisBackend,
+    RedisLock,
+    RedisRWLock,
+    RedisSemaphore,
+    StaleToken,
+    run_blocking,
+)
+from tests.servers.redis import RedisServer, flush, redis_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def url(redis_server: RedisServer) -> Iterator[str]:
+    flush(redis_server)
+    yield redis_server.url
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        async with asyncio.timeout(60):
+            return await coro_fn()
+
+    return asyncio.run(main())
+
+
+def stalwart_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("stalwart-")]
+
+
+async def contend(
+    make_lock: Callable[[int], Any], workers: int = 8, rounds: int = 25
+) -> tuple[int, list[int]]:
+    """Workers do a non-atomic read-modify-write under the lock; returns (count, tokens in order)."""
+    shared = {"value": 0}
+    order: list[int] = []
+
+    async def worker(i: int) -> None:
+        lock = make_lock(i)
+        for _ in range(rounds):
+            async with lock as held:
+                held.ensure()
+                order.append(held.token)
+                value = shared["value"]
+                await asyncio.sleep(0)  # let every other worker run between the read and the write
+                await asyncio.sleep(0.0005)
+                shared["value"] = value + 1
+
+    await asyncio.gather(*(worker(i) for i in range(workers)))
+    return shared["value"], order
+
+
+def test_token_acquire_release_and_try(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "orders", ttl=5.0)
+            async with lock as held:
+                assert isinstance(held.lost, asyncio.Event) and not held.lost.is_set()
+                assert held.token == 1 and held.token_is_safe
+                held.ensure()
+                assert 4.8 < held.remaining_s <= 5.0
+                other = RedisLock(backend, "orders", ttl=5.0)
+                assert await other.try_acquire() is None
+                with pytest.raises(NotAcquired):
+                    await other.acquire(blocking=False)
+                t0 = time.monotonic()
+                with pytest.raises(LockTimeout):
+                    await other.acquire(timeout=0.2)
+                assert time.monotonic() - t0 < 1.0
+            assert held.released
+            with pytest.raises(LockError):
+                held.ensure()
+            again = await RedisLock(backend, "orders").try_acquire()
+            assert again is not None and again.token == 2
+            await again.release()
+            await again.release()  # idempotent
+            assert await backend.redis.keys("*") == [b"stalwart:lock:{orders}:fence"]
+
+    run(body)
+
+
+def test_reentrancy_is_explicit(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            plain = RedisLock(backend, "re")
+            async with plain:
+                with pytest.raises(LockError, match="reentrant"):
+                    async with plain:
+                        pass
+            lock = RedisLock(backend, "re2", reentrant=True)
+            async with lock as outer:
+                async with lock as inner:
+                    assert inner is outer and outer.depth == 2
+                assert outer.depth == 1 and not outer.released
+                assert await RedisLock(backend, "re2").try_acquire() is None
+            assert outer.released
+            # Another task is another owner, even on the same lock object.
+            async with lock:
+                with pytest.raises(LockTimeout):
+                    await asyncio.create_task(lock.acquire(timeout=0.1))
+
+    run(body)
+
+
+def test_watchdog_renews_past_ttl_and_stops_at_release(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "renew", ttl=0.3)
+            async with lock as held:
+                await asyncio.sleep(1.0)  # more than three TTLs
+                held.ensure()
+                assert backend.watchdog.rounds >= 3 and backend.watchdog.running
+                assert await RedisLock(backend, "renew").try_acquire() is None
+            assert not backend.watchdog.running
+            assert not stalwart_tasks()
+
+    run(body)
+
+
+def test_lost_when_key_taken_sets_event_and_callback(url: str) -> None:
+    async def body() -> None:
+        lost: list[Held] = []
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "stolen", ttl=0.3, on_lost=lost.append)
+            held = await lock.acquire()
+            await backend.redis.set(lock.key, "intruder")  # someone else's value: not ours any more
+            async with asyncio.timeout(2):
+                await held.lost.wait()
+            assert lost == [held]
+            with pytest.raises(LockLost, match="no longer holds"):
+                held.ensure()
+            await held.release()  # compare-and-delete leaves the intruder's key alone
+            assert await backend.redis.get(lock.key) == b"intruder"
+            assert not backend.watchdog.running
+
+    run(body)
+
+
+def test_deadline_passes_without_renewal(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            held = await RedisLock(backend, "nowatch", ttl=0.2, auto_renew=False).acquire()
+            await asyncio.sleep(0.25)
+            with pytest.raises(LockLost, match="deadline"):
+                held.ensure()
+            assert held.lost.is_set()
+
+    run(body)
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_eight_workers_no_lost_updates_tokens_increase(url: str, fair: bool) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            count, order = await contend(lambda i: RedisLock(backend, "rmw", ttl=5.0, fair=fair))
+            assert count == 8 * 25
+            assert order == sorted(order) and len(set(order)) == len(order)
+            assert not backend.waker.active and not backend.watchdog.running
+
+    run(body)
+
+
+def test_fair_mode_serves_waiters_in_arrival_order(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            first = await RedisLock(backend, "fifo", fair=True).acquire()
+            served: list[int] = []
+
+            async def waiter(i: int) -> None:
+                async with RedisLock(backend, "fifo", fair=True):
+                    served.append(i)
+
+            tasks = []
+            for i in range(6):
+                tasks.append(asyncio.create_task(waiter(i)))
+                await asyncio.sleep(0.05)  # arrive in order 0..5
+            await first.release()
+            await asyncio.gather(*tasks)
+            assert served == list(range(6))
+            assert await backend.redis.keys("*") == [b"stalwart:lock:{fifo}:fence"]
+
+    run(body)
+
+
+def test_dead_fifo_waiter_expires(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "fifo-dead", fair=True, waiter_ttl_s=0.3, poll_max_s=0.05)
+            # A waiter that queued and then vanished (its ticket is never refreshed).
+            await backend.redis.zadd(f"{lock.key}:q", {"ghost": 1})
+            await backend.redis.set(f"{lock.key}:qn", 1)
+            await backend.redis.zadd(f"{lock.key}:qx", {"ghost": int(time.time() * 1000) + 300})
+            t0 = time.monotonic()
+            held = await lock.acquire(timeout=3)
+            assert 0.2 < time.monotonic() - t0 < 2.0
+            await held.release()
+
+    run(body)
+
+
+def test_timeout_and_cancel_leave_nothing(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            held = await RedisLock(backend, "cancel").acquire()
+            for fair in (False, True):
+                task = asyncio.create_task(RedisLock(backend, "cancel", fair=fair).acquire())
+                await asyncio.sleep(0.1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                with pytest.raises(LockTimeout):
+                    await RedisLock(backend, "cancel", fair=fair).acquire(timeout=0.1)
+            await held.release()
+            assert await backend.redis.keys("*") == [b"stalwart:lock:{cancel}:fence"]
+            assert not backend.waker.active
+            assert await backend.redis.pubsub_numsub("stalwart:lock:{cancel}:wake") == [
+                (b"stalwart:lock:{cancel}:wake", 0)
+            ]
+
+    run(body)
+
+
+def test_rw_lock_readers_share_writers_exclude(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            rw = RedisRWLock(backend, "doc", ttl=2.0)
+            r1 = await rw.read().acquire()
+            r2 = await rw.read().acquire()
+            assert r2.token > r1.token
+            assert await rw.write().try_acquire() is None
+            writer = asyncio.create_task(rw.write().acquire(timeout=5))
+            await asyncio.sleep(0.1)
+            # A waiting writer blocks new readers (writer preference).
+            assert await rw.read().try_acquire() is None
+            await r1.release()
+            await r2.release()
+            w = await writer
+            assert w.token > r2.token and w.kind == "write"
+            assert await rw.read().try_acquire() is None
+            await w.release()
+            r3 = await rw.read().acquire(timeout=1)
+            assert r3.token > w.token
+            await asyncio.sleep(0.9)  # renewed by the watchdog past a third of the TTL
+            r3.ensure()
+            await r3.release()
+            keys = sorted(await backend.redis.keys("*"))
+            assert keys == [b"stalwart:rw:{doc}:fence"]
+
+    run(body)
+
+
+def test_semaphore_limits_and_renews(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            inside = 0
+            peak = 0
+
+            async def worker() -> None:
+                nonlocal inside, peak
+                async with RedisSemaphore(backend, "pool", 3, ttl=0.3) as held:
+                    inside += 1
+                    peak = max(peak, inside)
+                    await asyncio.sleep(0.4)  # longer than the TTL: the watchdog keeps the slot
+                    held.ensure()
+                    inside -= 1
+
+            await asyncio.gather(*(worker() for _ in range(7)))
+            assert peak == 3
+            with pytest.raises(StalwartError):
+                RedisSemaphore(backend, "pool", 0)
+            assert await backend.redis.keys("*") == [b"stalwart:sem:{pool}:fence"]
+
+    run(body)
+
+
+def test_fenced_resource_rejects_lower_tokens(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            resource = FencedResource(backend, "account:42")
+            assert await resource.read() is None
+            await resource.write(5, b"five")
+            await resource.write(5, b"five again")  # the same holder may write again
+            with pytest.raises(StaleToken) as err:
+                await resource.write(4, b"stale")
+            assert err.value.highest == 5
+            await resource.write(9, "nine")
+            assert await resource.read() == (9, b"nine")
+
+    run(body)
+
+
+def test_blocking_wrapper_same_shape(url: str) -> None:
+    lock = BlockingLock(RedisLock(url, "blocking", ttl=2.0))
+    with lock as held:
+        assert held.token >= 1 and not held.lost.is_set()
+        held.ensure()
+        assert lock.try_acquire() is None
+        with pytest.raises(LockTimeout):
+            lock.acquire(timeout=0.1)
+    again = lock.acquire(timeout=1)
+    assert again.token == held.token + 1
+    run_blocking(RedisBackend(url).redis.set(RedisLock(url, "blocking").key, "other"))
+    assert again.lost.wait(3), "the blocking handle's lost event must be set too"
+    with pytest.raises(LockLost):
+        again.ensure()
+    again.release()
+
+
+def test_ten_thousand_cycles_leave_nothing_behind(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            admin = backend.redis
+            names = [f"cyc-{i}" for i in range(4)]
+
+            async def cycles(name: str, n: int) -> None:
+                lock = RedisLock(backend, name, ttl=5.0)
+                for _ in range(n):
+                    held = await lock.acquire()
+                    await held.release()
+                # A few contended ones, so wake-up subscriptions are used too.
+                await asyncio.gather(*(cycle_contended(name) for _ in range(4)))
+
+            async def cycle_contended(name: str) -> None:
+                for _ in range(5):
+                    async with RedisLock(backend, name, ttl=5.0):
+                        await asyncio.sleep(0.001)
+
+            await asyncio.gather(*(cycles(name, 2500) for name in names))
+            keys = sorted(await admin.keys("*"))
+            assert keys == sorted(f"stalwart:lock:{{{n}}}:fence".encode() for n in names)
+            tokens = [int(await admin.get(k)) for k in keys]
+            assert tokens == [2520] * 4
+            assert await admin.dbsize() == 4
+            info = await admin.info("memory")
+            assert info["number_of_cached_scripts"] <= 3  # acquire, release (+ script load) only
+            numsub = await admin.pubsub_numsub(*(f"stalwart:lock:{{{n}}}:wake" for n in names))
+            assert all(count == 0 for _, count in numsub)
+            assert await admin.pubsub_channels() == []
+            clients = await admin.client_list()
+            assert not any(int(c.get("sub", 0)) for c in clients)
+            assert not backend.watchdog.running and backend.watchdog.leases == 0
+            assert not backend.waker.active
+            assert not stalwart_tasks()
+
+    run(body)
