@@ -187,7 +187,7 @@ SAMPLES = [
     Collections((1, 2, 3), ("a", 1.0), (), frozenset({"x", "y"}), {"a": 1}, {-1: b""}, {b"k": (1,)}),
     Enums(Role.LEADER, Mode.SAFE, frozenset({Role.FOLLOWER, Role.LEADER}), {Role.CANDIDATE: Mode.FAST}, None),
     NewTypes(NodeId("n1"), Term(5), Blob(b"z"), (NodeId("a"), NodeId("b")), {NodeId("a"): Term(1)}),
-    Bounded("12345678", b"abcd", 100, 1.0, (1, 2, 3), frozenset({1, 2, 3}), {"a": 1, "b": 2}, None, 1, ("abc",)),
+    Bounded("12345678", b"abcd", 100, 1.0, (1, 2, 3), frozenset({1, 2}), {"a": 1, "b": 2}, "ab", 1, ("ab",)),
     Empty(),
     One(7),
     Tree("root", (Tree("a", ()), Tree("b", (Tree("c", ()),))), Tree("p", ())),

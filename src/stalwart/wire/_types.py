@@ -17,6 +17,8 @@ from dataclasses import dataclass, is_dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
+import msgpack
+
 from stalwart.errors import DecodeError
 from stalwart.wire._errors import EncodeError, SchemaError
 from stalwart.wire._limits import Bounds, MaxLen
@@ -25,6 +27,7 @@ DecFn = Callable[[Any, int], Any]  # (raw value, depth budget left) -> value; ra
 EncFn = Callable[[Any], Any]  # value -> raw value msgpack can pack; raises EncodeError
 NoneType = type(None)
 _KEY = itemgetter(0)
+_packb = msgpack.packb
 
 
 class MessageCodec(Protocol):
@@ -405,9 +408,13 @@ def _frozenset(el: Node) -> Node:
         return out
 
     def enc(value: frozenset[Any]) -> Any:
+        # Sorted, so equal sets encode to equal bytes in every process: by value when values
+        # compare (ints, strings...), else by their own msgpack bytes (messages, tuples...).
         items = list(encode_items(value))
-        if sortable:  # sorted, so equal sets encode to equal bytes in every process
+        if sortable:
             items.sort()
+        elif len(items) > 1:
+            items.sort(key=_packb)
         return items
 
     node = _container(name, "frozenset", tuple, frozenset, dec=dec, enc=enc)
