@@ -32,7 +32,7 @@ import redis.exceptions
 from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg, expect_int, expect_pair, map_error
 from stalwart.lock._conn import ConnPool
-from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
+from stalwart.lock._errors import BackendError, BackendUnavailable, LockError, LockTimeout, NotAcquired
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
 from stalwart.lock._redis import _LockBase, check_ttl, lock_keys, new_owner
 from stalwart.lock._scripts import ACQUIRE, BUMP, RELEASE_BUMP, RENEW, Script
@@ -223,6 +223,8 @@ class Redlock(_LockBase):
         client = self.client()
         if not blocking:
             held = await self._attempt(client)
+            if isinstance(held, BackendError):
+                raise held
             if held is None:
                 raise NotAcquired(self.name, "no quorum")
             return held
@@ -236,15 +238,17 @@ class Redlock(_LockBase):
         attempts = 0
         while True:
             held = await self._attempt(client)
-            if held is not None:
+            if isinstance(held, Held):
                 return held
             attempts += 1
             if self.max_retries is not None and attempts > self.max_retries:
+                if held is not None:
+                    raise held  # too many servers failed for a quorum to be possible
                 raise NotAcquired(self.name, f"no quorum after {attempts} attempts")
             # Jitter desynchronises competing clients so one of them can win a majority.
             await asyncio.sleep(client.rng.uniform(0.5, 1.5) * self.retry_delay_s)
 
-    async def _attempt(self, client: RedlockClient) -> Held | None:
+    async def _attempt(self, client: RedlockClient) -> Held | BackendError | None:
         owner = new_owner()
         try:
             return await self._attempt_owner(client, owner)
@@ -252,12 +256,14 @@ class Redlock(_LockBase):
             await asyncio.shield(self._release_everywhere(client, owner, 0))
             raise
 
-    async def _attempt_owner(self, client: RedlockClient, owner: str) -> Held | None:
+    async def _attempt_owner(self, client: RedlockClient, owner: str) -> Held | BackendError | None:
         sent_at = time.monotonic()
         replies = await client.fanout(ACQUIRE, self._acquire_keys, (owner, self._ttl_ms, "0", 0))
         tokens: list[tuple[int, int]] = []  # (server index, token)
+        errors: list[BaseException] = []
         for i, reply in enumerate(replies):
             if isinstance(reply, BaseException):
+                errors.append(reply)
                 continue
             got, value = expect_pair(reply, f"acquire on {client.urls[i]}")
             if got == 1:
@@ -276,6 +282,11 @@ class Redlock(_LockBase):
         validity_s = self.ttl_s - (time.monotonic() - sent_at) - drift_s
         if len(tokens) < client.quorum or validity_s <= 0:
             await self._release_everywhere(client, owner, token)
+            if len(errors) > len(replies) - client.quorum:
+                what = f"{len(errors)} of {len(replies)} Redlock servers failed, no quorum possible"
+                failure = BackendUnavailable(f"{what}: {errors[0]}")
+                failure.__cause__ = errors[0]
+                return failure
             return None
         held = Held(
             name=self.name,
