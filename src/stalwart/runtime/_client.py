@@ -14,6 +14,7 @@ from typing import Self
 
 from stalwart.errors import DeadlineExceededError
 from stalwart.runtime._stats import RuntimeStats
+from stalwart.runtime._tasks import exit_task_group
 from stalwart.runtime._transport import Address, Transport, TransportConfig
 from stalwart.sansio import NodeId
 
@@ -81,7 +82,7 @@ class Client:
     ) -> None:
         assert self._tg is not None
         await self.transport.close()
-        await self._tg.__aexit__(exc_type, exc, tb)
+        await exit_task_group(self._tg, exc_type, exc, tb)
 
 
 __all__ = ["Client"]

@@ -23,6 +23,7 @@ from typing import Generic, Self, TypeVar
 
 from stalwart.runtime._host import HostConfig, ProtocolHost, Storage
 from stalwart.runtime._stats import RuntimeStats
+from stalwart.runtime._tasks import exit_task_group
 from stalwart.runtime._transport import Address, Transport, TransportConfig
 from stalwart.sansio import DurableState, NodeId, Rng, SansIOProtocol
 
@@ -119,7 +120,7 @@ class Node(Generic[I, M, O]):
             if self._host_task is not None:
                 await asyncio.wait([self._host_task])
             await self.transport.close()
-            await self._tg.__aexit__(exc_type, exc, tb)
+            await exit_task_group(self._tg, exc_type, exc, tb)
         finally:
             await self.host.close()
 
