@@ -234,4 +234,7 @@ class BoundedCounter(CRDT):
                 raise c.DecodeError(f"BoundedCounter: duplicate right {key!r}")
             out._rights[key] = c.int_in(n, "right", 1)
         out._dec = decode_counts(raw_dec, "BoundedCounter decrements")
+        holders = {i for i, _ in out._rights} | {j for _, j in out._rights} | set(out._dec)
+        if any(out.rights(r) < 0 for r in holders):
+            raise c.DecodeError("BoundedCounter: a replica holds negative rights")
         return out
