@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from stalwart.errors import DecodeError, StalwartError
 from stalwart.wire._errors import EncodeError, SchemaError
-from stalwart.wire._types import DecFn, EncFn, MessageCodec, Node, compile_type
+from stalwart.wire._types import DecFn, EncFn, MessageCodec, Node, compile_type, raw_name
 
 T = TypeVar("T")
 MAX_TAG = 2**31 - 1
@@ -87,8 +87,7 @@ class CompiledMessage:
     def _check_raw(self, raw: tuple[Any, ...]) -> None:
         for name, node, value in zip(self.names, self.nodes, raw, strict=True):
             if type(value) not in node.raw_types:
-                got = {"tuple": "array", "dict": "map", "NoneType": "nil"}.get(type(value).__name__)
-                raise DecodeError(f"{self.qualname}.{name}: expected {node.name}, got {got or type(value)}")
+                raise DecodeError(f"{self.qualname}.{name}: expected {node.name}, got {raw_name(value)}")
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:

@@ -72,7 +72,7 @@ class Node:
 
     def decode(self, raw: Any, depth_left: int) -> Any:
         if type(raw) not in self.raw_types:
-            raise DecodeError(f"expected {self.name}, got {_raw_name(raw)}")
+            raise DecodeError(f"expected {self.name}, got {raw_name(raw)}")
         return raw if self.dec is None else self.dec(raw, depth_left)
 
     def encode(self, value: Any) -> Any:
@@ -81,7 +81,7 @@ class Node:
         return value if self.enc is None else self.enc(value)
 
 
-def _raw_name(raw: Any) -> str:
+def raw_name(raw: Any) -> str:
     name = type(raw).__name__
     return {"tuple": "array", "dict": "map", "NoneType": "nil"}.get(name, name)
 
@@ -316,7 +316,7 @@ def _items_decoder(el: Node) -> DecFn:
         def decode_items(raw: tuple[Any, ...], depth_left: int) -> tuple[Any, ...]:
             for item in raw:
                 if type(item) not in rt:
-                    raise DecodeError(f"item: expected {name}, got {_raw_name(item)}")
+                    raise DecodeError(f"item: expected {name}, got {raw_name(item)}")
             return raw
 
         return decode_items
