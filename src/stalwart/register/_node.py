@@ -61,7 +61,9 @@ class RegisterNode:
         self.commit = 0  # nothing is known committed after a (re)start
         self.applied = 0
         self.value: int | None = None
-        self._match = {peer: 0 for peer in self._cluster if peer != node_id}
+        self._match = {peer: 0 for peer in self._cluster if peer != node_id}  # durable there
+        self._sent = dict(self._match)  # sent there optimistically (pipelining)
+        self._primary_commit = 0  # a backup's latest news of the primary's commit index
         self._waiting_reads: deque[tuple[NodeId, int, int]] = deque()  # (client, request, read_index)
         self._ticks = 0
         self._persist: list[StorageOp] = []
@@ -97,6 +99,7 @@ class RegisterNode:
             case Ack(last=last):
                 if self.is_primary and source in self._match:
                     self._match[source] = max(self._match[source], min(last, self.last_index))
+                    self._sent[source] = max(self._sent[source], self._match[source])
                     self._advance_commit()
             case _:
                 raise RequestError(f"unexpected message {type(message).__name__}")
@@ -105,7 +108,7 @@ class RegisterNode:
     def tick(self) -> None:
         self._ticks += 1
         if self.is_primary and self._ticks % RETRY_TICKS == 0:
-            for peer in self._match:
+            for peer in self._match:  # resend whatever is not known durable there
                 self._send_from(peer, self._match[peer] + 1)
 
     def ready(self) -> Ready[RegisterMessage, RegisterOutput]:
@@ -124,6 +127,7 @@ class RegisterNode:
                 self._advance_commit()
             else:
                 self._messages.append(Envelope(self.primary, Ack(self._durable)))
+                self._apply_through(min(self._primary_commit, self._durable))
         self._check()
 
     # --- handlers ---------------------------------------------------------------------------
@@ -149,9 +153,10 @@ class RegisterNode:
         self._log.append(raw)
         self._entries.append(entry)
         self._persist.append(AppendLog(index, raw))
-        for peer in self._match:
-            if self._match[peer] == index - 1:  # an up-to-date backup gets it at once
+        for peer in self._sent:
+            if self._sent[peer] == index - 1:  # a backup that has been sent the rest gets it at once
                 self._messages.append(Envelope(peer, Replicate(index, (raw,), self.commit)))
+                self._sent[peer] = index
         if self._mutation is Mutation.ACK_BEFORE_FSYNC:
             self._durable = index  # the bug: the page cache is taken for the disk
             self._apply_through(index)
@@ -162,6 +167,7 @@ class RegisterNode:
         if msg.start > self.last_index + 1:
             self._messages.append(Envelope(self.primary, Ack(self._durable)))  # a gap: say where
             return
+        self._primary_commit = max(self._primary_commit, msg.commit)
         fresh = msg.entries[self.last_index + 1 - msg.start :]
         for raw in fresh:
             self._entries.append(Entry.decode(raw))
@@ -175,6 +181,7 @@ class RegisterNode:
     def _send_from(self, peer: NodeId, start: int) -> None:
         entries = tuple(self._log[start - 1 : start - 1 + MAX_ENTRIES_PER_MESSAGE])
         self._messages.append(Envelope(peer, Replicate(start, entries, self.commit)))
+        self._sent[peer] = start - 1 + len(entries)
 
     def _broadcast_heartbeat(self) -> None:
         for peer in self._match:

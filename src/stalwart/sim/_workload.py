@@ -39,6 +39,7 @@ class Workload:
         self.invoked = 0
         self.live_done = 0  # definite completions in the liveness phase
         self.heal_us = 0
+        self._settling = False
         self.counts = {"ok": 0, "fail": 0, "info": 0, "dropped": 0, "redirects": 0}
         self._rng = stream(world.seed, "workload")
         self._r_net = stream(world.seed, "client.net")
@@ -164,6 +165,7 @@ class Workload:
             self.world.now + 1 + self._rng.randrange(self.world.knobs.think_max_us), CLIENT_WAKE, c, 0
         )
         self._maybe_end_safety()
+        self._maybe_settle()
 
     def close(self) -> None:
         """End of the run: an operation still in flight may or may not have happened (INFO)."""
@@ -186,9 +188,14 @@ class Workload:
             w.at(w.now + 1 + c, CLIENT_WAKE, c, 0)
 
     def _end_liveness(self) -> None:
-        self.phase = Phase.SETTLE
-        w = self.world
-        w.at(w.now + self.target.settle_ms * 1000, CONTROL, _SETTLED, 0)
+        self.phase = Phase.SETTLE  # no new operations; those in flight finish (or time out)
+        self._maybe_settle()
+
+    def _maybe_settle(self) -> None:
+        if self.phase is Phase.SETTLE and not any(self.busy) and not self._settling:
+            self._settling = True
+            w = self.world
+            w.at(w.now + self.target.settle_ms * 1000, CONTROL, _SETTLED, 0)
 
     def on_control(self, what: int) -> None:
         w = self.world

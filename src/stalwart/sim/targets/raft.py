@@ -16,8 +16,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from stalwart.errors import DecodeError
-from stalwart.raft import MUTATIONS, RaftConfig
-from stalwart.raft.replica import ClientRead, ClientReply, ClientWrite, Committed, RaftReplica, ReplyStatus
+from stalwart.raft import MUTATIONS, RaftConfig, VoteGranted
+from stalwart.raft.replica import (
+    ClientRead,
+    ClientReply,
+    ClientWrite,
+    Committed,
+    Elected,
+    RaftReplica,
+    ReplyStatus,
+    Restored,
+)
 from stalwart.raft.sessions import SessionConfig
 from stalwart.sansio import DurableState, NodeId, Rng
 from stalwart.sim._target import ALL_FAULTS, Call, Invariants, Outcome, Reply, SimTarget
@@ -71,16 +80,45 @@ class KVMachine:
 
 
 class RaftInvariants(Invariants):
+    """Raft's safety properties, checked on every output of every node across restarts.
+
+    * State Machine Safety: an index is applied with the same entry everywhere.
+    * Election Safety (5.2): at most one leader per term, cluster-wide.
+    * One vote per term (5.2): a node never votes for two candidates in a term, even after a
+      crash (what persisting the vote guarantees).
+    * Applied in order: each node applies index i + 1 after i, and a snapshot from a leader
+      only moves its state forward; only a restart (``boot``) starts it over.
+    """
+
     def __init__(self) -> None:
         self._seen: dict[int, tuple[int, bytes]] = {}
+        self._leaders: dict[int, NodeId] = {}
+        self._votes: dict[tuple[NodeId, int], NodeId] = {}
+        self._frontier: dict[NodeId, int] = {}
 
     def on_output(self, node: NodeId, output: object, now_us: int) -> str | None:
         del now_us
-        if isinstance(output, Committed):
-            entry = (output.term, output.data)
-            first = self._seen.setdefault(output.index, entry)
-            if first != entry:
-                return f"committed entry {output.index} is {entry!r} at {node} but {first!r} elsewhere"
+        match output:
+            case Committed(index=index, term=term, data=data):
+                first = self._seen.setdefault(index, (term, data))
+                if first != (term, data):
+                    return f"committed entry {index} is {(term, data)!r} at {node} but {first!r} elsewhere"
+                expected = self._frontier.get(node, 0) + 1
+                if index != expected:
+                    return f"{node} applied entry {index}, expected {expected}"
+                self._frontier[node] = index
+            case Restored(index=index, boot=boot):
+                if not boot and index <= self._frontier.get(node, 0):
+                    return f"{node} rewound its state from {self._frontier[node]} to snapshot {index}"
+                self._frontier[node] = index
+            case Elected(term=term, leader=leader):
+                other = self._leaders.setdefault(term, leader)
+                if other != leader:
+                    return f"two leaders in term {term}: {other} and {leader}"
+            case VoteGranted(term=term, candidate=candidate):
+                other = self._votes.setdefault((node, term), candidate)
+                if other != candidate:
+                    return f"{node} voted for {other} and {candidate} in term {term}"
         return None
 
     def at_end(self, nodes: Mapping[NodeId, Any]) -> list[str]:
