@@ -20,7 +20,6 @@ see docs/locks.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import weakref
@@ -114,14 +113,18 @@ class RedlockClient:
     async def _fanout_once(self, command: Sequence[Arg]) -> list[Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.server_timeout_s
-        cold = [p for p in self.pools if not p.has_idle]
-        if cold:  # connect in parallel, bounded by the same deadline
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await asyncio.gather(*(p.warm() for p in cold), return_exceptions=True)
+        # A server with no open connection (first use, or it failed last time) gets its own task
+        # for connect + request, so a slow connect cannot delay the others; the rest go inline.
+        cold = {
+            i: loop.create_task(self._cold_call(p, command, deadline))
+            for i, p in enumerate(self.pools)
+            if not p.has_idle
+        }
         results: list[Any] = [None] * len(self.pools)
         sent: list[tuple[int, Any]] = []
         for i, pool in enumerate(self.pools):
+            if i in cold:
+                continue
             try:
                 async with asyncio.timeout_at(deadline):
                     conn = await pool.checkout()
@@ -143,8 +146,10 @@ class RedlockClient:
                 i, conn = pending[0]
                 healthy = False
                 try:
-                    results[i] = await conn.read_response(timeout=max(0.0, deadline - loop.time()))
-                    healthy = True
+                    reply = await conn.read_response(timeout=max(0.0, deadline - loop.time()))
+                    if reply is None:  # redis-py's way to say an explicit read timeout passed
+                        raise TimeoutError(f"no reply within {self.server_timeout_s} s")
+                    results[i], healthy = reply, True
                 except redis.exceptions.ResponseError as exc:
                     results[i], healthy = exc, True
                 except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
@@ -152,10 +157,24 @@ class RedlockClient:
                 finally:
                     pending.pop(0)
                     self.pools[i].checkin(conn, healthy)
+        except BaseException:
+            for task in cold.values():
+                task.cancel()
+            raise
         finally:
             for i, conn in pending:  # cancelled mid-read: these replies will never be read
                 self.pools[i].checkin(conn, False)
+        for i, task in cold.items():
+            results[i] = await task
         return results
+
+    @staticmethod
+    async def _cold_call(pool: ConnPool, command: Sequence[Arg], deadline: float) -> Any:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await pool.execute(command)
+        except (redis.exceptions.RedisError, OSError, TimeoutError, LockError) as exc:
+            return exc
 
     async def _renew_batch(self, helds: Sequence[Held]) -> list[bool | BaseException]:
         out: list[bool | BaseException] = []
