@@ -55,7 +55,8 @@ class Cluster:
             self.unsynced[n] = []
         else:
             self.unsynced[n].extend(ready.persist)
-        self.queue.extend((n, env.to, env.payload) for env in ready.messages)
+        # Replies to the client (Staged) leave the cluster; only node-to-node traffic is queued.
+        self.queue.extend((n, env.to, env.payload) for env in ready.messages if env.to in (C, P1, P2))
         self.outputs.extend(ready.outputs)
         node.advance(ready)
 
@@ -64,7 +65,7 @@ class Cluster:
             self.pump(n)
         while self.queue:
             src, dst, msg = self.queue.popleft()
-            if dst in self.down or (drop_to and dst in drop_to):
+            if dst in self.down or (drop_to and dst in drop_to) or dst not in (C, P1, P2):
                 continue
             self.node(dst).step(src, msg)
             self.pump(dst)

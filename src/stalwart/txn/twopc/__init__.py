@@ -1,5 +1,6 @@
 """Two-phase commit as pure state machines (presumed abort); see docs/transactions.md."""
 
+from stalwart.txn.twopc._bank import BankCoordinator, TransferReply, TransferRequest
 from stalwart.txn.twopc._coordinator import (
     MUTATIONS,
     Coordinator,
@@ -24,6 +25,9 @@ from stalwart.txn.twopc._messages import (
     Vote,
 )
 from stalwart.txn.twopc._participant import (
+    MUTATIONS as PARTICIPANT_MUTATIONS,
+)
+from stalwart.txn.twopc._participant import (
     Applied,
     LedgerParticipant,
     ParticipantConfig,
@@ -37,9 +41,11 @@ from stalwart.txn.twopc._records import LogRecord, RecordKind
 
 __all__ = [
     "MUTATIONS",
+    "PARTICIPANT_MUTATIONS",
     "AbortRequest",
     "Ack",
     "Applied",
+    "BankCoordinator",
     "CommitRequest",
     "Coordinator",
     "CoordinatorConfig",
@@ -60,6 +66,8 @@ __all__ = [
     "RecordKind",
     "Stage",
     "Staged",
+    "TransferReply",
+    "TransferRequest",
     "TxDecided",
     "TxFinished",
     "TxId",

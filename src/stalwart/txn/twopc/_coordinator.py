@@ -125,6 +125,9 @@ class Coordinator:
                         del self._open_commits[done.log_index]
                 case _ as unreachable:
                     assert_never(unreachable)
+        # Outputs do not survive a crash: announce every decision that recovery resumes, so the
+        # host (and whoever waits on it) learns the outcome again. Outputs are at-least-once.
+        self._outputs.extend(TxDecided(txid, Outcome.COMMITTED) for txid in self._txs)
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -203,7 +206,7 @@ class Coordinator:
     def tick(self) -> None:
         self._now_tick += 1
         expired: list[TxId] = []
-        for tx in self._txs.values():
+        for tx in list(self._txs.values()):  # a resend may finish (remove) a transaction
             if tx.phase is Phase.PREPARING:
                 if self._now_tick >= tx.deadline_tick:
                     expired.append(tx.txid)

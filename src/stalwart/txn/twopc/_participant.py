@@ -24,7 +24,11 @@ _PREPARED, _COMMITTED, _ABORTED = 1, 2, 3
 
 @dataclass(frozen=True, slots=True)
 class Stage:
-    """Client request: add ``delta`` to ``account`` as part of ``txid`` (not yet visible)."""
+    """Request: add ``delta`` to ``account`` as part of ``txid`` (not yet visible).
+
+    Idempotent: staging the same (txid, account) again replaces the delta, so a duplicated or
+    retried message is harmless. One transaction has one delta per account.
+    """
 
     txid: TxId
     account: str
@@ -33,7 +37,7 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """Output: the write was staged (or refused, with a reason)."""
+    """Reply to :class:`Stage`, sent back to whoever staged: staged, or refused with a reason."""
 
     txid: TxId
     ok: bool
@@ -49,15 +53,23 @@ class Applied:
 
 
 ParticipantInput = Stage | Prepare | Decide
-ParticipantMessage = Vote | Ack | Inquire
-ParticipantOutput = Staged | Applied
+ParticipantMessage = Vote | Ack | Inquire | Staged
+ParticipantOutput = Applied
+MUTATIONS = frozenset({"vote-before-durable"})
 
 
 @dataclass(frozen=True, slots=True)
 class ParticipantConfig:
     inquire_after_ticks: int = 30
+    stage_timeout_ticks: int = 200
+    """Staged work not prepared within this long is dropped (an idle transaction timeout)."""
     initial_balances: Mapping[str, int] | None = None
     allow_negative: bool = False
+    mutations: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.mutations - MUTATIONS:
+            raise ValueError(f"unknown mutations {sorted(self.mutations - MUTATIONS)}")
 
 
 def _encode(kind: int, txid: str, coordinator: str, writes: dict[str, int]) -> bytes:
@@ -88,6 +100,7 @@ class LedgerParticipant:
         self._config = config or ParticipantConfig()
         self.balances: dict[str, int] = dict(self._config.initial_balances or {})
         self._staged: dict[TxId, dict[str, int]] = {}
+        self._staged_at: dict[TxId, int] = {}
         self._prepared: dict[TxId, tuple[NodeId, dict[str, int], int]] = {}  # writes, inquire tick
         self.outcomes: dict[TxId, Outcome] = {}
         self._now_tick = 0
@@ -132,30 +145,31 @@ class LedgerParticipant:
     def step(self, source: NodeId, message: ParticipantInput) -> None:
         match message:
             case Stage():
-                self._on_stage(message)
+                self._messages.append(Envelope(source, self._on_stage(message)))
             case Prepare(txid=txid):
                 self._on_prepare(source, txid)
             case Decide(txid=txid, commit=commit):
                 self._on_decide(source, txid, commit)
 
-    def _on_stage(self, req: Stage) -> None:
+    def _on_stage(self, req: Stage) -> Staged:
         writes = self._staged.get(req.txid)
         if req.txid in self.outcomes or req.txid in self._prepared:
-            self._outputs.append(Staged(req.txid, False, "transaction already prepared or finished"))
-        elif writes is None and len(self._staged) >= MAX_STAGED_TXS:
-            self._outputs.append(Staged(req.txid, False, "too many open transactions"))
-        elif writes is not None and req.account not in writes and len(writes) >= MAX_WRITES_PER_TX:
-            self._outputs.append(Staged(req.txid, False, "too many writes in one transaction"))
-        else:
-            writes = self._staged.setdefault(req.txid, {})
-            writes[req.account] = writes.get(req.account, 0) + req.delta
-            self._outputs.append(Staged(req.txid, True))
+            return Staged(req.txid, False, "transaction already prepared or finished")
+        if writes is None and len(self._staged) >= MAX_STAGED_TXS:
+            return Staged(req.txid, False, "too many open transactions")
+        if writes is not None and req.account not in writes and len(writes) >= MAX_WRITES_PER_TX:
+            return Staged(req.txid, False, "too many writes in one transaction")
+        writes = self._staged.setdefault(req.txid, {})
+        self._staged_at.setdefault(req.txid, self._now_tick)
+        writes[req.account] = req.delta
+        return Staged(req.txid, True)
 
     def _on_prepare(self, coordinator: NodeId, txid: TxId) -> None:
         if txid in self._prepared or self.outcomes.get(txid) is Outcome.COMMITTED:
             self._messages.append(Envelope(coordinator, Vote(txid, True)))
             return
         writes = self._staged.pop(txid, None)
+        self._staged_at.pop(txid, None)
         if writes is None:
             self.outcomes.setdefault(txid, Outcome.ABORTED)
             self._messages.append(Envelope(coordinator, Vote(txid, False, "no work (lost in a crash?)")))
@@ -167,7 +181,9 @@ class LedgerParticipant:
             return
         # The writes must be durable before the yes vote leaves: must_sync orders them.
         self._prepared[txid] = (coordinator, writes, self._now_tick + self._config.inquire_after_ticks)
-        self._log(_PREPARED, txid, coordinator, writes, sync=True)
+        self._log(
+            _PREPARED, txid, coordinator, writes, sync="vote-before-durable" not in self._config.mutations
+        )
         self._messages.append(Envelope(coordinator, Vote(txid, True)))
 
     def _on_decide(self, coordinator: NodeId, txid: TxId, commit: bool) -> None:
@@ -182,12 +198,18 @@ class LedgerParticipant:
             self._outputs.append(Applied(txid, self.outcomes[txid]))
         elif not commit:
             self._staged.pop(txid, None)
+            self._staged_at.pop(txid, None)
             self.outcomes.setdefault(txid, Outcome.ABORTED)
         # Acknowledge in every case: the decision is durable here or there was nothing to do.
         self._messages.append(Envelope(coordinator, Ack(txid)))
 
     def tick(self) -> None:
         self._now_tick += 1
+        expired = [
+            t for t, at in self._staged_at.items() if self._now_tick - at > self._config.stage_timeout_ticks
+        ]
+        for txid in expired:
+            del self._staged[txid], self._staged_at[txid]
         for txid, (coordinator, writes, inquire_at) in list(self._prepared.items()):
             if self._now_tick >= inquire_at:
                 self._messages.append(Envelope(coordinator, Inquire(txid)))
