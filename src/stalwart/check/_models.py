@@ -53,6 +53,15 @@ class Model(ABC):
         """
         return op.status is not Status.FAIL or op.f == "cas"
 
+    def read_only(self, op: Operation) -> bool:
+        """Whether ``op`` never changes the state, in any state where it is legal.
+
+        Optional, purely a speed-up: the checker linearizes a legal read-only operation at once
+        without trying alternatives (moving it earlier cannot break a linearization). Saying
+        ``True`` wrongly can give wrong verdicts; the default ``False`` is always safe.
+        """
+        return False
+
     def partition(self, ops: Sequence[Operation]) -> list[tuple[str | None, list[Operation]]]:
         """Independent sub-histories, each named, checked separately (P-compositionality).
 
@@ -108,6 +117,10 @@ class CasRegister(Model):
 
     name = "cas-register"
 
+    def read_only(self, op: Operation) -> bool:
+        # a read, or a cas that failed its compare
+        return op.f in ("read", "get") or (op.f == "cas" and op.status is Status.FAIL)
+
     def init(self) -> Hashable:
         return None
 
@@ -136,6 +149,9 @@ class KeyValue(Model):
     """
 
     name = "kv"
+
+    def read_only(self, op: Operation) -> bool:
+        return op.f in ("get", "read") or (op.f == "cas" and op.status is Status.FAIL)
 
     def init(self) -> Hashable:
         return ""

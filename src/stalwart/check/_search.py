@@ -1,25 +1,30 @@
 """Wing-Gong linearizability search with Lowe's memoisation, as a resumable generator.
 
 The search works on the events of one partition (a call and, for a determinate operation, a
-return) kept in a doubly linked list held in two integer arrays. It tries to linearize the
-operations in order: at any point, any operation whose call precedes the first remaining return
-may go next, provided the model accepts it. A linearized operation is lifted out of the list; on a
-dead end the last choice is undone. A configuration ``(set of linearized operations, state)``
-that was seen before leads nowhere new, so a set of those (bitsets as Python ints, states as
-hashable values) prunes the search (Lowe, "Testing for linearizability", 2017).
+return) kept in a doubly linked list held in two integer arrays. It extends a linearization one
+operation at a time: any operation whose call precedes the first remaining return may go next,
+provided the model accepts it. A linearized operation is lifted out of the list; on a dead end
+the last choice is undone. A configuration ``(set of linearized operations, state)`` seen before
+leads nowhere new, so a set of those (bitsets as Python ints, hashable states) prunes the search
+(Lowe, "Testing for linearizability", 2017).
 
-Indeterminate (``INFO``) operations have a call but no return: they may be linearized at any point
-after their call or never. Linearizing one that leaves the state unchanged can never help (the
-configuration without it can do everything the one with it can), so the search skips those moves.
+Three refinements keep the search small; none changes the verdict:
 
-The generator yields every ``slice_steps`` iterations so that a scheduler can interleave many
+* Candidates are tried in the order of their calls, indeterminate operations last.
+* A read-only operation (``Model.read_only``) that is legal now is placed at once, with no
+  alternative tried: a linearization that places it later can always place it here instead.
+* Indeterminate (``INFO``) operations have a call and no return: they may take effect any time
+  after their call, or never. Placing one that leaves the state unchanged can never help, so
+  the search does not try it.
+
+The generator yields every ``slice_steps`` steps so that a scheduler can interleave many
 partitions and watch a deadline; its return value is a :class:`SearchOutcome`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,16 +70,20 @@ def event_order(ops: Sequence[Operation]) -> list[tuple[int, bool]]:
     return [(i, kind == 1) for _, kind, i in keyed]
 
 
-def search(
-    ops: Sequence[Operation], model: Model, *, slice_steps: int, max_states: int
-) -> Generator[None, None, SearchOutcome]:
-    """Search for a linearization of ``ops`` (one partition), yielding every ``slice_steps``."""
+@dataclass(slots=True)
+class _Events:
+    """The event list: node k (1..m) is the k-th event; 0 (head) and m+1 (tail) are sentinels."""
+
+    nxt: list[int]
+    prv: list[int]
+    node_op: list[int]
+    ret_of: list[int]  # a call's return node, _NO_RETURN for INFO calls, _RETURN for returns
+    returns: int
+
+
+def _build_events(ops: Sequence[Operation]) -> _Events:
     events = event_order(ops)
     m = len(events)
-    head, tail = 0, m + 1
-    # Node k (1..m) is events[k-1]; 0 and m+1 are sentinels.
-    nxt = [*range(1, m + 2), -1]
-    prv = [-1, *range(0, m + 1)]
     node_op = [-1] * (m + 2)
     ret_of = [_RETURN] * (m + 2)
     call_node = [0] * len(ops)
@@ -85,37 +94,21 @@ def search(
         else:
             call_node[i] = k
             ret_of[k] = _NO_RETURN
-    bits = [1 << i for i in range(len(ops))]
+    return _Events([*range(1, m + 2), -1], [-1, *range(0, m + 1)], node_op, ret_of, m - len(ops))
+
+
+def _expander(ops: Sequence[Operation], model: Model, ev: _Events) -> Callable[[Any], list[tuple[int, Any]]]:
+    """``expand(state)``: the moves ``(call node, next state)`` worth trying now, best first."""
+    nxt, node_op, ret_of = ev.nxt, ev.node_op, ev.ret_of
     trans: list[dict[Any, Any]] = [{} for _ in ops]  # per operation: state -> next state
+    read_only = [model.read_only(op) for op in ops]
     step = model.step
 
-    state: Any = model.init()
-    lin = 0
-    returns_left = m - len(ops)  # one return per determinate operation
-    cache: set[tuple[int, Any]] = set()
-    cache_add = cache.add
-    stack_nodes: list[int] = []
-    stack_states: list[Any] = []
-    best: list[int] = []
-    best_state: Any = state
-    steps = 0
-    node = nxt[head]
-
-    def outcome(status: SearchStatus, nodes: list[int], at: Any) -> SearchOutcome:
-        return SearchOutcome(status, tuple(node_op[k] for k in nodes), at, len(cache))
-
-    if returns_left == 0:
-        return outcome(SearchStatus.LINEARIZABLE, [], state)
-    while True:
-        steps += 1
-        if steps >= slice_steps:
-            steps = 0
-            if len(cache) > max_states:
-                return outcome(SearchStatus.STATE_LIMIT, best, best_state)
-            yield
-        r = ret_of[node]
-        if r != _RETURN:
-            # A call: try to linearize its operation now.
+    def expand(state: Any) -> list[tuple[int, Any]]:
+        moves: list[tuple[int, Any]] = []
+        later: list[tuple[int, Any]] = []  # INFO operations go last: they are rarely needed
+        node = nxt[0]
+        while (r := ret_of[node]) != _RETURN:
             op = node_op[node]
             t = trans[op]
             ns = t.get(state, t)  # the dict itself stands for "not computed yet"
@@ -123,39 +116,80 @@ def search(
                 legal, after = step(state, ops[op])
                 ns = after if legal else _ILLEGAL
                 t[state] = ns
-            if ns is not _ILLEGAL and (r >= 0 or ns != state):
-                nlin = lin | bits[op]
-                key = (nlin, ns)
-                if key not in cache:
-                    cache_add(key)
-                    stack_nodes.append(node)
-                    stack_states.append(state)
-                    p = prv[node]
-                    q = nxt[node]
-                    nxt[p] = q
-                    prv[q] = p
-                    if r >= 0:
-                        p = prv[r]
-                        q = nxt[r]
-                        nxt[p] = q
-                        prv[q] = p
-                        returns_left -= 1
-                        if returns_left == 0:
-                            return outcome(SearchStatus.LINEARIZABLE, stack_nodes, ns)
-                    lin = nlin
-                    state = ns
-                    if len(stack_nodes) > len(best):
-                        best = stack_nodes.copy()
-                        best_state = ns
-                    node = nxt[head]
-                    continue
+            if ns is not _ILLEGAL:
+                if read_only[op]:
+                    return [(node, state)]  # placed at once: no alternative can do better
+                if r != _NO_RETURN:
+                    moves.append((node, ns))
+                elif ns != state:
+                    later.append((node, ns))
             node = nxt[node]
+        if later:
+            moves += later
+        return moves
+
+    return expand
+
+
+def search(
+    ops: Sequence[Operation], model: Model, *, slice_steps: int, max_states: int
+) -> Generator[None, None, SearchOutcome]:
+    """Search for a linearization of ``ops`` (one partition), yielding every ``slice_steps``."""
+    ev = _build_events(ops)
+    nxt, prv, node_op, ret_of = ev.nxt, ev.prv, ev.node_op, ev.ret_of
+    expand = _expander(ops, model, ev)
+    bits = [1 << i for i in range(len(ops))]
+    state: Any = model.init()
+    lin = 0
+    returns_left = ev.returns
+    cache: set[tuple[int, Any]] = set()
+    frames: list[tuple[list[tuple[int, Any]], int, int, Any]] = []  # moves, next index, node, state
+    best: list[int] = []
+    best_state: Any = state
+
+    def outcome(status: SearchStatus, nodes: list[int], at: Any) -> SearchOutcome:
+        return SearchOutcome(status, tuple(node_op[k] for k in nodes), at, len(cache))
+
+    if returns_left == 0:
+        return outcome(SearchStatus.LINEARIZABLE, [], state)
+    moves = expand(state)
+    index = 0
+    steps = 0
+    while True:
+        steps += 1
+        if steps >= slice_steps:
+            steps = 0
+            if len(cache) > max_states:
+                return outcome(SearchStatus.STATE_LIMIT, best, best_state)
+            yield
+        if index < len(moves):
+            node, ns = moves[index]
+            index += 1
+            nlin = lin | bits[node_op[node]]
+            key = (nlin, ns)
+            if key in cache:
+                continue
+            cache.add(key)
+            frames.append((moves, index, node, state))
+            p, q = prv[node], nxt[node]
+            nxt[p], prv[q] = q, p
+            r = ret_of[node]
+            if r >= 0:
+                p, q = prv[r], nxt[r]
+                nxt[p], prv[q] = q, p
+                returns_left -= 1
+                if returns_left == 0:
+                    return outcome(SearchStatus.LINEARIZABLE, [f[2] for f in frames], ns)
+            lin, state = nlin, ns
+            if len(frames) > len(best):
+                best, best_state = [f[2] for f in frames], ns
+            moves = expand(state)
+            index = 0
         else:
-            # The first remaining return: its operation could not be linearized; backtrack.
-            if not stack_nodes:
+            # No move left here: undo the last one and try its next alternative.
+            if not frames:
                 return outcome(SearchStatus.NOT_LINEARIZABLE, best, best_state)
-            node = stack_nodes.pop()
-            state = stack_states.pop()
+            moves, index, node, state = frames.pop()
             lin ^= bits[node_op[node]]
             r = ret_of[node]
             if r >= 0:
@@ -164,6 +198,5 @@ def search(
                 returns_left += 1
             nxt[prv[node]] = node
             prv[nxt[node]] = node
-            node = nxt[node]
-            # Invariant: the tail sentinel is never reached while a return remains before it.
-            assert node != tail or returns_left == 0
+            # The configuration after the undo is one already on the path: lin has no such bit.
+            assert not lin & bits[node_op[node]]
