@@ -50,14 +50,17 @@ def payload_size() -> int:
 class Counter:
     def __init__(self, total: int) -> None:
         self.total, self.count, self.first, self.last = total, 0, 0.0, 0.0
+        self.cpu_first = self.cpu_last = 0.0
         self.done = asyncio.Event()
 
     def hit(self, n: int = 1) -> None:
         if self.count == 0:
             self.first = time.perf_counter()
+            self.cpu_first = time.process_time()
         self.count += n
         if self.count >= self.total:
             self.last = time.perf_counter()
+            self.cpu_last = time.process_time()
             self.done.set()
 
 
@@ -95,23 +98,27 @@ async def recv_raw(total: int, chunked: bool) -> dict[str, Any]:
     print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
     await counter.done.wait()
     server.close()
-    return {"elapsed_s": counter.last - counter.first, "received": counter.count}
+    return {
+        "elapsed_s": counter.last - counter.first,
+        "recv_cpu_s": counter.cpu_last - counter.cpu_first,
+        "received": counter.count,
+    }
 
 
 async def send_raw(port: int, total: int) -> dict[str, Any]:
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     payload = b"x" * payload_size()
     frame = HEADER.pack(len(payload)) + payload
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(total):
         writer.write(frame)
         if i % 64 == 63:
             await writer.drain()
     await writer.drain()
-    send_s = time.perf_counter() - start
+    send_s, send_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     writer.close()
     await writer.wait_closed()
-    return {"send_s": send_s}
+    return {"send_s": send_s, "send_cpu_s": send_cpu_s}
 
 
 async def recv_stalwart(total: int) -> dict[str, Any]:
@@ -133,6 +140,7 @@ async def recv_stalwart(total: int) -> dict[str, Any]:
     stats = transport.stats
     return {
         "elapsed_s": counter.last - counter.first,
+        "recv_cpu_s": counter.cpu_last - counter.cpu_first,
         "received": counter.count,
         "frames_in": stats.frames_in,
         "protocol_errors": stats.protocol_errors,
@@ -147,13 +155,13 @@ async def send_stalwart(port: int, total: int) -> dict[str, Any]:
         await transport.start(tg)
         await transport.wait_connected(RECV)
         send = transport.send
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for i in range(total):
             send(RECV, Increment(i, 1))
             if i % 256 == 255 and transport.queued(RECV) >= HIGH_WATER:
                 await transport.wait_drained(RECV)
         await transport.wait_drained(RECV)
-        send_s = time.perf_counter() - start
+        send_s, send_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         await asyncio.sleep(0.2)
         await transport.close()
     s = transport.stats
@@ -162,6 +170,7 @@ async def send_stalwart(port: int, total: int) -> dict[str, Any]:
         "drops": s.drops_overflow + s.drops_shutdown,
         "writes": s.socket_writes,
         "send_s": send_s,
+        "send_cpu_s": send_cpu_s,
     }
 
 
@@ -209,26 +218,40 @@ def main() -> None:
     if args.role:
         child(args.role, args.mode, args.messages, args.port)
         return
-    rates: dict[str, list[float]] = {m: [] for m in MODES}
-    extra: dict[str, dict[str, Any]] = {}
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     for _ in range(args.runs):
         for mode in MODES:  # interleaved, so a noisy neighbour hurts every mode alike
-            result = run_once(mode, args.messages)
-            rates[mode].append(result["rate"])
-            extra[mode] = result
-    base = statistics.median(rates["raw-streams"])
-    print(f"\nsmall messages ({payload_size()} B payload), {args.messages} per run, {args.runs} runs, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")  # fmt: skip
-    print(f"{'mode':<12} {'median msg/s':>14} {'min':>12} {'max':>12} {'vs raw-streams':>15}")
-    for mode in MODES:
-        med, lo, hi = statistics.median(rates[mode]), min(rates[mode]), max(rates[mode])
-        print(f"{mode:<12} {med:>14,.0f} {lo:>12,.0f} {hi:>12,.0f} {med / base:>14.0%}")
-    st = extra["stalwart"]
+            results[mode].append(run_once(mode, args.messages))
+    report(results, args.messages, args.runs)
+
+
+def report(results: dict[str, list[dict[str, Any]]], total: int, runs: int) -> None:
+    def med(mode: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in results[mode]))
+
+    base = med("raw-streams", "rate")
+    load = os.getloadavg()[0]
+    print(f"\nsmall messages ({payload_size()} B payload), {total} per run, {runs} runs, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average {load:.1f}")  # fmt: skip
+    head = ("mode", "median msg/s", "min", "max", "vs raw-streams", "recv CPU us/msg", "send CPU us/msg")
     print(
-        f"stalwart last run: {st['frames_out']} frames for {args.messages} messages "
-        f"({args.messages / max(1, st['frames_out']):.0f} msg/frame), drops={st['drops']}, "
+        f"{head[0]:<12} {head[1]:>13} {head[2]:>10} {head[3]:>10} {head[4]:>15} {head[5]:>16} {head[6]:>16}"
+    )
+    for mode in MODES:
+        rates = [r["rate"] for r in results[mode]]
+        recv_us = med(mode, "recv_cpu_s") / total * 1e6
+        send_us = med(mode, "send_cpu_s") / total * 1e6
+        print(
+            f"{mode:<12} {med(mode, 'rate'):>13,.0f} {min(rates):>10,.0f} {max(rates):>10,.0f} "
+            f"{med(mode, 'rate') / base:>15.0%} {recv_us:>16.2f} {send_us:>16.2f}"
+        )
+    st = results["stalwart"][-1]
+    print(
+        f"stalwart last run: {st['frames_out']} frames for {total} messages "
+        f"({total / max(1, st['frames_out']):.0f} msg/frame), drops={st['drops']}, "
         f"protocol_errors={st['protocol_errors']}"
     )
+    print("CPU us/msg is process CPU time (user+sys) over the measured window: robust on a shared machine.")
 
 
 if __name__ == "__main__":
