@@ -60,6 +60,7 @@ class SeedResult:
     counts: dict[str, int]  # client outcomes: ok, fail, info, dropped, redirects
     faults: dict[str, int]  # fault and network counters
     messages: int  # messages delivered to nodes
+    events: int  # events the loop processed (deliveries, ticks, fsyncs, client events, faults)
     virtual_ms: int
     violations: list[str]
     verdict: str  # linearizability verdict, or "skipped"
@@ -117,6 +118,7 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
         counts=dict(load.counts),
         faults=dict(sorted({**world.stats, "sent": world.sent}.items())),
         messages=world.messages,
+        events=world.events,
         virtual_ms=world.now // 1000,
         violations=violations,
         verdict=verdict,

@@ -65,6 +65,7 @@ class World:
         self.stats: dict[str, int] = {}
         self.messages = 0  # delivered to a node
         self.sent = 0  # sent by a node
+        self.events = 0  # processed by the loop
         self.invariants: Invariants = target.invariants(self.cluster, mutation)
         self.clients: Any = None  # the Workload, set by it
         # Independent streams: a new knob draws only from its own.
@@ -137,7 +138,7 @@ class World:
         while heap and not self.stopped:
             if heap[0][0] > until_us:
                 self.now = until_us
-                return
+                break
             t, _, kind, a, b, p = pop(heap)
             self.now = t
             events += 1
@@ -161,6 +162,7 @@ class World:
                 clients.on_control(a)
             if events > MAX_EVENTS:
                 raise self.abort(f"more than {MAX_EVENTS} events: the run is stuck")
+        self.events += events
 
     def _blame(self, exc: Exception) -> Exception:
         """A protocol's exception is a violation (SimAbort); the simulator's own is re-raised."""
