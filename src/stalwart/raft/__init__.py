@@ -27,6 +27,7 @@ from stalwart.raft._messages import (
     RequestVoteResponse,
     RestoreSnapshot,
     TimeoutNow,
+    VoteGranted,
 )
 from stalwart.raft._node import RaftNode
 from stalwart.raft._progress import ProgressState
@@ -81,6 +82,7 @@ __all__ = [
     "SnapshotRejectedError",
     "Term",
     "TimeoutNow",
+    "VoteGranted",
     "decode_entry",
     "encode_entry",
 ]

@@ -11,6 +11,7 @@ from stalwart.raft._messages import (
     RaftMessage,
     RequestVote,
     RequestVoteResponse,
+    VoteGranted,
 )
 from stalwart.raft._progress import Progress
 from stalwart.raft._types import Entry, EntryKind, Role
@@ -64,6 +65,7 @@ class Election(Core):
             self.vote = self.id
             self.persist_hard_state()
             term = self.term
+            self.output(VoteGranted(term, self.id))
         self.set_leader(None)
         self._reset_timeout()
         self.votes = {self.id: True}
@@ -150,6 +152,7 @@ class Election(Core):
                 self.vote = source
                 self.persist_hard_state()  # durable before the grant leaves (Ready order)
                 self.election_elapsed = 0
+                self.output(VoteGranted(self.term, source))
         else:
             self.send(source, RequestVoteResponse(self.term, False, msg.pre_vote))
 

@@ -147,4 +147,12 @@ class LeaderChanged:
     leader: NodeId | None
 
 
-RaftOutput = ApplyEntry | RestoreSnapshot | ReadReady | ReadFailed | LeaderChanged
+@dataclass(frozen=True, slots=True)
+class VoteGranted:
+    """Notification: this node voted for ``candidate`` in ``term`` (for audits and checks)."""
+
+    term: int
+    candidate: NodeId
+
+
+RaftOutput = ApplyEntry | RestoreSnapshot | ReadReady | ReadFailed | LeaderChanged | VoteGranted

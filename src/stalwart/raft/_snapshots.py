@@ -66,9 +66,8 @@ class Snapshots(Replication):
 
     def on_install_snapshot(self, source: NodeId, msg: InstallSnapshot) -> None:
         self.accept_leader(source)
-        stale = msg.index <= self.commit
-        if self.mutated("snapshot-over-newer-log"):
-            stale = msg.index <= self.log.snap_index  # the bug: ignores commit and newer log
+        # The bug under test: install whatever arrives, never comparing it with commit.
+        stale = msg.index <= self.commit and not self.mutated("snapshot-over-newer-log")
         if stale:
             # We hold everything through commit already; a delayed or duplicated snapshot.
             self.send(source, InstallSnapshotResponse(self.term, self.commit, 0, True))

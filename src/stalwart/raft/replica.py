@@ -24,6 +24,7 @@ from stalwart.raft._messages import (
     ReadFailed,
     ReadReady,
     RestoreSnapshot,
+    VoteGranted,
 )
 from stalwart.raft._node import RaftNode
 from stalwart.raft._types import EntryKind, Role
@@ -37,7 +38,16 @@ from stalwart.raft.sessions import (
 )
 from stalwart.sansio import DurableState, NodeId, Ready, Rng
 
-__all__ = ["ClientRead", "ClientReply", "ClientWrite", "Committed", "RaftReplica", "ReplyStatus"]
+__all__ = [
+    "ClientRead",
+    "ClientReply",
+    "ClientWrite",
+    "Committed",
+    "Elected",
+    "RaftReplica",
+    "ReplyStatus",
+    "Restored",
+]
 
 MAX_PENDING_WRITES = 10_000
 
@@ -80,7 +90,27 @@ class Committed:
     data: bytes
 
 
-ReplicaOutput = ClientReply | Committed
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """Notification: the state machine now holds the state through ``index``.
+
+    ``boot`` is true for the first output of every incarnation (from the disk's snapshot, or
+    the empty state at 0); otherwise a snapshot from the leader replaced the state.
+    """
+
+    index: int
+    boot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Elected:
+    """Notification: this replica became leader of ``term``."""
+
+    term: int
+    leader: NodeId
+
+
+ReplicaOutput = ClientReply | Committed | Restored | Elected | VoteGranted
 
 
 class QueryMachine(StateMachine, Protocol):
@@ -113,6 +143,7 @@ class RaftReplica:
         self._ready_reads: deque[tuple[int, NodeId, int, bytes]] = deque()  # index, ...
         self._next_ctx = 1
         self._out: list[ReplicaOutput] = []
+        self._booted = False
         self._raft_ready: Ready[RaftMessage, RaftOutput] | None = None
 
     @property
@@ -165,8 +196,11 @@ class RaftReplica:
     def ready(self) -> Ready[RaftMessage, ReplicaOutput]:
         rd = self.raft.ready()
         self._raft_ready = None if rd.is_empty else rd
+        boot, self._booted = not self._booted, True
+        if boot and not any(isinstance(out, RestoreSnapshot) for out in rd.outputs):
+            self._out.append(Restored(0, boot=True))  # a fresh start: the empty state
         for out in rd.outputs:
-            self._handle(out)
+            self._handle(out, boot)
         while self._ready_reads and self._ready_reads[0][0] <= self.applied:
             _, client, request_id, query = self._ready_reads.popleft()
             self._out.append(ClientReply(client, request_id, ReplyStatus.OK, self.app.query(query)))
@@ -176,7 +210,7 @@ class RaftReplica:
             self.advance(ready)  # only internal outputs: the host has nothing to do
         return ready
 
-    def _handle(self, out: RaftOutput) -> None:
+    def _handle(self, out: RaftOutput, boot: bool) -> None:
         match out:
             case ApplyEntry(entry=entry):
                 self.applied = entry.index
@@ -185,6 +219,7 @@ class RaftReplica:
                     self._apply(entry.data)
             case RestoreSnapshot(index=index, data=data):
                 self.sessions.restore(data)
+                self._out.append(Restored(index, boot))
                 self.applied = index
             case ReadReady(ctx=ctx, index=index):
                 found = self._reads.pop(ctx, None)
@@ -194,8 +229,12 @@ class RaftReplica:
                 found = self._reads.pop(ctx, None)
                 if found is not None:
                     self._redirect(found[0], found[1])
-            case LeaderChanged(leader=leader):
-                if leader != self.raft.id:
+            case VoteGranted():
+                self._out.append(out)
+            case LeaderChanged(term=term, leader=leader):
+                if leader == self.raft.id:
+                    self._out.append(Elected(term, leader))
+                else:
                     # Our proposals may still commit under the next leader, or not: unknown.
                     for client, request_id in self._writes:
                         self._out.append(ClientReply(client, request_id, ReplyStatus.INFO, None, leader))

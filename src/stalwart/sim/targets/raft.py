@@ -108,7 +108,7 @@ class RaftInvariants(Invariants):
                     return f"{node} applied entry {index}, expected {expected}"
                 self._frontier[node] = index
             case Restored(index=index, boot=boot):
-                if not boot and index <= self._frontier.get(node, 0):
+                if not boot and index < self._frontier.get(node, 0):
                     return f"{node} rewound its state from {self._frontier[node]} to snapshot {index}"
                 self._frontier[node] = index
             case Elected(term=term, leader=leader):
@@ -163,8 +163,10 @@ class RaftTarget(SimTarget):
             election_ticks=10,
             heartbeat_ticks=2,
             max_inflight_msgs=8,
-            max_entries_per_msg=8,  # small batches: pipelining and backtracking both happen
-            snapshot_chunk_bytes=128,  # snapshots arrive in several chunks
+            # Small batches, so pipelining, partial acks and backtracking all happen.
+            max_entries_per_msg=(1, 8)[rng.randrange(2)],
+            # Some leaders send snapshots in many small chunks, others in one message.
+            snapshot_chunk_bytes=(128, 1 << 16)[rng.randrange(2)],
             snapshot_resend_ticks=5,
             mutations=frozenset() if mutation is None else frozenset({mutation}),
         )
