@@ -8,6 +8,7 @@ import re
 import struct
 from array import array
 from collections.abc import Iterable
+from itertools import accumulate
 from types import TracebackType
 
 from crc32c import crc32c
@@ -34,7 +35,8 @@ from stalwart.storage._record import (
     RECORD_HEADER,
     RECORD_HEADER_BYTES,
     SEGMENT_HEADER_BYTES,
-    encode_record,
+    encode_header,
+    encode_headers,
     encode_segment_header,
     record_crc,
     scan_records,
@@ -47,6 +49,7 @@ DEFAULT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 BASE_NAME = "wal.base"
 _BASE = struct.Struct("<8sQI")  # magic, first index, crc32c of the first 16 bytes
 _BASE_MAGIC = b"STLWBS01"
+_RECORD_OVERHEAD = RECORD_HEADER_BYTES
 _SEGMENT_RE = re.compile(r"^(\d{20})\.wal$")
 _INDEX_RE = re.compile(r"^(\d{20})\.idx$")
 
@@ -88,7 +91,9 @@ class WriteAheadLog:
         ensure_dir(self.directory, self._syncer)
         self._lock: DirLock | None = DirLock(self.directory)
         self._segments: list[Segment] = []
-        self._pending: list[bytes] = []  # encoded records not yet written
+        # Records not yet written, as [header0, payload0, header1, payload1, ...]: joined once
+        # per write, so a payload is copied only into the write buffer.
+        self._parts: list[bytes] = []
         self._pending_bytes = 0
         self._doomed: list[Segment] = []  # cut off by truncate_suffix: unlink before writing again
         self._cut: list[Segment] = []  # shortened by truncate_suffix: ftruncate before writing again
@@ -194,28 +199,52 @@ class WriteAheadLog:
             raise LogIndexError(f"append at {index}, expected {self._last + 1}")
         if len(payload) > self.max_record_bytes:
             raise RecordTooLargeError("log record", len(payload), self.max_record_bytes)
-        record = encode_record(payload)
-        self._pending.append(record)
-        self._pending_bytes += len(record)
+        if type(payload) is not bytes:
+            payload = bytes(payload)  # never keep a reference to a buffer the caller may change
+        self._parts.append(encode_header(payload))
+        self._parts.append(payload)
+        self._pending_bytes += RECORD_HEADER_BYTES + len(payload)
         self._last = index
         if self._pending_bytes >= self.write_buffer_bytes:
-            try:
-                self._write_pending()
-            except OSError as exc:
-                self._failed = exc
-                raise StorageError(f"write-ahead log {self.directory}: write failed: {exc}") from exc
+            self._flush_buffer()
+
+    def _flush_buffer(self) -> None:
+        try:
+            self._write_pending()
+        except OSError as exc:
+            self._failed = exc
+            raise StorageError(f"write-ahead log {self.directory}: write failed: {exc}") from exc
+
+    @property
+    def _pending_count(self) -> int:
+        return len(self._parts) // 2
 
     def append_many(self, first_index: int, payloads: Iterable[bytes]) -> None:
         """Buffer consecutive entries from ``first_index``; all are checked before any is taken."""
         self._check_open()
-        items = list(payloads)
+        items = payloads if type(payloads) is list else list(payloads)
         if first_index != self._last + 1:
             raise LogIndexError(f"append at {first_index}, expected {self._last + 1}")
-        for payload in items:
-            if len(payload) > self.max_record_bytes:
-                raise RecordTooLargeError("log record", len(payload), self.max_record_bytes)
-        for offset, payload in enumerate(items):
-            self.append(first_index + offset, payload)
+        if not items:
+            return
+        if set(map(type, items)) != {bytes}:
+            items = [bytes(p) for p in items]  # never keep a buffer the caller may change
+        lengths = list(map(len, items))
+        longest = max(lengths)
+        if longest > self.max_record_bytes:
+            raise RecordTooLargeError("log record", longest, self.max_record_bytes)
+        # Bound the buffer: a huge batch is taken in slices, each written when the buffer fills.
+        step = max(1, self.write_buffer_bytes // (RECORD_HEADER_BYTES + max(1, longest)))
+        for lo in range(0, len(items), step):
+            chunk, chunk_lengths = items[lo : lo + step], lengths[lo : lo + step]
+            parts: list[bytes] = [b""] * (2 * len(chunk))
+            parts[0::2] = encode_headers(chunk, chunk_lengths)
+            parts[1::2] = chunk
+            self._parts.extend(parts)
+            self._pending_bytes += RECORD_HEADER_BYTES * len(chunk) + sum(chunk_lengths)
+            self._last += len(chunk)
+            if self._pending_bytes >= self.write_buffer_bytes:
+                self._flush_buffer()
 
     def truncate_suffix(self, from_index: int) -> None:
         """Drop every entry ``>= from_index`` (a no-op past the end); durable at the next ``sync``.
@@ -229,14 +258,11 @@ class WriteAheadLog:
             raise LogIndexError(f"truncate from {from_index} below first index {self._first}")
         if from_index > self._last:
             return
-        pending_first = self._last - len(self._pending) + 1
+        pending_first = self._last - self._pending_count + 1
         if from_index >= pending_first:
-            dropped = self._pending[from_index - pending_first :]
-            del self._pending[from_index - pending_first :]
-            self._pending_bytes -= sum(len(r) for r in dropped)
+            self._drop_pending(2 * (from_index - pending_first), len(self._parts))
         else:
-            self._pending.clear()
-            self._pending_bytes = 0
+            self._drop_pending(0, len(self._parts))
             while self._segments and self._segments[-1].first_index >= from_index:
                 seg = self._segments.pop()
                 self._doomed.append(seg)
@@ -251,7 +277,11 @@ class WriteAheadLog:
                 if all(s is not seg for s in self._cut):
                     self._cut.append(seg)
         self._last = from_index - 1
-        assert self._pending_bytes == sum(len(r) for r in self._pending)  # bookkeeping is exact
+        assert self._pending_bytes == sum(map(len, self._parts))  # the buffer's bookkeeping is exact
+
+    def _drop_pending(self, lo: int, hi: int) -> None:
+        self._pending_bytes -= sum(map(len, self._parts[lo:hi]))
+        del self._parts[lo:hi]
 
     def compact_prefix(self, through_index: int) -> None:
         """Drop every entry ``<= through_index``; past the end, the log restarts empty after it.
@@ -266,15 +296,12 @@ class WriteAheadLog:
         self._first = through_index + 1
         if through_index >= self._last:
             covered, self._segments = self._segments, []
-            self._pending.clear()
-            self._pending_bytes = 0
+            self._drop_pending(0, len(self._parts))
             self._last = through_index
         else:
-            pending_first = self._last - len(self._pending) + 1
+            pending_first = self._last - self._pending_count + 1
             if through_index >= pending_first:
-                dropped = self._pending[: through_index - pending_first + 1]
-                del self._pending[: through_index - pending_first + 1]
-                self._pending_bytes -= sum(len(r) for r in dropped)
+                self._drop_pending(0, 2 * (through_index - pending_first + 1))
             split = 0
             while split < len(self._segments) and self._segments[split].last_index <= through_index:
                 split += 1
@@ -340,33 +367,32 @@ class WriteAheadLog:
                 self._syncer,
             )
             self._durable_first = self._first
-        if not self._pending:
+        if not self._parts:
             return
-        index = self._last - len(self._pending) + 1
+        index = self._last - self._pending_count + 1
         tail = self._segments[-1] if self._segments else None
         if tail is None:
             tail = self._new_segment(index)
         assert tail.next_index == index  # pending records continue the tail with no gap
-        records, start = self._pending, 0
-        while start < len(records):
-            pos, stop, offsets = tail.size, start, seg_offsets()
-            while stop < len(records) and (
-                pos + len(records[stop]) <= self.max_segment_bytes or (tail.count == 0 and stop == start)
-            ):
-                offsets.append(pos)
-                pos += len(records[stop])
-                stop += 1
-            if stop == start:  # the tail is full: seal it, then continue in a new segment
+        parts, start = self._parts, 0
+        while start < len(parts):
+            # Record boundaries if the rest went into this segment: [start of each..., end].
+            sizes = map(_RECORD_OVERHEAD.__add__, map(len, parts[start + 1 :: 2]))
+            bounds = list(accumulate(sizes, initial=tail.size))
+            fit = bisect.bisect_right(bounds, self.max_segment_bytes) - 1
+            if fit == 0 and tail.count == 0:
+                fit = 1  # cannot happen with a valid configuration; never loop forever
+            if fit == 0:  # the tail is full: seal it, then continue in a new segment
                 self._seal(tail)
-                tail = self._new_segment(index + start)
+                tail = self._new_segment(index + start // 2)
                 continue
-            data = records[start] if stop == start + 1 else b"".join(records[start:stop])
+            stop = start + 2 * fit
             self._tail_dirty = True
-            pwrite_all(tail.fd, data, tail.size)
-            tail.offsets.extend(offsets)
-            tail.size = pos
+            pwrite_all(tail.fd, b"".join(parts[start:stop]), tail.size)
+            tail.offsets.extend(bounds[:fit])
+            tail.size = bounds[fit]
             start = stop
-        self._pending = []
+        self._parts = []
         self._pending_bytes = 0
 
     def _seal(self, seg: Segment) -> None:
@@ -396,7 +422,7 @@ class WriteAheadLog:
             raise LogIndexError(f"read [{lo}, {hi}) outside the log [{self._first}, {self._last + 1})")
         out: list[bytes] = []
         wanted = hi - lo
-        pending_first = self._last - len(self._pending) + 1
+        pending_first = self._last - self._pending_count + 1
         written_hi = min(hi, pending_first)
         if lo < written_hi:
             at = bisect.bisect_right(self._segments, lo, key=lambda s: s.first_index) - 1
@@ -406,8 +432,7 @@ class WriteAheadLog:
                 out.extend(_read_segment(seg, lo - seg.first_index, stop - seg.first_index))
                 lo, at = stop, at + 1
         if hi > pending_first:
-            for record in self._pending[max(0, lo - pending_first) : hi - pending_first]:
-                out.append(record[RECORD_HEADER_BYTES:])
+            out.extend(self._parts[2 * max(0, lo - pending_first) + 1 : 2 * (hi - pending_first) : 2])
         assert len(out) == wanted  # exactly the entries asked for
         return out
 
@@ -432,7 +457,7 @@ class WriteAheadLog:
         """Release files and the lock. Anything not yet ``sync``ed is dropped (not made durable)."""
         for seg in (*self._segments, *self._doomed, *self._covered):
             seg.close()
-        self._segments, self._doomed, self._covered, self._cut, self._pending = [], [], [], [], []
+        self._segments, self._doomed, self._covered, self._cut, self._parts = [], [], [], [], []
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -464,7 +489,7 @@ def _read_segment(seg: Segment, i0: int, i1: int) -> list[bytes]:
         if pos + RECORD_HEADER_BYTES + length != stop:
             raise CorruptionError(seg.path, at, f"record length {length} does not match the index")
         payload = view[pos + RECORD_HEADER_BYTES : stop]
-        if record_crc(view[pos : pos + 4], payload) != crc:
+        if record_crc(payload) != crc:
             raise CorruptionError(seg.path, at, "record checksum mismatch")
         out.append(bytes(payload))
     return out
