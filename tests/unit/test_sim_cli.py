@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stalwart.sim import _cli
+from stalwart.sim import RunSpec, _cli, load_target
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -95,3 +95,42 @@ def test_faults_none_injects_nothing() -> None:
 def test_list_shows_targets_and_mutations() -> None:
     code, out = _run("--list")
     assert code == 0 and "register:" in out and "--mutate read-from-backup" in out
+
+
+def test_an_explicit_nemesis_file_is_followed_and_named_in_the_replay(tmp_path: Path) -> None:
+    schedule = tmp_path / "nemesis.json"
+    events = [
+        {"at_ms": 20, "action": "crash", "node": "n1"},
+        {"at_ms": 300, "action": "restart", "node": "n1"},
+        {"at_ms": 400, "action": "cut", "links": [["n1", "n2"]]},
+        {"at_ms": 500, "action": "heal"},
+        {"at_ms": 600, "action": "pause", "node": "n2", "duration_ms": 50},
+        {"at_ms": 700, "action": "partition", "shape": "halves"},
+    ]
+    schedule.write_text(json.dumps(events))
+    code, out = _run("register", "--seed", "3", "--ops", "60", "--nemesis", str(schedule), "--json")
+    assert code == 0, out
+    faults = json.loads(out)["faults"]
+    assert faults["crash"] == 1 and faults["restart"] == 1 and faults["pause"] == 1
+    assert faults["partition"] == 2 and faults["partition:halves"] == 1
+    spec = RunSpec(load_target("register"), schedule=(), schedule_path=str(schedule))
+    assert spec.replay_command(8).endswith(f"--seed 8 --ops 100 --nemesis {schedule}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        '{"at_ms": 1}',
+        '[{"at_ms": 1, "action": "explode"}]',
+        '[{"at_ms": 1, "action": "crash", "node": "n9"}]',
+        '[{"at_ms": "soon", "action": "heal"}]',
+        '[{"at_ms": 1, "action": "partition", "shape": "donut"}]',
+    ],
+)
+def test_a_bad_nemesis_file_exits_2(tmp_path: Path, content: str) -> None:
+    schedule = tmp_path / "bad.json"
+    schedule.write_text(content)
+    code, out = _run("register", "--seed", "1", "--nemesis", str(schedule))
+    assert code == 2, out
+    assert "internal error" not in out

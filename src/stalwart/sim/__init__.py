@@ -24,6 +24,7 @@ from stalwart.sim._nemesis import (
     Partition,
     Pause,
     Restart,
+    schedule_from_json,
     shape_links,
 )
 from stalwart.sim._registry import UnknownTargetError, available_targets, load_target, target_names
@@ -66,6 +67,7 @@ __all__ = [
     "parse_faults",
     "run_seed",
     "run_seeds",
+    "schedule_from_json",
     "shape_links",
     "stream",
     "swarm_knobs",

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from stalwart.errors import StalwartError
+from stalwart.errors import ConfigError, StalwartError
 from stalwart.sim._knobs import parse_faults
+from stalwart.sim._nemesis import NemesisEvent, schedule_from_json
 from stalwart.sim._registry import available_targets, load_target
 from stalwart.sim._run import RunSpec, SeedResult, Summary, run_seed
 
@@ -32,6 +33,13 @@ MAX_REPORTED = 10
 )
 @click.option("--mutate", default=None, help="Run a deliberately broken variant of the protocol.")
 @click.option("--swarm/--no-swarm", default=True, show_default=True, help="Draw every knob from the seed.")
+@click.option(
+    "--nemesis",
+    "nemesis_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="A JSON nemesis schedule to follow instead of the random nemesis.",
+)
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None, help="Write the trace.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--timing", is_flag=True, help="Also print wall-clock figures (not deterministic).")
@@ -47,6 +55,7 @@ def command(  # noqa: PLR0917 (click passes options positionally)
     ops: int,
     mutate: str | None,
     swarm: bool,
+    nemesis_path: str | None,
     trace_path: str | None,
     as_json: bool,
     timing: bool,
@@ -61,7 +70,17 @@ def command(  # noqa: PLR0917 (click passes options positionally)
         ctx.fail("missing PROTOCOL (see --list)")
     try:
         target = load_target(protocol)
-        spec = RunSpec(target, ops, parse_faults(faults, target), mutate, swarm, None, trace_path is not None)
+        schedule = _load_schedule(nemesis_path) if nemesis_path else None
+        spec = RunSpec(
+            target,
+            ops,
+            parse_faults(faults, target),
+            mutate,
+            swarm,
+            schedule,
+            trace=trace_path is not None,
+            schedule_path=nemesis_path,
+        )
         if mutate is not None and mutate not in target.mutations:
             known = ", ".join(sorted(target.mutations)) or "none"
             raise click.UsageError(f"target {protocol!r} has no mutation {mutate!r} (known: {known})")
@@ -84,6 +103,9 @@ def _run(
         for seed in seeds:
             try:
                 result = run_seed(spec, seed)
+            except ConfigError as exc:  # e.g. a schedule naming n5 in a 3-node world
+                click.echo(f"error at seed {seed}: {exc}", err=True)
+                return 2
             except Exception as exc:  # a bug in the simulator itself, not a protocol violation
                 click.echo(f"internal error at seed {seed}: {type(exc).__name__}: {exc}", err=True)
                 click.echo("".join(traceback.format_exception(exc)), err=True)
@@ -110,6 +132,15 @@ def _run(
     return 2 if internal else (1 if summary.failures else 0)
 
 
+def _load_schedule(path: str) -> tuple[NemesisEvent, ...]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the nemesis schedule {path}: {exc}") from None
+    return schedule_from_json(data)
+
+
 def _timing(summary: Summary, elapsed: float) -> dict[str, float]:
     return {
         "wall_s": round(elapsed, 3),
@@ -128,12 +159,19 @@ def _print_summary(spec: RunSpec, summary: Summary, elapsed: float | None) -> No
     mode = "swarm" if spec.swarm else "fixed knobs"
     faults = ",".join(sorted(f.value for f in spec.enabled_faults())) or "none"
     mutation = f", mutation {spec.mutation}" if spec.mutation else ""
-    click.echo(f"stalwart sim {spec.target.name}: {len(seeds)} seeds ({span}), {mode}{mutation}")
+    plural = "s" if len(seeds) != 1 else ""
+    nemesis = f", nemesis {spec.schedule_path}" if spec.schedule_path else ""
+    click.echo(
+        f"stalwart sim {spec.target.name}: {len(seeds)} seed{plural} ({span}), {mode}{mutation}{nemesis}"
+    )
     click.echo(f"faults enabled: {faults}")
     click.echo(f"ops: {_kv(summary.ops)}")
     click.echo(f"messages delivered: {summary.messages}")
     click.echo(f"faults injected: {_kv(summary.faults)}")
     click.echo(f"checker verdicts: {_kv(summary.verdicts)}")
+    if summary.unknown:
+        shown = " ".join(str(seed) for seed in summary.unknown[:20])
+        click.echo(f"checker unknown (state bound) on seeds: {shown}")
     if elapsed is not None:
         click.echo("timing: " + " ".join(f"{k}={v}" for k, v in _timing(summary, elapsed).items()))
     click.echo(f"violations: {len(summary.failures)} of {len(seeds)} seeds")

@@ -130,3 +130,45 @@ def shape_links(shape: str, n: int, rng: random.Random) -> frozenset[Link]:
             return frozenset(blocked)
         case _:
             raise ConfigError(f"unknown partition shape {shape!r}")
+
+
+def schedule_from_json(data: object) -> tuple[NemesisEvent, ...]:
+    """Parse a schedule from decoded JSON: a list of objects such as
+    ``{"at_ms": 50, "action": "crash", "node": "n1"}``. Actions: ``crash``/``restart`` (node),
+    ``pause`` (node, duration_ms), ``partition`` (shape), ``cut`` (links: [[from, to], ...]),
+    ``heal``. Raises ConfigError naming the bad entry.
+    """
+    if not isinstance(data, list):
+        raise ConfigError("a nemesis schedule is a JSON list of events")
+    return tuple(_event_from_json(i, item) for i, item in enumerate(data))
+
+
+def _event_from_json(i: int, item: object) -> NemesisEvent:
+    if not isinstance(item, dict):
+        raise ConfigError(f"nemesis event {i}: expected an object")
+    try:
+        at_ms, kind = item["at_ms"], item["action"]
+        if type(at_ms) is not int:
+            raise TypeError("at_ms must be an integer")
+        action: Action
+        match kind:
+            case "crash":
+                action = Crash(NodeId(str(item["node"])))
+            case "restart":
+                action = Restart(NodeId(str(item["node"])))
+            case "pause":
+                duration = item["duration_ms"]
+                if type(duration) is not int:
+                    raise TypeError("duration_ms must be an integer")
+                action = Pause(NodeId(str(item["node"])), duration)
+            case "partition":
+                action = Partition(str(item["shape"]))
+            case "cut":
+                action = Cut(tuple((NodeId(str(a)), NodeId(str(b))) for a, b in item["links"]))
+            case "heal":
+                action = Heal()
+            case _:
+                raise ValueError(f"unknown action {kind!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"nemesis event {i}: {exc}") from None
+    return NemesisEvent(at_ms, action)

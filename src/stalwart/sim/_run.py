@@ -32,6 +32,7 @@ class RunSpec:
     swarm: bool = True
     schedule: tuple[NemesisEvent, ...] | None = None  # an explicit nemesis instead of a random one
     trace: bool = False
+    schedule_path: str | None = None  # where the schedule came from, for the replay command
 
     def enabled_faults(self) -> frozenset[Fault]:
         return self.target.faults if self.faults is None else self.faults
@@ -46,7 +47,9 @@ class RunSpec:
             words += ["--mutate", self.mutation]
         if not self.swarm:
             words.append("--no-swarm")
-        if self.schedule is not None:
+        if self.schedule_path is not None:
+            words += ["--nemesis", self.schedule_path]
+        elif self.schedule is not None:
             words.append("(with the same explicit nemesis schedule)")
         return " ".join(words)
 
@@ -153,6 +156,7 @@ class Summary:
     messages: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     failures: list[SeedResult] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)  # seeds whose history the checker could not decide
 
     def add(self, result: SeedResult) -> None:
         self.seeds.append(result.seed)
@@ -164,6 +168,8 @@ class Summary:
         self.verdicts[result.verdict] = self.verdicts.get(result.verdict, 0) + 1
         if not result.ok:
             self.failures.append(result)
+        if result.verdict == "unknown":
+            self.unknown.append(result.seed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -174,6 +180,7 @@ class Summary:
             "faults": dict(sorted(self.faults.items())),
             "messages": self.messages,
             "verdicts": dict(sorted(self.verdicts.items())),
+            "unknown_seeds": list(self.unknown),
             "violations": [
                 {"seed": r.seed, "violations": r.violations, "replay": r.replay, "knobs": r.knobs.describe()}
                 for r in self.failures
