@@ -33,6 +33,7 @@ _NO_ORACLE: Any = object()
 MAX_LAW_TRIPLES = 64  # associativity is checked on at most this many ordered triples
 MAX_LAW_DELTAS = 6  # check_operation_log also checks the laws on up to this many deltas
 MAX_DIFF_ITEMS = 10  # a diff lists at most this many differing items per side
+MAX_REPORTED_FINDINGS = 5  # report() shows the first few; ``findings`` has them all
 
 
 class ConvergenceVerdict(enum.Enum):
@@ -71,7 +72,9 @@ class ConvergenceResult:
     def report(self) -> str:
         if self.ok:
             return f"converged: {len(self.values)} replicas agree on {self.value!r}"
-        return "\n".join(str(f) for f in self.findings)
+        shown = [str(f) for f in self.findings[:MAX_REPORTED_FINDINGS]]
+        more = len(self.findings) - len(shown)
+        return "\n".join(shown + ([f"... and {more} more findings"] if more > 0 else []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,8 @@ def _indent(text: str) -> str:
 
 def diff_values(a: Any, b: Any, left: str = "A", right: str = "B") -> str:
     """A readable difference between two CRDT values (sets, dicts, scalars)."""
+    if a == b:
+        return "values equal"
     if isinstance(a, frozenset | set) and isinstance(b, frozenset | set):
         only_a, only_b = _short(a - b), _short(b - a)
         return f"only in {left}: {only_a}\nonly in {right}: {only_b}"
@@ -139,7 +144,10 @@ def _short(items: Any) -> str:
 def _state_diff(a: Any, b: Any, left: str, right: str) -> str:
     text = diff_values(a.value, b.value, left, right)
     if text == "values equal":
-        return f"values equal ({a.value!r}) but states differ:\n{left}: {a!r}\n{right}: {b!r}"
+        detail = f"{left}: {a!r}\n{right}: {b!r}"
+        if hasattr(a, "to_bytes") and hasattr(b, "to_bytes"):
+            detail += f"\nencoded: {a.to_bytes()!r}\n     vs: {b.to_bytes()!r}"
+        return f"values equal ({a.value!r}) but internal states differ:\n{detail}"
     return text
 
 

@@ -26,6 +26,7 @@ from stalwart.crdt._errors import (
 )
 from stalwart.crdt._lww import GSet, LWWElementSet, LWWRegister, TwoPSet
 from stalwart.crdt._ormap import MapOf, ORMap
+from stalwart.crdt._replica import ClientOp, ClientResult, CRDTReplicaNode, Gossip, GossipAck
 from stalwart.crdt._sync import DeltaAck, DeltaGroup, DeltaSync, SyncKind
 from stalwart.errors import DecodeError
 
@@ -50,8 +51,11 @@ __all__ = [
     "CRDT",
     "BoundedCounter",
     "CRDTError",
+    "CRDTReplicaNode",
     "CausalCRDT",
     "CausalContext",
+    "ClientOp",
+    "ClientResult",
     "DWFlag",
     "DecodeError",
     "DeltaAck",
@@ -60,6 +64,8 @@ __all__ = [
     "EWFlag",
     "GCounter",
     "GSet",
+    "Gossip",
+    "GossipAck",
     "IncompatibleMergeError",
     "InsufficientRightsError",
     "InvalidElementError",
