@@ -40,7 +40,7 @@ KEY = b"bench-cluster-key-0123456789abcdef"
 RECV, SEND = NodeId("recv"), NodeId("send")
 HEADER = struct.Struct(">I")
 MODES = ("raw-streams", "raw-chunked", "stalwart")
-HIGH_WATER = 4_096
+HIGH_WATER = int(os.environ.get("BENCH_HIGH_WATER", "4096"))
 
 
 def payload_size() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from stalwart import wire
-from stalwart.errors import DeadlineExceededError
+from stalwart.errors import DeadlineExceededError, StorageError
 from stalwart.gossip import (
     INPUT_TYPES,
     GossipCounter,
@@ -31,6 +31,7 @@ from stalwart.runtime import (
     Node,
     QueueLimits,
     RuntimeConfig,
+    RuntimeConfigError,
     TransportConfig,
 )
 from stalwart.sansio import DurableState, NodeId
@@ -234,3 +235,83 @@ async def test_queue_to_a_down_peer_is_bounded_and_reconnects_back_off(tmp_path:
         assert node.transport.queued(N2) <= 10
         assert 3 <= node.stats.connect_failures <= 0.5 / 0.005  # retried, but backed off
     assert node.stats.drops_shutdown <= 10
+
+
+class FailingStorage(NodeStorage):
+    """A real NodeStorage whose fsync fails from the second call on (a dying disk)."""
+
+    calls = 0
+
+    def sync(self) -> None:
+        FailingStorage.calls += 1
+        if FailingStorage.calls > 1:
+            raise StorageError("injected: the disk is gone")
+        super().sync()
+
+
+@aio
+async def test_a_failing_fsync_stops_the_node_and_nothing_depending_on_it_is_sent(tmp_path: Path) -> None:
+    sent: list[object] = []
+
+    def build(durable: DurableState) -> GossipCounter:
+        return GossipCounter(N1, [], durable)
+
+    node: Node[Any, Any, TotalChanged] = Node(
+        N1, cluster_key=KEY, storage=FailingStorage(tmp_path / "n1"), protocol_factory=build,
+        accept=INPUT_TYPES, on_output=sent.append, listen=("127.0.0.1", 0), peers={}, config=FAST,
+    )  # fmt: skip
+    with pytest.raises(ExceptionGroup) as caught:
+        async with node:
+            assert node.address is not None
+            await increment(node.address[1], N1, 1)  # first fsync works
+            async with Client(C, KEY, {N1: node.address}, REPLIES) as client:
+                await client.connected(N1, 5)
+                client.send(N1, Increment(2, 1))
+                with pytest.raises(DeadlineExceededError):
+                    await client.receive(1)  # the ack depends on the failed fsync: never sent
+            await asyncio.sleep(5)  # the node's failure cancels this body
+    assert caught.group_contains(StorageError)
+    assert all(isinstance(o, TotalChanged) and o.total <= 1 for o in sent)
+
+
+@aio
+async def test_newest_connection_of_a_peer_wins(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="stalwart.runtime")
+    cl = Cluster(tmp_path, (N1,))
+    async with cl.node(N1) as node:
+        assert node.address is not None
+        nodes = {N1: node.address}
+        async with Client(C, KEY, nodes, REPLIES) as old, Client(C, KEY, nodes, REPLIES) as new:
+            await old.connected(N1, 5)
+            await new.connected(N1, 5)
+            new.send(N1, ReadTotal(1))
+            assert (await new.receive(5))[1] == TotalReply(1, 0)
+            # The node closed the older connection when the newer one authenticated; the old
+            # client redials (backoff) and in turn replaces the new one: either way, one at a time.
+            await until(lambda: node.stats.connects >= 2)
+            assert any("connection replaced node=n1 peer=client-1" in r.getMessage() for r in caplog.records)
+
+
+@aio
+async def test_shutdown_flushes_queued_messages_in_order(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path, (N1,))
+    port = free_port()
+    async with Client(C, KEY, {N1: ("127.0.0.1", port)}, REPLIES) as client:
+        async with cl.node(N1, port) as node:
+            await client.connected(N1, 5)
+            for i in range(2000):
+                node.transport.send(C, TotalReply(i, i))
+        # The node is closed: what it had queued was flushed before its sockets closed.
+        got = [await client.receive(5) for _ in range(2000)]
+    assert [reply for _, reply in got] == [TotalReply(i, i) for i in range(2000)]
+    assert node.stats.drops_shutdown == 0 and node.stats.frames_out < 2000  # batched
+
+
+@aio
+async def test_listening_on_a_busy_port_is_a_typed_error(tmp_path: Path) -> None:
+    cl = Cluster(tmp_path, (N1, N2))
+    async with cl.node(N1) as first:
+        assert first.address is not None
+        with pytest.raises(RuntimeConfigError, match="cannot listen"):
+            async with cl.node(N2, first.address[1]):
+                pass

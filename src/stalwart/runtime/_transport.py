@@ -148,7 +148,10 @@ class Transport(Generic[I]):
         self._tg = tg
         if self._listen is not None:
             host, port = self._listen
-            self._server = await asyncio.start_server(self._on_accept, host, port)
+            try:
+                self._server = await asyncio.start_server(self._on_accept, host, port)
+            except OSError as exc:
+                raise RuntimeConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
             sockname = self._server.sockets[0].getsockname()
             self.address = (str(sockname[0]), int(sockname[1]))
         for peer in self._peers.values():
