@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from stalwart.errors import ConfigError
-from stalwart.sansio import Envelope, NodeId
+from stalwart.sansio import Envelope, NodeId, StorageOp
 from stalwart.txn._decision_log import DecisionLog, SQLiteDecisionLog
 from stalwart.txn._errors import OutcomeUnknownError, TransactionAbortedError
 from stalwart.txn._resources import ResourceManager
@@ -45,10 +45,12 @@ from stalwart.txn.twopc import (
 
 log = logging.getLogger("stalwart.txn")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+_PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _TICK = object()
 MAX_INBOX = 10_000
 MAX_BATCH = 1_024
 MAX_CALLS_PER_RESOURCE = 64
+MAX_DEFERRED_OPS = 512
 
 FaultHook = Callable[[str, str], None]
 """Called as ``hook(point, txid)`` at step boundaries (tests kill the process there). Points:
@@ -80,7 +82,6 @@ class Transaction:
     def __init__(self, host: TwoPhaseCoordinator, txid: TxId) -> None:
         self._host = host
         self.txid = txid
-        self.gid = host.gid(txid)
         self._begun: list[str] = []
 
     @property
@@ -93,14 +94,14 @@ class Transaction:
         """Run a statement on ``participant`` inside this transaction; returns its rows."""
         resource = self._host.resource(participant)
         if participant not in self._begun:
-            await resource.begin(self.gid)
+            await resource.begin(self._host.gid(self.txid, participant))
             self._begun.append(participant)
-        return await resource.execute(self.gid, statement, params)
+        return await resource.execute(self._host.gid(self.txid, participant), statement, params)
 
     async def _rollback(self) -> None:
         for name in self._begun:
             with contextlib.suppress(Exception):
-                await self._host.resource(name).rollback(self.gid)
+                await self._host.resource(name).rollback(self._host.gid(self.txid, name))
 
 
 class _TransactionScope:
@@ -109,7 +110,7 @@ class _TransactionScope:
         self._tx: Transaction | None = None
 
     async def __aenter__(self) -> Transaction:
-        self._tx = Transaction(self._host, TxId(secrets.token_hex(12)))
+        self._tx = Transaction(self._host, TxId(secrets.token_hex(8)))
         return self._tx
 
     async def __aexit__(
@@ -146,6 +147,9 @@ class TwoPhaseCoordinator:
         names = [r.name for r in resources]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"participant names must be unique and non-empty: {names}")
+        bad = [n for n in names if not _PARTICIPANT_RE.match(n)]
+        if bad:
+            raise ConfigError(f"participant names {bad}: 1-16 letters, digits, '_' or '-'")
         self.name = name
         self._resources = {r.name: r for r in resources}
         self._log = log if log is not None else SQLiteDecisionLog(log_path, name)
@@ -162,10 +166,15 @@ class TwoPhaseCoordinator:
         self._limits = {n: asyncio.Semaphore(MAX_CALLS_PER_RESOURCE) for n in self._resources}
         self._first_seen: dict[str, float] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._deferred: list[StorageOp] = []
 
-    def gid(self, txid: str) -> str:
-        """The global transaction id on the participants (<= 64 bytes, as XA requires)."""
-        return f"st:{self.name}:{txid}"
+    def gid(self, txid: str, participant: str) -> str:
+        """The branch id on one participant (<= 64 bytes, as XA requires).
+
+        It names the participant too: PostgreSQL's prepared transactions are server-wide, so two
+        participants that are databases of one server need different ids.
+        """
+        return f"st:{self.name}:{txid}:{participant}"
 
     def resource(self, name: str) -> ResourceManager:
         try:
@@ -217,6 +226,9 @@ class TwoPhaseCoordinator:
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(OutcomeUnknownError("?", "the coordinator shut down"))
+        if self._deferred and not self._driver_failed():
+            with contextlib.suppress(Exception):  # best effort: losing them only repeats phase 2
+                await self._log.write(self._deferred)
         await self._log.close()
         for resource in self._resources.values():
             await resource.close()
@@ -271,8 +283,13 @@ class TwoPhaseCoordinator:
         ready = coord.ready()
         if ready.is_empty:
             return
-        # 1. persist: durable before anything that depends on it is sent (group commit).
-        await self._log.write(ready.persist)
+        # 1. persist: durable before anything that depends on it is sent (group commit). Records
+        # nothing waits on (END, compaction) ride along with the next durable write instead of
+        # costing an fsync of their own; losing them in a crash only repeats phase 2.
+        self._deferred.extend(ready.persist)
+        if ready.must_sync or len(self._deferred) >= MAX_DEFERRED_OPS:
+            await self._log.write(self._deferred)
+            self._deferred = []
         for decision in ready.outputs:
             if isinstance(decision, TxDecided) and decision.outcome is Outcome.COMMITTED:
                 self._fault("after-decision-logged", decision.txid)
@@ -315,7 +332,7 @@ class TwoPhaseCoordinator:
 
     async def _call(self, participant: str, message: CoordinatorMessage) -> None:
         resource = self._resources[participant]
-        gid = self.gid(message.txid)
+        gid = self.gid(message.txid, participant)
         reply: CoordinatorInput | None = None
         async with self._limits[participant]:
             match message:
@@ -384,7 +401,7 @@ class TwoPhaseCoordinator:
         rolled_back = 0
         for name, resource in self._resources.items():
             for gid in await resource.recover(prefix):
-                txid = TxId(gid[len(prefix) :])
+                txid = TxId(gid[len(prefix) :].split(":", 1)[0])
                 if coord.phase_of(txid) is not None:
                     continue  # in flight here, or committed and being finished by phase 2
                 first = self._first_seen.setdefault(gid, loop.time())

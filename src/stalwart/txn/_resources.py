@@ -17,7 +17,7 @@ from psycopg import sql
 
 from stalwart.txn._errors import ParticipantError, PreparedTransactionsDisabledError
 
-MAX_IDLE_CONNECTIONS = 16
+MAX_IDLE_CONNECTIONS = 64
 PG_UNDEFINED_OBJECT = "42704"  # COMMIT/ROLLBACK PREPARED of a gid that is not there
 MARIADB_XAER_NOTA = 1397  # XA COMMIT/ROLLBACK of an xid that is not there
 
@@ -54,9 +54,12 @@ class ResourceManager(Protocol):
 class PostgresResource:
     """A PostgreSQL database as a participant, through psycopg 3 and PREPARE TRANSACTION."""
 
-    def __init__(self, name: str, dsn: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, name: str, dsn: str, *, connect_timeout_s: float = 5.0, max_idle: int = MAX_IDLE_CONNECTIONS
+    ) -> None:
         self.name = name
         self._dsn = dsn
+        self._max_idle = max_idle
         self._timeout_s = connect_timeout_s
         self._branches: dict[str, psycopg.AsyncConnection[tuple[Any, ...]]] = {}
         self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
@@ -75,7 +78,7 @@ class PostgresResource:
             raise ParticipantError(f"participant {self.name!r}: cannot connect: {exc}") from exc
 
     def _release(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-        if not conn.closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+        if not conn.closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
             asyncio.get_running_loop().create_task(conn.close())
