@@ -11,7 +11,7 @@ from msgpack.exceptions import ExtraData, UnpackException
 from stalwart.errors import DecodeError
 from stalwart.wire._errors import EncodeError, SchemaError
 from stalwart.wire._limits import DEFAULT_LIMITS, Limits
-from stalwart.wire._registry import CompiledMessage, spec_for_class, spec_for_tag
+from stalwart.wire._registry import BY_CLASS, BY_TAG, CompiledMessage
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ _unpackb = msgpack.unpackb
 
 def encode(msg: Any) -> bytes:
     """The bytes of a registered message; :class:`EncodeError` if a field breaks its type."""
-    spec = spec_for_class(type(msg))
+    spec = BY_CLASS.get(type(msg))
     if spec is None:
         raise EncodeError(f"{type(msg).__qualname__} is not a registered message")
     compiled = spec._compiled or spec.compiled()
@@ -71,38 +71,39 @@ def _envelope(data: Any, limits: Limits) -> tuple[CompiledMessage, tuple[Any, ..
     if type(raw) is not tuple or len(raw) < 2:
         raise DecodeError("not a message: expected an array [version, tag, fields...]")
     version, tag = raw[0], raw[1]
-    if type(version) is not int or version != PROTOCOL_VERSION:
+    if version != PROTOCOL_VERSION or type(version) is not int:
         raise DecodeError(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
-    spec = spec_for_tag(tag) if type(tag) is int else None
+    spec = BY_TAG.get(tag) if type(tag) is int else None
     if spec is None:
         raise DecodeError(f"unknown message tag {tag!r}")
-    try:
-        compiled = spec._compiled or spec.compiled()
-    except SchemaError as exc:  # a local bug, but decode promises DecodeError for any input
-        raise DecodeError(f"tag {tag} cannot be decoded: {exc}") from exc
+    compiled = spec._compiled
+    if compiled is None:
+        try:
+            compiled = spec.compiled()
+        except SchemaError as exc:  # a local bug, but decode promises DecodeError for any input
+            raise DecodeError(f"tag {tag} cannot be decoded: {exc}") from exc
     return compiled, raw
 
 
-def _fields(compiled: CompiledMessage, raw: tuple[Any, ...], limits: Limits) -> Any:
+def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """The message these bytes hold; :class:`DecodeError` for anything else, whatever the input."""
+    compiled, raw = _envelope(data, limits)
     try:
         return compiled.decode_fields(raw[2:], limits.max_depth - 1)
     except RecursionError:
         raise DecodeError("nested too deeply") from None
 
 
-def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """The message these bytes hold; :class:`DecodeError` for anything else, whatever the input."""
-    compiled, raw = _envelope(data, limits)
-    return _fields(compiled, raw, limits)
-
-
 def decode_as(data: bytes, cls: type[T], *, limits: Limits = DEFAULT_LIMITS) -> T:
     """Like :func:`decode`, but the message must be a ``cls`` (checked before its fields)."""
-    spec = spec_for_class(cls)
+    spec = BY_CLASS.get(cls)
     if spec is None:
         raise SchemaError(f"{cls!r} is not a registered message")
     compiled, raw = _envelope(data, limits)
     if compiled.cls is not cls:
         raise DecodeError(f"expected {cls.__qualname__} (tag {spec.tag}), got tag {compiled.tag}")
-    result: T = _fields(compiled, raw, limits)
+    try:
+        result: T = compiled.decode_fields(raw[2:], limits.max_depth - 1)
+    except RecursionError:
+        raise DecodeError("nested too deeply") from None
     return result

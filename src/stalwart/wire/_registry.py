@@ -15,8 +15,8 @@ from stalwart.wire._types import DecFn, EncFn, MessageCodec, Node, compile_type,
 T = TypeVar("T")
 MAX_TAG = 2**31 - 1
 
-_BY_TAG: dict[int, MessageSpec] = {}
-_BY_CLASS: dict[type[Any], MessageSpec] = {}
+BY_TAG: dict[int, MessageSpec] = {}
+BY_CLASS: dict[type[Any], MessageSpec] = {}
 
 
 class CompiledMessage:
@@ -157,15 +157,15 @@ def resolved_hints(cls: type[Any]) -> dict[str, Any]:
 
 
 def lookup_spec(cls: type[Any]) -> MessageCodec | None:
-    return _BY_CLASS.get(cls)
+    return BY_CLASS.get(cls)
 
 
 def spec_for_class(cls: type[Any]) -> MessageSpec | None:
-    return _BY_CLASS.get(cls)
+    return BY_CLASS.get(cls)
 
 
 def spec_for_tag(tag: int) -> MessageSpec | None:
-    return _BY_TAG.get(tag)
+    return BY_TAG.get(tag)
 
 
 def _check_class(cls: Any) -> None:
@@ -193,20 +193,20 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
 
     def register(cls: type[T]) -> type[T]:
         _check_class(cls)
-        existing = _BY_TAG.get(tag)
+        existing = BY_TAG.get(tag)
         if existing is not None and not _same_definition(existing.cls, cls):
             raise SchemaError(
                 f"tag {tag} of {cls.__module__}.{cls.__qualname__} is already used by "
                 f"{existing.cls.__module__}.{existing.cls.__qualname__}"
             )
-        if cls in _BY_CLASS:
-            raise SchemaError(f"{cls.__qualname__} is already registered with tag {_BY_CLASS[cls].tag}")
+        if cls in BY_CLASS:
+            raise SchemaError(f"{cls.__qualname__} is already registered with tag {BY_CLASS[cls].tag}")
         spec = MessageSpec(cls, tag)
-        previous = _BY_TAG.get(tag)  # the same class re-defined (a module reloaded) is replaced
+        previous = BY_TAG.get(tag)  # the same class re-defined (a module reloaded) is replaced
         if previous is not None:
-            del _BY_CLASS[previous.cls]
-        _BY_TAG[tag] = spec
-        _BY_CLASS[cls] = spec  # registered before compiling, so the class may refer to itself
+            del BY_CLASS[previous.cls]
+        BY_TAG[tag] = spec
+        BY_CLASS[cls] = spec  # registered before compiling, so the class may refer to itself
         try:
             spec.compiled()
         except SchemaError as exc:
@@ -220,12 +220,12 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
 
 
 def _unregister(spec: MessageSpec, previous: MessageSpec | None) -> None:
-    del _BY_CLASS[spec.cls]
+    del BY_CLASS[spec.cls]
     if previous is None:
-        del _BY_TAG[spec.tag]
+        del BY_TAG[spec.tag]
     else:
-        _BY_TAG[spec.tag] = previous
-        _BY_CLASS[previous.cls] = previous
+        BY_TAG[spec.tag] = previous
+        BY_CLASS[previous.cls] = previous
 
 
 def _same_definition(old: type[Any], new: type[Any]) -> bool:
@@ -234,12 +234,12 @@ def _same_definition(old: type[Any], new: type[Any]) -> bool:
 
 def registered_types() -> dict[int, type[Any]]:
     """Every registered message class by tag, in tag order (a snapshot, safe to keep)."""
-    return {tag: _BY_TAG[tag].cls for tag in sorted(_BY_TAG)}
+    return {tag: BY_TAG[tag].cls for tag in sorted(BY_TAG)}
 
 
 def field_types(cls: type[Any]) -> dict[str, Any]:
     """The resolved field types of a registered message class, ``Annotated`` metadata kept."""
-    spec = _BY_CLASS.get(cls)
+    spec = BY_CLASS.get(cls)
     if spec is None:
         raise SchemaError(f"{cls!r} is not a registered message")
     compiled = spec.compiled()
@@ -248,7 +248,7 @@ def field_types(cls: type[Any]) -> dict[str, Any]:
 
 def tag_of(cls: type[Any]) -> int:
     """The type tag a registered class was given."""
-    spec = _BY_CLASS.get(cls)
+    spec = BY_CLASS.get(cls)
     if spec is None:
         raise SchemaError(f"{cls!r} is not a registered message")
     return spec.tag
