@@ -57,14 +57,24 @@ class TransportConfig:
     max_client_peers: int = 1_024
     flush_timeout_ms: float = 500.0
     read_chunk_bytes: int = 256 * 1024
+    keepalive_ms: float = 2_000.0
+    idle_timeout_ms: float = 10_000.0
+    max_frames_per_write: int = 8
 
     def __post_init__(self) -> None:
         if self.queue.batch_max_bytes + _FRAME_OVERHEAD_BYTES > self.max_frame_bytes:
             raise RuntimeConfigError("queue.batch_max_bytes must leave 1 KiB of room below max_frame_bytes")
         if min(self.max_inbound_connections, self.max_client_peers, self.read_chunk_bytes) < 1:
             raise RuntimeConfigError("connection limits and read_chunk_bytes must be >= 1")
-        if min(self.connect_timeout_ms, self.handshake_timeout_ms, self.flush_timeout_ms) <= 0:
+        if (
+            min(self.connect_timeout_ms, self.handshake_timeout_ms, self.flush_timeout_ms, self.keepalive_ms)
+            <= 0
+        ):
             raise RuntimeConfigError("timeouts must be > 0")
+        if self.idle_timeout_ms < 2 * self.keepalive_ms:
+            raise RuntimeConfigError("idle_timeout_ms must be at least twice keepalive_ms")
+        if self.max_frames_per_write < 1:
+            raise RuntimeConfigError("max_frames_per_write must be >= 1")
 
     @property
     def max_message_bytes(self) -> int:
@@ -383,12 +393,18 @@ class Transport(Generic[I]):
         self, conn: _Conn, reader: asyncio.StreamReader, decoder: wire.FrameDecoder, frames: list[bytes]
     ) -> None:
         chunk = self._config.read_chunk_bytes
+        idle_s = self._config.idle_timeout_ms / 1000
         while True:
             for frame in frames:
                 self._on_frame(conn, frame)
             if self._inbound_space is not None:
                 await self._inbound_space()
-            data = await reader.read(chunk)
+            try:
+                async with asyncio.timeout(idle_s):
+                    data = await reader.read(chunk)
+            except TimeoutError:
+                # The peer sends a keepalive well within this: it is gone (or hung) without a FIN.
+                raise _Closed(f"idle for {idle_s}s") from None
             if not data:
                 raise _Closed("EOF")
             self.stats.bytes_in += len(data)
@@ -396,6 +412,8 @@ class Transport(Generic[I]):
 
     def _on_frame(self, conn: _Conn, frame: bytes) -> None:
         body = conn.session.open(frame)
+        if not body:
+            return  # a keepalive
         items = unpack_batch(body, self._config.queue.batch_max_messages)
         messages = [decode(item) for item in items]
         accept = self._accept
@@ -407,29 +425,42 @@ class Transport(Generic[I]):
         stats.messages_in += len(messages)
         deliver, peer_id = self._deliver, conn.peer.id
         for msg in messages:
-            deliver(peer_id, msg)  # checked against accept above
+            deliver(peer_id, msg)  # all checked above: a frame is delivered whole or not at all
 
     async def _write_loop(self, conn: _Conn) -> None:
-        peer, writer, stats = conn.peer, conn.writer, self.stats
+        peer, writer, stats, session = conn.peer, conn.writer, self.stats, conn.session
+        keepalive_s = self._config.keepalive_ms / 1000
+        max_frames = self._config.max_frames_per_write
         while True:
-            await peer.has_data.wait()
+            try:
+                async with asyncio.timeout(keepalive_s):
+                    await peer.has_data.wait()
+            except TimeoutError:
+                writer.write(wire.encode_frame(session.seal(b"")))  # keepalive: an empty frame
+                await writer.drain()
+                continue
             if peer.conn is not conn:
                 raise _Closed("replaced")
-            batch = peer.queue.pop_batch()
-            if not batch:
+            # Everything queued, up to max_frames batches, goes out in one socket write.
+            frames: list[bytes] = []
+            count = 0
+            while len(frames) < max_frames and (batch := peer.queue.pop_batch()):
+                frames.append(wire.encode_frame(session.seal(pack_batch(batch))))
+                count += len(batch)
+            if not frames:
                 peer.has_data.clear()
                 peer.drained.set()
                 continue
-            frame = wire.encode_frame(conn.session.seal(pack_batch(batch)))
-            writer.write(frame)
-            stats.frames_out += 1
-            stats.messages_out += len(batch)
-            stats.bytes_out += len(frame)
+            data = b"".join(frames) if len(frames) > 1 else frames[0]
+            writer.write(data)
+            stats.frames_out += len(frames)
+            stats.messages_out += count
+            stats.bytes_out += len(data)
             stats.socket_writes += 1
             try:
                 await writer.drain()
             except (ConnectionError, OSError):
-                stats.drops_disconnect += len(batch)  # may or may not have reached the peer
+                stats.drops_disconnect += count  # may or may not have reached the peer
                 raise
 
 
