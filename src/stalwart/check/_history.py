@@ -131,10 +131,12 @@ def operation_from_json(obj: Any, path: str, line: int) -> Operation:
         raise HistoryFormatError(path, line, "expected a JSON object")
     try:
         process, f, key = obj["process"], obj["f"], obj.get("key")
-        status = _STATUSES[obj["status"]]
-        invoke, complete = obj["invoke_time"], obj.get("complete_time")
+        raw_status, invoke, complete = obj["status"], obj["invoke_time"], obj.get("complete_time")
     except KeyError as exc:
-        raise HistoryFormatError(path, line, f"missing or bad field {exc}") from None
+        raise HistoryFormatError(path, line, f"missing field {exc}") from None
+    status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
+    if status is None:
+        raise HistoryFormatError(path, line, f"status must be ok, fail or info, got {raw_status!r}")
     unknown = set(obj) - set(_FIELDS)
     if unknown:
         raise HistoryFormatError(path, line, f"unknown fields {sorted(unknown)}")

@@ -63,6 +63,8 @@ def detect_format(lines: list[str], source: str) -> str:
         s = line.strip()
         if not s or s.startswith(";"):
             continue
+        if s.startswith("[{"):
+            return "edn"
         if s.startswith("{"):
             return "edn" if s[1:].lstrip().startswith(":") else "jsonl"
         if s.startswith("INFO"):
@@ -104,8 +106,12 @@ def _edn_events(lines: list[str], source: str) -> Iterable[_Event]:
         s = line.strip()
         if not s or s.startswith(";") or s in ("[", "]"):
             continue
+        if s.startswith("[{"):  # a history written as one vector of maps, a map per line
+            s = s[1:]
+        if s.endswith("}]"):
+            s = s[:-1]
         try:
-            obj = parse_edn(s.removeprefix("[").removesuffix("]") if s[0] == "[" else s)
+            obj = parse_edn(s)
         except EdnError as exc:
             raise HistoryFormatError(source, number, f"invalid EDN: {exc}") from None
         if not isinstance(obj, dict):
