@@ -40,6 +40,8 @@ def parse_address(text: str) -> Address:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"not a HOST:PORT address: {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 literal: [::1]:7001
     return host, int(port)
 
 

@@ -1,0 +1,90 @@
+"""The batch format inside an authenticated frame, and the demo CLI's option parsing."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stalwart.errors import ConfigError
+from stalwart.runtime import PeerProtocolError, TransportConfig, pack_batch, unpack_batch
+from stalwart.runtime._demo_cli import command, load_cluster_key, parse_address, parse_peers
+from stalwart.runtime._errors import RuntimeConfigError
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=50))
+def test_batches_round_trip(items: list[bytes]) -> None:
+    assert unpack_batch(pack_batch(items), 50) == items
+
+
+@given(st.lists(st.binary(max_size=50), min_size=1, max_size=10), st.data())
+def test_a_cut_batch_is_refused(items: list[bytes], data: st.DataObject) -> None:
+    body = pack_batch(items)
+    cut = data.draw(st.integers(1, len(body)))
+    try:
+        got = unpack_batch(body[:-cut], 50)
+    except PeerProtocolError:
+        return
+    # Cutting exactly at an item boundary leaves a valid, shorter batch: a prefix of the items.
+    assert got == items[: len(got)] and len(got) < len(items)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x00\x00", "truncated"),
+        (struct.pack(">I", 10) + b"abc", "overruns"),
+        (pack_batch([b"x"] * 4), "more than 3"),
+    ],
+)
+def test_malformed_batches_are_protocol_errors(body: bytes, reason: str) -> None:
+    with pytest.raises(PeerProtocolError, match=reason):
+        unpack_batch(body, 3)
+
+
+def test_transport_config_bounds() -> None:
+    with pytest.raises(RuntimeConfigError):
+        TransportConfig(max_frame_bytes=1000)  # the default batch would not fit a frame
+    with pytest.raises(RuntimeConfigError):
+        TransportConfig(keepalive_ms=1000, idle_timeout_ms=1500)
+    with pytest.raises(RuntimeConfigError):
+        TransportConfig(max_frames_per_write=0)
+
+
+def test_addresses_and_peers_parse() -> None:
+    assert parse_address("127.0.0.1:7001") == ("127.0.0.1", 7001)
+    assert parse_address("[::1]:7") == ("::1", 7)
+    assert parse_peers("n2=127.0.0.1:2, n3=localhost:3") == {"n2": ("127.0.0.1", 2), "n3": ("localhost", 3)}
+    assert parse_peers("") == {}
+    for bad in ("7001", "host:", ":1", "h:99999", "h:x"):
+        with pytest.raises(ConfigError):
+            parse_address(bad)
+    for bad in ("n2", "=h:1", "n2=h:1,n2=h:2"):
+        with pytest.raises(ConfigError):
+            parse_peers(bad)
+
+
+def test_cluster_key_from_file_or_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"  file-key-0123456789abcdef\n")
+    assert load_cluster_key(str(key_file)) == b"file-key-0123456789abcdef"
+    monkeypatch.setenv("STALWART_CLUSTER_KEY", "env-key-0123456789abcdef")
+    assert load_cluster_key(None) == b"env-key-0123456789abcdef"
+    monkeypatch.setenv("STALWART_CLUSTER_KEY", "short")
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        load_cluster_key(None)
+
+
+def test_demo_node_refuses_to_start_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STALWART_CLUSTER_KEY", raising=False)
+    args = ["--id", "n1", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    result = CliRunner().invoke(command, args)
+    assert isinstance(result.exception, ConfigError)
+    monkeypatch.setenv("STALWART_CLUSTER_KEY", "env-key-0123456789abcdef")
+    result = CliRunner().invoke(command, [*args, "--peers", "n1=127.0.0.1:1"])
+    assert isinstance(result.exception, ConfigError) and "itself" in str(result.exception)
