@@ -244,6 +244,11 @@ def test_bytearray_and_memoryview_inputs_decode() -> None:
     assert decode(memoryview(data)) == One(5)
 
 
+def test_size_limit_counts_bytes_of_a_wide_memoryview() -> None:
+    wide = memoryview(encode(One(5)) + b"\x00" * 2).cast("I")  # 2 items of 4 bytes
+    rejects(wide, "8 bytes exceeds 7", limits=Limits(max_message_bytes=7))
+
+
 def test_unhashable_map_keys_are_refused() -> None:
     # Collections with by_name = {{}: 1}: a map used as a map key.
     head = b"\x99\x01\xcd\x03\x86\x90\x92\xa0\xcb" + b"\x00" * 8 + b"\x90\x90"

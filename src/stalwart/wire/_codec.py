@@ -43,8 +43,9 @@ def encode(msg: Any) -> bytes:
 def _unpack(data: Any, limits: Limits) -> Any:
     if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > limits.max_message_bytes:
-        raise DecodeError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
+    size = data.nbytes if type(data) is memoryview else len(data)  # a view may have wide items
+    if size > limits.max_message_bytes:
+        raise DecodeError(f"message of {size} bytes exceeds {limits.max_message_bytes}")
     try:
         # Every size in a hostile header is checked against these before anything is allocated.
         return _unpackb(
