@@ -118,11 +118,11 @@ class Cluster:
             out.append((int(i), d))
         return out
 
-    def snapshot(self, n: str) -> None:
+    def snapshot(self, n: str, index: int | None = None) -> None:
         node = NodeId(n)
         app = self.apps[node]
         data = b"\n".join(b"%d:%s" % (i, d) for i, d in app.applied)
-        self.nodes[node].compact(self.nodes[node].applied, data)
+        self.nodes[node].compact(self.nodes[node].applied if index is None else index, data)
         self.process(node)
 
     def blocked(self, src: NodeId, dst: NodeId) -> bool:

@@ -101,6 +101,8 @@ class Replication(Election):
                 pr.become_probe()
             if self.maybe_commit():
                 self._bcast_pending = True
+                if self.role is not Role.LEADER or source not in self.progress:
+                    return  # the commit removed us (or them) from the configuration
             while self.send_append(source):
                 pass  # pipeline until the in-flight window is full or the log is sent
             if source == self.transferee and pr.match == self.log.last_index:
@@ -115,7 +117,9 @@ class Replication(Election):
         pr.recent_active = True
         pr.probe_sent = False
         if pr.match < self.log.last_index:
-            self.send_append(source)
+            # Even with nothing new to send: an empty append at next - 1 exposes a follower
+            # that lost what we believe is in flight (a crash, lost messages) by its reject.
+            self.send_append(source, send_empty=True)
         if msg.round > self.acked_round.get(source, 0):
             self.acked_round[source] = msg.round
             self.advance_reads()
