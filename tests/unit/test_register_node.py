@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stalwart import wire
 from stalwart.errors import DecodeError, NotLeaderError
 from stalwart.register import (
     Ack,
@@ -50,7 +51,8 @@ class Harness:
             node.advance(ready)
 
     def request(self, to: NodeId, rid: int, f: str, value: object = None) -> None:
-        self.nodes[to].step(C, ClientRequest(rid, f, value))
+        args = () if f == "read" else (value,) if f == "write" else value
+        self.nodes[to].step(C, ClientRequest(rid, f, args))  # type: ignore[arg-type]
         self.flush(to)
 
     def deliver_all(self, drop_to: set[NodeId] | None = None) -> None:
@@ -111,7 +113,7 @@ def test_a_read_waits_for_writes_logged_before_it() -> None:
 def test_backups_refuse_clients_with_the_primary_as_hint() -> None:
     h = Harness()
     with pytest.raises(NotLeaderError) as err:
-        h.nodes[N2].step(C, ClientRequest(1, "read"))
+        h.nodes[N2].step(C, ClientRequest(1, "read"))  # no arguments
     assert err.value.leader_hint == N1
 
 
@@ -166,12 +168,15 @@ def test_duplicated_and_stale_messages_change_nothing() -> None:
 @pytest.mark.parametrize(
     "request_",
     [
-        ClientRequest(1, "write", "x"),
-        ClientRequest(1, "write", None),
+        ClientRequest(1, "write", ("x",)),  # type: ignore[arg-type]
+        ClientRequest(1, "write", (None,)),
+        ClientRequest(1, "write", ()),
+        ClientRequest(1, "read", (1,)),
         ClientRequest(1, "cas", (1,)),
-        ClientRequest(1, "cas", 3),
+        ClientRequest(1, "cas", (1, 2, 3)),
         ClientRequest(1, "delete"),
-        ClientRequest(1, "write", 2**70),
+        ClientRequest(1, "write", (2**70,)),
+        ClientRequest(1, "write", (True,)),
     ],
 )
 def test_malformed_requests_are_refused_before_any_change(request_: ClientRequest) -> None:
@@ -185,7 +190,7 @@ def test_malformed_requests_are_refused_before_any_change(request_: ClientReques
 
 def test_ack_before_fsync_mutation_acks_without_syncing() -> None:
     node = RegisterNode(N1, CLUSTER, DurableState(), Mutation.ACK_BEFORE_FSYNC)
-    node.step(C, ClientRequest(1, "write", 2))
+    node.step(C, ClientRequest(1, "write", (2,)))
     ready = node.ready()
     assert not ready.must_sync and isinstance(ready.persist[0], AppendLog)
     assert ClientReply(1, "ok") in ready.outputs
@@ -216,6 +221,29 @@ def test_garbage_entries_raise_decode_error_only(data: bytes) -> None:
 def test_a_node_refuses_to_start_from_an_unreadable_log() -> None:
     with pytest.raises(DecodeError):
         RegisterNode(N2, CLUSTER, DurableState(log=(b"\xff garbage",)))
+
+
+MESSAGES = [
+    ClientRequest(7, "cas", (None, 3)),
+    ClientRequest(8, "read"),
+    ClientReply(7, "ok", 3, None),
+    ClientReply(9, "redirect", None, "n1"),
+    Replicate(4, (b"write ~ 1 c0 3", b"cas 1 2 c1 4"), 3),
+    Ack(12),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES)
+def test_messages_round_trip_through_the_wire_codec(msg: object) -> None:
+    assert wire.decode(wire.encode(msg)) == msg
+
+
+def test_the_wire_refuses_oversized_batches_and_values() -> None:
+    too_many = Replicate(1, tuple(b"x" for _ in range(65)), 0)
+    with pytest.raises(wire.EncodeError):
+        wire.encode(too_many)
+    with pytest.raises(wire.EncodeError):
+        wire.encode(ClientRequest(1, "write", (2**62,)))
 
 
 def test_acks_from_strangers_are_ignored() -> None:

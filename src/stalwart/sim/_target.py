@@ -104,6 +104,7 @@ class SimTarget(abc.ABC):
     model: Any = "cas-register"  # stalwart.check model name or Model; None skips linearizability
     faults: frozenset[Fault] = ALL_FAULTS  # the fault kinds this protocol is meant to survive
     mutations: Mapping[str, str] = {}  # name -> what is broken, for ``--mutate NAME``
+    wire_codec: bool = False  # peer messages are stalwart.wire messages: round-trip each one sent
 
     @abc.abstractmethod
     def build(

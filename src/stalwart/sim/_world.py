@@ -44,6 +44,17 @@ _SIM_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TARGETS_DIR = os.path.join(_SIM_DIR, "targets") + os.sep
 
 
+def _wire_round_trip() -> Callable[[Any], Any]:
+    from stalwart import wire
+
+    encode, decode = wire.encode, wire.decode
+
+    def round_trip(payload: Any) -> Any:
+        return decode(encode(payload))
+
+    return round_trip
+
+
 class SimAbort(StalwartError):
     """A run stopped on a violation (a protocol raised, the disk refused, an invariant broke)."""
 
@@ -68,6 +79,7 @@ class World:
         self.events = 0  # processed by the loop
         self.invariants: Invariants = target.invariants(self.cluster, mutation)
         self.clients: Any = None  # the Workload, set by it
+        self._codec: Callable[[Any], Any] | None = _wire_round_trip() if target.wire_codec else None
         # Independent streams: a new knob draws only from its own.
         self._r_latency = stream(seed, "net.latency")
         self._r_loss = stream(seed, "net.loss")
@@ -341,6 +353,10 @@ class World:
         if j < 0 or j == i:
             raise self.abort(f"{self.cluster[i]} sent to {to!r}, which is not a peer")
         self.sent += 1
+        if self._codec is not None:
+            # The bytes a real host would send, decoded as the receiver would: a message the
+            # codec cannot carry (or alters) fails here, not first in production.
+            payload = self._codec(payload)
         link = i * self.n + j
         if self.blocked[link]:
             self.count("dropped-partition")

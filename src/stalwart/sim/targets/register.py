@@ -52,6 +52,7 @@ class RegisterTarget(SimTarget):
     liveness_bound_ms = 10_000
     model = "cas-register"
     faults = ALL_FAULTS
+    wire_codec = True  # every Replicate/Ack goes through stalwart.wire, as over TCP
     mutations = {
         Mutation.READ_FROM_BACKUP.value: "backups answer reads from their possibly stale copy",
         Mutation.ACK_BEFORE_FSYNC.value: "the primary acks writes from its page cache, unreplicated",
@@ -79,12 +80,20 @@ class RegisterTarget(SimTarget):
                 return Call("cas", None, (rng.randrange(VALUES), rng.randrange(VALUES)))
 
     def request(self, request_id: int, call: Call) -> object:
-        return ClientRequest(request_id, call.f, call.value)
+        match call.f:
+            case "read":
+                args: tuple[int | None, ...] = ()
+            case "write":
+                args = (call.value,)
+            case _:
+                args = tuple(call.value)
+        return ClientRequest(request_id, call.f, args)
 
     def reply(self, output: object) -> Reply | None:
         if not isinstance(output, ClientReply):
             return None
-        return Reply(output.request_id, Outcome(output.outcome), output.value, output.leader_hint)
+        hint = None if output.leader_hint is None else NodeId(output.leader_hint)
+        return Reply(output.request_id, Outcome(output.outcome), output.value, hint)
 
     def invariants(self, cluster: tuple[NodeId, ...], mutation: str | None) -> Invariants:
         del cluster, mutation
