@@ -203,3 +203,59 @@ def test_sigterm_stops_every_node_cleanly(cluster: DemoCluster) -> None:
         assert proc.signal(signal.SIGTERM) == 0
         stopped = proc.wait_for(lambda e: e["event"] == "stopped", timeout_s=5)
         assert stopped["stats"]["protocol_errors"] >= 0 and stopped["stats"]["frames_in"] > 0
+
+
+def _increment_until_failure(port: int, acked: list[int], stop: threading.Event) -> None:
+    """Increment n1 by 1 as fast as acks come back; record each acknowledged count."""
+
+    async def loop() -> None:
+        node = NodeId("n1")
+        async with Client(NodeId("loader"), KEY.encode(), {node: ("127.0.0.1", port)}, REPLIES) as c:
+            await c.connected(node, 10)
+            rid = 0
+            while not stop.is_set():
+                rid += 1
+                c.send(node, Increment(rid, 1))
+                try:
+                    _, reply = await c.receive(1.0)
+                except DeadlineExceededError:
+                    return  # the node died under us
+                assert isinstance(reply, IncrementAck)
+                acked.append(reply.count)
+
+    asyncio.run(loop())
+
+
+def test_acknowledged_increments_survive_repeated_sigkill(tmp_path: Path) -> None:
+    import random
+
+    rounds = 20 if os.environ.get("STALWART_LONG") else 3
+    rng = random.Random(os.environ.get("STALWART_SEED", "7"))
+    ports = {"n1": free_port(), "n2": free_port()}
+    nodes = {name: NodeProc(name, ports, tmp_path) for name in ports}
+    try:
+        for proc in nodes.values():
+            proc.start()
+        n1 = nodes["n1"]
+        n1.wait_for(lambda e: e["event"] == "started")
+        for _ in range(rounds):
+            acked: list[int] = []
+            stop = threading.Event()
+            loader = threading.Thread(target=_increment_until_failure, args=(ports["n1"], acked, stop))
+            loader.start()
+            time.sleep(rng.uniform(0.2, 0.6))  # increments (each an fsync) are in flight now
+            assert n1.signal(signal.SIGKILL) == -signal.SIGKILL
+            stop.set()
+            loader.join(timeout=15)
+            assert acked, "no increment was acknowledged before the kill"
+            n1.start()
+            restarted = n1.wait_for(lambda e: e["event"] == "started")
+            # Every acknowledged increment was durable before its ack left the node.
+            assert restarted["count"] >= max(acked)
+        total = n1.wait_for(lambda e: e["event"] == "started")["count"]
+        nodes["n2"].wait_total(total)
+    finally:
+        for proc in nodes.values():
+            if proc.proc is not None and proc.proc.poll() is None:
+                proc.proc.kill()
+                proc.proc.wait()
