@@ -27,6 +27,8 @@ from redis.backoff import NoBackoff
 from stalwart.lock._errors import BackendUnavailable
 
 Command = Sequence[str | int | float | bytes]
+#: Above this many unsent bytes a send waits (bounded) for the socket to drain.
+SEND_BUFFER_BYTES = 64 * 1024
 
 
 class ConnPool:
@@ -35,9 +37,12 @@ class ConnPool:
     ) -> None:
         self.url = url
         self.op_timeout_s = op_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self._factory = redis.asyncio.ConnectionPool.from_url(
             url,
-            socket_timeout=op_timeout_s,
+            # No socket timeout on the connection: redis-py would wrap every send in wait_for (a
+            # task per command). Sends and reads are bounded here instead, see send() and read().
+            socket_timeout=None,
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
@@ -62,7 +67,13 @@ class ConnPool:
             return self._idle.pop()
         conn: AbstractConnection = self._factory.make_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            # connect() also sends CLIENT SETINFO and reads the answer: bound the whole of it.
+            async with asyncio.timeout(self.connect_timeout_s + self.op_timeout_s):
+                await conn.connect()  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            self._slots.release()
+            conn._close()  # type: ignore[no-untyped-call]
+            raise redis.exceptions.TimeoutError(f"{self.url}: connecting timed out") from None
         except BaseException:
             self._slots.release()
             raise
@@ -87,14 +98,37 @@ class ConnPool:
         for c in dead:
             c._close()  # type: ignore[no-untyped-call]  # synchronous socket close; nothing to wait for on a broken link
 
+    async def send(self, conn: AbstractConnection, packed: list[bytes]) -> None:
+        """Write a packed command; wait for the socket (bounded) only if its buffer backs up."""
+        if not conn.is_connected:
+            raise redis.exceptions.ConnectionError(f"{self.url}: connection closed")
+        writer = conn._writer  # redis-py's StreamWriter: write without a task per command
+        assert writer is not None, "a connected redis-py connection has a writer"
+        try:
+            writer.writelines(packed)
+            if writer.transport.get_write_buffer_size() > SEND_BUFFER_BYTES:
+                async with asyncio.timeout(self.op_timeout_s):
+                    await writer.drain()
+        except TimeoutError:
+            raise redis.exceptions.TimeoutError(f"{self.url}: send timed out") from None
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(f"{self.url}: send failed: {exc!r}") from exc
+
+    async def read(self, conn: AbstractConnection, timeout_s: float | None = None) -> Any:
+        """Read one reply within ``timeout_s`` (default ``op_timeout_s``); error replies raise."""
+        reply = await conn.read_response(timeout=self.op_timeout_s if timeout_s is None else timeout_s)
+        if reply is None:  # redis-py returns None when an explicit read timeout passes
+            raise redis.exceptions.TimeoutError(f"{self.url}: no reply within the timeout")
+        return reply
+
     async def execute(self, command: Command) -> Any:
         """Send one command and read its reply (error replies raise ResponseError)."""
         conn = await self.checkout()
         healthy = False
         try:
-            await conn.send_packed_command(conn.pack_command(*command), check_health=False)
+            await self.send(conn, conn.pack_command(*command))
             try:
-                reply = await conn.read_response()
+                reply = await self.read(conn)
             except redis.exceptions.ResponseError:
                 healthy = True  # an error reply leaves the connection in sync
                 raise
@@ -108,11 +142,11 @@ class ConnPool:
         conn = await self.checkout()
         healthy = False
         try:
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await self.send(conn, conn.pack_commands(commands))
             replies: list[Any] = []
             for _ in commands:
                 try:
-                    replies.append(await conn.read_response())
+                    replies.append(await self.read(conn))
                 except redis.exceptions.ResponseError as exc:
                     replies.append(exc)
             healthy = True

@@ -132,7 +132,7 @@ class RedlockClient:
                 results[i] = exc
                 continue
             try:
-                await conn.send_packed_command(conn.pack_command(*command), check_health=False)
+                await pool.send(conn, conn.pack_command(*command))
             except BaseException as exc:
                 pool.checkin(conn, False)
                 if not isinstance(exc, Exception):
@@ -146,9 +146,7 @@ class RedlockClient:
                 i, conn = pending[0]
                 healthy = False
                 try:
-                    reply = await conn.read_response(timeout=max(0.0, deadline - loop.time()))
-                    if reply is None:  # redis-py's way to say an explicit read timeout passed
-                        raise TimeoutError(f"no reply within {self.server_timeout_s} s")
+                    reply = await self.pools[i].read(conn, max(0.0, deadline - loop.time()))
                     results[i], healthy = reply, True
                 except redis.exceptions.ResponseError as exc:
                     results[i], healthy = exc, True

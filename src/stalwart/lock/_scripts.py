@@ -10,7 +10,8 @@ Key layout for a lock called N (the ``{N}`` hash tag keeps one lock's keys in on
 - ``stalwart:lock:{N}:q``      FIFO queue of waiting tickets (zset, score = arrival number)
 - ``stalwart:lock:{N}:qx``     waiter expiry (zset, score = server ms); dead waiters are purged
 - ``stalwart:lock:{N}:qn``     arrival counter of the queue; deleted when the queue empties
-- channel ``stalwart:lock:{N}:wake``  a release publishes ``*`` (anyone) or the head's ticket
+- channel ``stalwart:lock:{N}:wake``  a release publishes ``1`` (wake one waiter per client) or,
+  with FIFO fairness, the head's ticket
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ RELEASE = Script(
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-local msg = '*'
+local msg = '1'
 if ARGV[3] == '1' then
 """
     + _NOW

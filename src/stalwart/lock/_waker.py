@@ -21,8 +21,11 @@ import redis.exceptions
 
 from stalwart.lock._errors import BackendUnavailable
 
-#: A wake-up message naming anyone; otherwise the message is the one ticket that should try.
+#: Wake-up messages: every waiter may try (a freed read/write lock or semaphore slot), or one
+#: waiter per client (a freed mutex: only one can win, so waking all would only burn round trips);
+#: anything else is the one ticket that should try (FIFO fairness).
 ANYONE = b"*"
+ONE = b"1"
 
 
 class Waiter:
@@ -40,7 +43,7 @@ class Waker:
         self._timeout_s = timeout_s
         self._pubsub: redis.asyncio.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[bytes, set[Waiter]] = {}
+        self._waiters: dict[bytes, dict[Waiter, None]] = {}  # ordered: longest waiting first
         self._subscribed: set[bytes] = set()
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._drop: asyncio.Future[object] | None = None
@@ -53,7 +56,7 @@ class Waker:
     async def register(self, channel: str, ticket: str | None = None) -> Waiter:
         """Subscribe (if needed) and return a waiter; its subscription is confirmed on return."""
         waiter = Waiter(channel.encode(), ticket.encode() if ticket is not None else None)
-        self._waiters.setdefault(waiter.channel, set()).add(waiter)
+        self._waiters.setdefault(waiter.channel, {})[waiter] = None
         try:
             await self.ensure_subscribed(waiter)
         except BaseException:
@@ -96,10 +99,15 @@ class Waker:
         waiters = self._waiters.get(waiter.channel)
         if waiters is None:
             return
-        waiters.discard(waiter)
+        waiters.pop(waiter, None)
         if waiters:
             return
         del self._waiters[waiter.channel]
+        if not self._waiters and not self._pending:
+            # Nobody waits on anything: close the connection, which ends every subscription on
+            # the server whatever the bookkeeping says, and stop the reader.
+            await self._shutdown()
+            return
         if waiter.channel in self._subscribed and self._pubsub is not None:
             self._subscribed.discard(waiter.channel)
             try:
@@ -112,7 +120,16 @@ class Waker:
         kind, channel = msg["type"], msg["channel"]
         if kind == "message":
             data = msg["data"]
-            for waiter in self._waiters.get(channel, ()):
+            waiters = self._waiters.get(channel, {})
+            if data == ONE:
+                # The longest-waiting waiter that is not already awake; if every one is awake
+                # already, one of them will take the lock anyway.
+                for waiter in waiters:
+                    if not waiter.event.is_set():
+                        waiter.event.set()
+                        break
+                return
+            for waiter in waiters:
                 if data in (ANYONE, waiter.ticket):
                     waiter.event.set()
         elif kind == "subscribe":
@@ -125,8 +142,15 @@ class Waker:
                 self._subscribed.discard(channel)
                 self._drop = asyncio.ensure_future(self._pubsub.unsubscribe(channel))
 
-    def _idle(self) -> bool:
-        return not self._waiters and not self._pending and not self._subscribed
+    async def _shutdown(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        reader, self._reader = self._reader, None
+        self._subscribed.clear()
+        if reader is not None:
+            reader.cancel()
+        if pubsub is not None:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self) -> None:
         pubsub = self._pubsub
@@ -136,18 +160,12 @@ class Waker:
                 msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
                 if msg is not None:
                     self._deliver(msg)
-                    if msg["type"] == "unsubscribe" and msg["data"] == 0 and self._idle():
-                        break
         except asyncio.CancelledError:
             raise
         except (redis.exceptions.RedisError, OSError, TimeoutError, RuntimeError) as exc:
-            self._reader = None
-            await self._fail(f"wake-up connection failed: {exc!r}")
-            return
-        self._reader = None
-        self._pubsub = None
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self._pubsub is pubsub:
+                self._reader = None
+                await self._fail(f"wake-up connection failed: {exc!r}")
 
     async def _fail(self, reason: str) -> None:
         """The pub/sub connection broke: wake everyone (they retry and poll) and start afresh."""

@@ -1,0 +1,482 @@
+"""Distributed locks side by side: stalwart.lock against the libraries a user would pick instead.
+
+Run: ``.venv/bin/python -m bench.bench_locks [--iterations N] [--runs R] [--seconds S]``
+
+Starts its own servers (five redis-servers and one ZooKeeper, 127.0.0.1, free ports, temp dirs)
+and measures, in one process on the same machine:
+
+- uncontended acquire+release latency (median per run, then the median of the runs), for the bare
+  floor (SET NX PX + EVALSHA compare-and-delete, sync and asyncio), stalwart RedisLock (asyncio
+  and the blocking wrapper), redis-py's Lock (sync and asyncio), python-redis-lock, pottery's
+  Redlock (sync and asyncio, 5 servers), aioredlock (5 servers), stalwart Redlock (5 servers),
+  kazoo's Lock and stalwart ZooKeeperLock;
+- contended throughput: 8 workers (threads for sync libraries, tasks for asyncio ones) looping
+  acquire / increment / release on one lock for a fixed time, in acquisitions per second.
+
+Peers run with their defaults (e.g. redis-py's Lock polls every 0.1 s while blocked, as a user
+who does not tune it gets). Benchmarks are never timed assertions: this prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from stalwart.lock import (
+    BlockingLock,
+    RedisBackend,
+    RedisLock,
+    Redlock,
+    RedlockClient,
+    ZooKeeperClient,
+    ZooKeeperLock,
+)
+from tests.servers.redis import RedisServer, start_redis
+from tests.servers.zookeeper import ZooKeeperServer, start_zookeeper
+
+RELEASE = "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end"
+WORKERS = 8
+
+SyncCycle = Callable[[], None]
+AsyncCycle = Callable[[], Awaitable[None]]
+
+
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def time_sync(cycle: SyncCycle, n: int) -> float:
+    for _ in range(min(50, n)):
+        cycle()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        cycle()
+        samples.append(time.perf_counter() - t0)
+    return median_us(samples)
+
+
+async def time_async(cycle: AsyncCycle, n: int) -> float:
+    for _ in range(min(50, n)):
+        await cycle()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await cycle()
+        samples.append(time.perf_counter() - t0)
+    return median_us(samples)
+
+
+def contend_sync(
+    make: Callable[[], Any], enter: Callable[[Any], Any], leave: Callable[[Any, Any], None], seconds: float
+) -> float:
+    count = [0]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def worker() -> None:
+        lk = make()
+        while time.monotonic() < stop:
+            token = enter(lk)
+            with lock:
+                count[0] += 1
+            leave(lk, token)
+
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return count[0] / (time.monotonic() - t0)
+
+
+async def contend_async(cycle_factory: Callable[[], AsyncCycle], seconds: float) -> float:
+    count = 0
+    stop = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        cycle = cycle_factory()
+        while time.monotonic() < stop:
+            await cycle()
+            count += 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    return count / (time.monotonic() - t0)
+
+
+class Bench:
+    def __init__(
+        self, servers: list[RedisServer], zk: ZooKeeperServer | None, n: int, seconds: float
+    ) -> None:
+        self.url = servers[0].url
+        self.urls = [s.url for s in servers]
+        self.zk = zk
+        self.n = n
+        self.seconds = seconds
+        self.latency: dict[str, list[float]] = {}
+        self.throughput: dict[str, list[float]] = {}
+
+    def record(self, table: dict[str, list[float]], name: str, fn: Callable[[], float]) -> None:
+        try:
+            value = fn()
+        except Exception as exc:  # a peer that cannot run here is reported, not fatal
+            print(f"  {name}: failed: {exc!r}", file=sys.stderr)
+            value = float("nan")
+        table.setdefault(name, []).append(value)
+
+    # -- uncontended -----------------------------------------------------------------------------
+
+    def sync_latencies(self) -> None:
+        r = redis.Redis.from_url(self.url)
+        sha = r.script_load(RELEASE)
+
+        def floor() -> None:
+            v = os.urandom(16).hex()
+            r.set("bench:floor", v, nx=True, px=10000)
+            r.evalsha(sha, 1, "bench:floor", v)
+
+        self.record(self.latency, "bare SET NX + EVALSHA (sync)", lambda: time_sync(floor, self.n))
+        stl = BlockingLock(RedisLock(self.url, "bench:stalwart-blocking", ttl=10.0))
+        self.record(
+            self.latency,
+            "stalwart RedisLock (blocking)",
+            lambda: time_sync(lambda: stl.acquire().release(), self.n),
+        )
+        rl = r.lock("bench:redispy", timeout=10)
+
+        def redispy() -> None:
+            rl.acquire()
+            rl.release()
+
+        self.record(self.latency, "redis-py Lock (sync)", lambda: time_sync(redispy, self.n))
+
+        import redis_lock
+
+        def prl() -> None:
+            lk = redis_lock.Lock(r, "bench:prl", expire=10)
+            lk.acquire()
+            lk.release()
+
+        self.record(self.latency, "python-redis-lock", lambda: time_sync(prl, self.n))
+        from pottery import Redlock as PotteryRedlock
+
+        masters = {redis.Redis.from_url(u) for u in self.urls}
+        prl5 = PotteryRedlock(key="bench:pottery", masters=masters, auto_release_time=10)
+
+        def pottery_sync() -> None:
+            prl5.acquire()
+            prl5.release()
+
+        self.record(
+            self.latency,
+            "pottery Redlock (sync, 5 servers)",
+            lambda: time_sync(pottery_sync, max(50, self.n // 4)),
+        )
+        if self.zk is not None:
+            from kazoo.client import KazooClient
+
+            kz = KazooClient(hosts=self.zk.hosts)
+            kz.start(10)
+            klock = kz.Lock("/bench/kazoo")
+
+            def kazoo_cycle() -> None:
+                klock.acquire()
+                klock.release()
+
+            self.record(self.latency, "kazoo Lock", lambda: time_sync(kazoo_cycle, max(50, self.n // 4)))
+            kz.stop()
+            kz.close()
+        r.close()
+
+    async def async_latencies(self) -> None:
+        r = redis.asyncio.Redis.from_url(self.url)
+        sha = await r.script_load(RELEASE)
+
+        async def floor() -> None:
+            v = os.urandom(16).hex()
+            await r.set("bench:afloor", v, nx=True, px=10000)
+            await r.evalsha(sha, 1, "bench:afloor", v)
+
+        await self.arecord(self.latency, "bare SET NX + EVALSHA (asyncio)", time_async(floor, self.n))
+        async with RedisBackend(self.url) as backend:
+            lock = RedisLock(backend, "bench:stalwart", ttl=10.0)
+
+            async def stalwart_cycle() -> None:
+                held = await lock.acquire()
+                await held.release()
+
+            await self.arecord(
+                self.latency, "stalwart RedisLock (asyncio)", time_async(stalwart_cycle, self.n)
+            )
+        rl = r.lock("bench:aredispy", timeout=10)
+
+        async def redispy() -> None:
+            await rl.acquire()
+            await rl.release()
+
+        await self.arecord(self.latency, "redis-py Lock (asyncio)", time_async(redispy, self.n))
+        await r.aclose()
+        from pottery import AIORedlock
+
+        masters = {redis.asyncio.Redis.from_url(u) for u in self.urls}
+        apl = AIORedlock(key="bench:apottery", masters=masters, auto_release_time=10)
+
+        async def pottery_async() -> None:
+            await apl.acquire()
+            await apl.release()
+
+        await self.arecord(
+            self.latency, "pottery AIORedlock (5 servers)", time_async(pottery_async, max(50, self.n // 4))
+        )
+        for m in masters:
+            await m.aclose()
+        await self.arecord(self.latency, "aioredlock (5 servers)", self._aioredlock_latency())
+        async with RedlockClient(self.urls) as client:
+            rlk = Redlock(client, "bench:stalwart-redlock", ttl=10.0)
+
+            async def redlock_cycle() -> None:
+                held = await rlk.acquire()
+                await held.release()
+
+            await self.arecord(
+                self.latency, "stalwart Redlock (5 servers)", time_async(redlock_cycle, self.n)
+            )
+        if self.zk is not None:
+            async with ZooKeeperClient(self.zk.hosts) as zk:
+                zl = ZooKeeperLock(zk, "bench-stalwart")
+
+                async def zk_cycle() -> None:
+                    held = await zl.acquire()
+                    await held.release()
+
+                await self.arecord(
+                    self.latency, "stalwart ZooKeeperLock", time_async(zk_cycle, max(50, self.n // 4))
+                )
+
+    async def _aioredlock_latency(self) -> float:
+        from aioredlock import Aioredlock
+
+        mgr = Aioredlock(
+            [{"host": "127.0.0.1", "port": int(u.rsplit(":", 1)[1].split("/")[0])} for u in self.urls]
+        )
+        try:
+
+            async def cycle() -> None:
+                lk = await mgr.lock("bench:aioredlock", lock_timeout=10)
+                await mgr.unlock(lk)
+
+            return await time_async(cycle, max(50, self.n // 4))
+        finally:
+            await mgr.destroy()
+
+    async def arecord(self, table: dict[str, list[float]], name: str, coro: Awaitable[float]) -> None:
+        try:
+            value = await coro
+        except Exception as exc:
+            print(f"  {name}: failed: {exc!r}", file=sys.stderr)
+            value = float("nan")
+        table.setdefault(name, []).append(value)
+
+    # -- contended -------------------------------------------------------------------------------
+
+    def sync_throughput(self) -> None:
+        r = redis.Redis.from_url(self.url, max_connections=32)
+        self.record(
+            self.throughput,
+            "redis-py Lock (sync, threads)",
+            lambda: contend_sync(
+                lambda: r.lock("bench:c-redispy", timeout=10),
+                lambda lk: lk.acquire(),
+                lambda lk, _t: lk.release(),
+                self.seconds,
+            ),
+        )
+        import redis_lock
+
+        self.record(
+            self.throughput,
+            "python-redis-lock (threads)",
+            lambda: contend_sync(
+                lambda: redis_lock.Lock(r, "bench:c-prl", expire=10),
+                lambda lk: lk.acquire(),
+                lambda lk, _t: lk.release(),
+                self.seconds,
+            ),
+        )
+        stl = BlockingLock(RedisLock(self.url, "bench:c-stalwart-blocking", ttl=10.0))
+        self.record(
+            self.throughput,
+            "stalwart RedisLock (blocking, threads)",
+            lambda: contend_sync(
+                lambda: stl, lambda lk: lk.acquire(), lambda _lk, held: held.release(), self.seconds
+            ),
+        )
+        if self.zk is not None:
+            from kazoo.client import KazooClient
+
+            kz = KazooClient(hosts=self.zk.hosts)
+            kz.start(10)
+            self.record(
+                self.throughput,
+                "kazoo Lock (threads)",
+                lambda: contend_sync(
+                    lambda: kz.Lock("/bench/c-kazoo"),
+                    lambda lk: lk.acquire(),
+                    lambda lk, _t: lk.release(),
+                    self.seconds,
+                ),
+            )
+            kz.stop()
+            kz.close()
+        r.close()
+
+    async def async_throughput(self) -> None:
+        r = redis.asyncio.Redis.from_url(self.url, max_connections=32)
+
+        def redispy_factory() -> AsyncCycle:
+            lk = r.lock("bench:c-aredispy", timeout=10)
+
+            async def cycle() -> None:
+                await lk.acquire()
+                await lk.release()
+
+            return cycle
+
+        await self.arecord(
+            self.throughput, "redis-py Lock (asyncio)", contend_async(redispy_factory, self.seconds)
+        )
+        await r.aclose()
+        async with RedisBackend(self.url) as backend:
+            for fair in (False, True):
+
+                def factory(fair: bool = fair) -> AsyncCycle:
+                    lock = RedisLock(backend, "bench:c-stalwart", ttl=10.0, fair=fair)
+
+                    async def cycle() -> None:
+                        held = await lock.acquire()
+                        await held.release()
+
+                    return cycle
+
+                name = f"stalwart RedisLock (asyncio{', fair FIFO' if fair else ''})"
+                await self.arecord(self.throughput, name, contend_async(factory, self.seconds))
+        async with RedlockClient(self.urls) as client:
+
+            def rl_factory() -> AsyncCycle:
+                lock = Redlock(client, "bench:c-redlock", ttl=10.0, retry_delay_s=0.002)
+
+                async def cycle() -> None:
+                    held = await lock.acquire()
+                    await held.release()
+
+                return cycle
+
+            await self.arecord(
+                self.throughput, "stalwart Redlock (5 servers)", contend_async(rl_factory, self.seconds)
+            )
+        if self.zk is not None:
+            async with ZooKeeperClient(self.zk.hosts) as zk:
+
+                def zk_factory() -> AsyncCycle:
+                    lock = ZooKeeperLock(zk, "bench-c-stalwart")
+
+                    async def cycle() -> None:
+                        held = await lock.acquire()
+                        await held.release()
+
+                    return cycle
+
+                await self.arecord(
+                    self.throughput, "stalwart ZooKeeperLock", contend_async(zk_factory, self.seconds)
+                )
+
+
+def report(bench: Bench) -> None:
+    def med(values: list[float]) -> float:
+        ok = [v for v in values if v == v]
+        return statistics.median(ok) if ok else float("nan")
+
+    lat = {k: med(v) for k, v in bench.latency.items()}
+    print("\nUncontended acquire+release, median latency (us); median of the runs")
+    print(f"{'lock':44} {'median us':>10}   runs")
+    for name, values in bench.latency.items():
+        print(f"{name:44} {lat[name]:10.0f}   " + " ".join(f"{v:.0f}" for v in values))
+    thr = {k: med(v) for k, v in bench.throughput.items()}
+    print(f"\nContended throughput, {WORKERS} workers on one lock (acquisitions/s); median of the runs")
+    print(f"{'lock':44} {'acq/s':>10}   runs")
+    for name, values in bench.throughput.items():
+        print(f"{name:44} {thr[name]:10.0f}   " + " ".join(f"{v:.0f}" for v in values))
+
+    def ratio(a: str, b: str, table: dict[str, float]) -> str:
+        return f"{table.get(a, float('nan')) / table.get(b, float('nan')):.2f}x"
+
+    print("\nGoals")
+    goals = [
+        ("stalwart RedisLock asyncio / bare floor asyncio", "stalwart RedisLock (asyncio)",
+         "bare SET NX + EVALSHA (asyncio)", lat, "<= 1.10x"),
+        ("stalwart RedisLock blocking / bare floor sync", "stalwart RedisLock (blocking)",
+         "bare SET NX + EVALSHA (sync)", lat, "<= 1.10x"),
+        ("stalwart Redlock 5 servers / RedisLock asyncio", "stalwart Redlock (5 servers)",
+         "stalwart RedisLock (asyncio)", lat, "<= 2x"),
+        ("contended stalwart asyncio / redis-py asyncio", "stalwart RedisLock (asyncio)",
+         "redis-py Lock (asyncio)", thr, ">= 1x"),
+        ("contended stalwart fair / redis-py asyncio", "stalwart RedisLock (asyncio, fair FIFO)",
+         "redis-py Lock (asyncio)", thr, ">= 1x"),
+        ("contended stalwart blocking / redis-py sync", "stalwart RedisLock (blocking, threads)",
+         "redis-py Lock (sync, threads)", thr, ">= 1x"),
+    ]  # fmt: skip
+    for label, a, b, table, goal in goals:
+        print(f"  {label:50} {ratio(a, b, table):>8} (goal {goal})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--iterations", type=int, default=2000, help="uncontended cycles per contender per run"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.5, help="contended duration per contender per run")
+    parser.add_argument("--no-zookeeper", action="store_true")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    servers = [start_redis() for _ in range(5)]
+    zk = None if args.no_zookeeper or shutil.which("java") is None else start_zookeeper()
+    try:
+        bench = Bench(servers, zk, args.iterations, args.seconds)
+        for run in range(args.runs):
+            print(f"run {run + 1}/{args.runs} ...", flush=True)
+            bench.sync_latencies()
+            asyncio.run(bench.async_latencies())
+            bench.sync_throughput()
+            asyncio.run(bench.async_throughput())
+        print(
+            f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (shared machine: figures are indicative)"
+        )
+        report(bench)
+    finally:
+        for server in servers:
+            server.stop()
+            shutil.rmtree(server.dir, ignore_errors=True)
+        if zk is not None:
+            zk.stop()
+            shutil.rmtree(zk.dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
