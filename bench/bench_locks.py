@@ -464,9 +464,8 @@ def main() -> int:
             asyncio.run(bench.async_latencies())
             bench.sync_throughput()
             asyncio.run(bench.async_throughput())
-        print(
-            f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (shared machine: figures are indicative)"
-        )
+        load = os.getloadavg()[0]
+        print(f"\nmachine: {os.cpu_count()} cores, load average {load:.2f} (shared: figures are indicative)")
         report(bench)
     finally:
         for server in servers:
