@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from stalwart.errors import ConfigError, CorruptionError, StorageError
 from stalwart.sansio._storage_ops import MAX_META_KEYS
-from stalwart.storage import InvalidMetaKeyError, MetaStore, RecordTooLargeError, SnapshotStore
+from stalwart.storage import InvalidMetaKeyError, MetaStore, RecordTooLargeError, SnapshotStore, WriteAheadLog
 from stalwart.storage._meta import DEFAULT_MAX_KEYS, decode_meta, encode_meta
 
 # ------------------------------------------------------------------ MetaStore
@@ -184,3 +184,20 @@ def test_snapshot_every_truncation_and_bit_flip_is_corruption(tmp_path: Path) ->
     path.write_bytes(good)
     latest = store.latest()
     assert latest is not None and latest.read_bytes() == b"some snapshot data " * 3
+
+
+def test_os_errors_surface_as_storage_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a directory")
+    with pytest.raises(StorageError):
+        MetaStore(blocker / "meta")
+    with pytest.raises(StorageError):
+        SnapshotStore(blocker / "snaps")
+    with pytest.raises(StorageError):
+        WriteAheadLog(blocker / "wal")
+    meta_dir = tmp_path / "m"
+    store = MetaStore(meta_dir / "meta")
+    (meta_dir / "meta.tmp").mkdir()  # the temp file cannot be created: the replace fails
+    with pytest.raises(StorageError):
+        store.put("term", b"1")
+    assert store.get("term") is None

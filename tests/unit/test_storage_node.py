@@ -165,3 +165,19 @@ def test_load_refuses_unsynced_ops_and_close_drops_them(tmp_path: Path) -> None:
 def test_one_node_storage_per_directory(tmp_path: Path) -> None:
     with open_node(tmp_path), pytest.raises(StorageLockedError):
         open_node(tmp_path)
+
+
+def test_failed_sync_poisons_the_node_until_reopened(tmp_path: Path) -> None:
+    node = open_node(tmp_path)
+    node.apply([AppendLog(1, b"a")])
+    node.sync()
+    os.close(node.wal._segments[-1].fd)  # the next write fails with EBADF, like an I/O error
+    node.apply([AppendLog(2, b"b")])
+    with pytest.raises(StorageError, match="sync failed"):
+        node.sync()
+    with pytest.raises(StorageError, match="reopen"):
+        node.apply([AppendLog(3, b"c")])
+    node.wal._segments[-1].fd = -1
+    node.close()
+    with open_node(tmp_path) as node:
+        assert node.load() == DurableState(log=(b"a",))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from stalwart.storage._errors import CorruptionError, StorageLockedError
+from stalwart.storage._errors import CorruptionError, StorageError, StorageLockedError
 
 # fdatasync flushes the data and the metadata needed to read it back (the file size), not mtime.
 # macOS has no fdatasync; fsync there does not reach the platter either (F_FULLFSYNC would).
@@ -53,6 +54,15 @@ class Syncer:
         finally:
             os.close(fd)
         self.stats.dir_syncs += 1
+
+
+@contextlib.contextmanager
+def io_errors(what: str) -> Iterator[None]:
+    """Turn an ``OSError`` (EIO, ENOSPC, EACCES, ...) into a :class:`StorageError` naming ``what``."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc}") from exc
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -9,7 +9,15 @@ from collections.abc import Iterable, Mapping
 from crc32c import crc32c
 
 from stalwart.storage._errors import CorruptionError, RecordTooLargeError, StorageError
-from stalwart.storage._fs import Syncer, SyncStats, atomic_replace, ensure_dir, read_file, unlink_quiet
+from stalwart.storage._fs import (
+    Syncer,
+    SyncStats,
+    atomic_replace,
+    ensure_dir,
+    io_errors,
+    read_file,
+    unlink_quiet,
+)
 
 META_MAGIC = b"STLMETA1"
 _HEADER = struct.Struct("<8sII")  # magic, entry count, body length
@@ -91,12 +99,12 @@ class MetaStore:
         self.max_value_bytes = max_value_bytes
         self.stats = stats if stats is not None else SyncStats()
         self._syncer = Syncer(fsync, self.stats)
-        ensure_dir(os.path.dirname(os.path.abspath(self.path)), self._syncer)
-        unlink_quiet(self.path + ".tmp")  # an interrupted replace; the old file is intact
-        try:
-            self._items = decode_meta(read_file(self.path), self.path)
-        except FileNotFoundError:
-            self._items = {}
+        self._items: dict[str, bytes] = {}
+        with io_errors(f"metadata {self.path}"):
+            ensure_dir(os.path.dirname(os.path.abspath(self.path)), self._syncer)
+            unlink_quiet(self.path + ".tmp")  # an interrupted replace; the old file is intact
+            if os.path.exists(self.path):
+                self._items = decode_meta(read_file(self.path), self.path)
 
     def get(self, key: str, default: bytes | None = None) -> bytes | None:
         return self._items.get(key, default)
@@ -129,7 +137,8 @@ class MetaStore:
             new[key] = bytes(value)
         if len(new) > self.max_keys:
             raise RecordTooLargeError("metadata key count", len(new), self.max_keys)
-        atomic_replace(self.path, encode_meta(new), self._syncer)
+        with io_errors(f"metadata {self.path}"):
+            atomic_replace(self.path, encode_meta(new), self._syncer)
         self._items = new
 
     def check_item(self, key: str, value: bytes) -> None:

@@ -66,6 +66,13 @@ class NodeStorage:
         """Buffer ``ops`` in order. All are checked first: on a bad one nothing is applied."""
         self._check_usable()
         self._validate(ops)
+        try:
+            self._apply_checked(ops)
+        except StorageError as exc:
+            self._failed = exc  # a buffer flush failed part-way: only a reopen may continue
+            raise
+
+    def _apply_checked(self, ops: Sequence[StorageOp]) -> None:
         for op in ops:
             match op:
                 case PutMeta(key=key, value=value):

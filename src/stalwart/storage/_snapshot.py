@@ -13,7 +13,15 @@ from crc32c import crc32c
 
 from stalwart.errors import ConfigError
 from stalwart.storage._errors import CorruptionError, RecordTooLargeError, StorageError
-from stalwart.storage._fs import Syncer, SyncStats, ensure_dir, pread_exact, unlink_quiet, write_all
+from stalwart.storage._fs import (
+    Syncer,
+    SyncStats,
+    ensure_dir,
+    io_errors,
+    pread_exact,
+    unlink_quiet,
+    write_all,
+)
 
 SNAP_MAGIC = b"STLSNAP1"
 SNAP_END = b"SEND"
@@ -46,6 +54,10 @@ class SnapshotInfo:
 
         A consumer must not act on the data before the iterator is exhausted without error.
         """
+        with io_errors(f"snapshot {self.path}"):
+            yield from self._chunks(chunk_bytes)
+
+    def _chunks(self, chunk_bytes: int) -> Iterator[bytes]:
         fd = os.open(self.path, os.O_RDONLY)
         try:
             foot = _FOOT.unpack(pread_exact(fd, _FOOT.size, self.data_offset + self.data_bytes, self.path))
@@ -70,6 +82,11 @@ class SnapshotInfo:
 
 def _read_info(path: str, seq: int) -> SnapshotInfo:
     """Parse and check a snapshot's header and footer (not its data CRC)."""
+    with io_errors(f"snapshot {path}"):
+        return _read_info_io(path, seq)
+
+
+def _read_info_io(path: str, seq: int) -> SnapshotInfo:
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -103,12 +120,14 @@ class SnapshotWriter:
         self.seq, self.index, self.meta = seq, index, meta
         self.final_path = os.path.join(store.directory, f"snap-{seq:020d}.snap")
         self.tmp_path = self.final_path + ".tmp"
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with io_errors(f"snapshot {self.tmp_path}"):
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         head = _HEAD.pack(SNAP_MAGIC, seq, index, len(meta)) + meta
         self._crc = 0
         self.data_bytes = 0
         try:
-            write_all(self._fd, head + _U32.pack(crc32c(head)))
+            with io_errors(f"snapshot {self.tmp_path}"):
+                write_all(self._fd, head + _U32.pack(crc32c(head)))
         except BaseException:
             self.abort()
             raise
@@ -127,7 +146,8 @@ class SnapshotWriter:
                 "snapshot", self.data_bytes + len(chunk), self._store.max_snapshot_bytes
             )
         try:
-            write_all(self._fd, chunk)
+            with io_errors(f"snapshot {self.tmp_path}"):
+                write_all(self._fd, chunk)
         except BaseException:
             self.abort()
             raise
@@ -140,15 +160,22 @@ class SnapshotWriter:
             raise StorageError("snapshot writer is no longer active")
         syncer = self._store._syncer
         try:
-            write_all(self._fd, _FOOT.pack(self.data_bytes, self._crc, SNAP_END))
-            syncer.file(self._fd)
+            with io_errors(f"snapshot {self.tmp_path}"):
+                write_all(self._fd, _FOOT.pack(self.data_bytes, self._crc, SNAP_END))
+                syncer.file(self._fd)
         except BaseException:
             self.abort()
             raise
         os.close(self._fd)
         self._fd = -1
-        os.replace(self.tmp_path, self.final_path)
-        syncer.directory(self._store.directory)
+        with io_errors(f"snapshot {self.final_path}"):
+            try:
+                os.replace(self.tmp_path, self.final_path)
+            except BaseException:
+                unlink_quiet(self.tmp_path)
+                self._store._finished(None)
+                raise
+            syncer.directory(self._store.directory)
         self._store._finished(self)
         data_offset = _HEAD.size + len(self.meta) + _U32.size
         return SnapshotInfo(self.final_path, self.seq, self.index, self.meta, data_offset, self.data_bytes)
@@ -199,13 +226,16 @@ class SnapshotStore:
         self.stats = stats if stats is not None else SyncStats()
         self._syncer = Syncer(fsync, self.stats)
         self._writer: SnapshotWriter | None = None
-        ensure_dir(self.directory, self._syncer)
-        for name in os.listdir(self.directory):
-            if name.startswith("snap-") and name.endswith(".tmp"):
-                os.unlink(os.path.join(self.directory, name))  # an interrupted, never-installed snapshot
+        with io_errors(f"snapshot directory {self.directory}"):
+            ensure_dir(self.directory, self._syncer)
+            for name in os.listdir(self.directory):
+                if name.startswith("snap-") and name.endswith(".tmp"):
+                    os.unlink(os.path.join(self.directory, name))  # an interrupted, never-installed one
 
     def _seqs(self) -> list[int]:
-        return sorted(int(m.group(1)) for n in os.listdir(self.directory) if (m := _NAME_RE.match(n)))
+        with io_errors(f"snapshot directory {self.directory}"):
+            names = os.listdir(self.directory)
+        return sorted(int(m.group(1)) for n in names if (m := _NAME_RE.match(n)))
 
     def begin(self, index: int, meta: bytes = b"") -> SnapshotWriter:
         """Start streaming a snapshot covering the log through ``index``; one writer at a time."""

@@ -27,6 +27,7 @@ from stalwart.storage._fs import (
     SyncStats,
     atomic_replace,
     ensure_dir,
+    io_errors,
     pwrite_all,
     read_file,
     unlink_quiet,
@@ -88,8 +89,9 @@ class WriteAheadLog:
         self.write_buffer_bytes = write_buffer_bytes
         self.stats = stats if stats is not None else SyncStats()
         self._syncer = Syncer(fsync, self.stats)
-        ensure_dir(self.directory, self._syncer)
-        self._lock: DirLock | None = DirLock(self.directory)
+        with io_errors(f"write-ahead log {self.directory}"):
+            ensure_dir(self.directory, self._syncer)
+            self._lock: DirLock | None = DirLock(self.directory)
         self._segments: list[Segment] = []
         # Records not yet written, as [header0, payload0, header1, payload1, ...]: joined once
         # per write, so a payload is copied only into the write buffer.
@@ -102,7 +104,8 @@ class WriteAheadLog:
         self._dir_dirty = False  # a segment was created since the last directory fsync
         self._failed: OSError | None = None
         try:
-            self._first = self._durable_first = self._recover(verify_on_open)
+            with io_errors(f"write-ahead log {self.directory}"):
+                self._first = self._durable_first = self._recover(verify_on_open)
         except BaseException:
             self.close()
             raise
@@ -429,7 +432,8 @@ class WriteAheadLog:
             while lo < written_hi:
                 seg = self._segments[at]
                 stop = min(written_hi, seg.next_index)
-                out.extend(_read_segment(seg, lo - seg.first_index, stop - seg.first_index))
+                with io_errors(f"write-ahead log segment {seg.path}"):
+                    out.extend(_read_segment(seg, lo - seg.first_index, stop - seg.first_index))
                 lo, at = stop, at + 1
         if hi > pending_first:
             out.extend(self._parts[2 * max(0, lo - pending_first) + 1 : 2 * (hi - pending_first) : 2])
@@ -444,7 +448,8 @@ class WriteAheadLog:
         """Scan every written record's CRC now (open does so only for the last segment)."""
         self._check_open()
         for seg in self._segments:
-            buf = memoryview(read_file(seg.path))[: seg.size]
+            with io_errors(f"write-ahead log segment {seg.path}"):
+                buf = memoryview(read_file(seg.path))[: seg.size]
             scan = scan_records(buf, SEGMENT_HEADER_BYTES, self.max_record_bytes)
             if scan.bad_reason is not None:
                 raise CorruptionError(seg.path, scan.end, scan.bad_reason)
