@@ -250,5 +250,5 @@ def test_a_wrong_expectation_fails(tmp_path: pathlib.Path) -> None:
     # The interpreter must be able to fail: a false expectation is reported with its line.
     script = tmp_path / "bad.txt"
     script.write_text("cluster 1 2 3\ncampaign 1\nstabilize\nexpect role 2 leader\n")
-    with pytest.raises(AssertionError, match="bad.txt:4"):
+    with pytest.raises(AssertionError, match=r"bad\.txt:4"):
         run_script(script)
