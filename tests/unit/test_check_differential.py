@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stalwart.check import CAS_REGISTER, KV, Model, Operation, Status, Verdict, check_operations
+from stalwart.check._models import ILLEGAL
 
 
 def _precedes(a: Operation, b: Operation) -> bool:
@@ -140,3 +141,28 @@ def test_cas_register_agrees_with_brute_force(case: tuple[list[Operation], bool]
 @given(histories(kv=True))
 def test_kv_agrees_with_brute_force(case: tuple[list[Operation], bool]) -> None:
     _agree(*case, KV)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([CAS_REGISTER, KV]),
+    st.sampled_from(["read", "get", "write", "put", "append", "delete", "cas"]),
+    st.sampled_from([Status.OK, Status.FAIL, Status.INFO]),
+    st.sampled_from([None, "", "a", "b"]),
+    st.sampled_from([None, "", "a", "b"]),
+    st.sampled_from([None, "", "a", "ab"]),
+)
+def test_built_in_transitions_match_step(
+    model: Model, f: str, status: Status, arg: Any, output: Any, state: Any
+) -> None:
+    # The checker uses Model.transition (fast closures); the brute force uses Model.step.
+    if model is CAS_REGISTER and f in ("append", "delete"):
+        return
+    if model is KV and state is None:
+        state = ""
+    value = (arg, output) if f == "cas" else arg
+    if f == "append" and value is None:
+        value = "z"
+    o = Operation(0, f, None, value, output, status, 0, None if status is Status.INFO else 1)
+    legal, after = model.step(state, o)
+    assert model.transition(o)(state) == (after if legal else ILLEGAL)

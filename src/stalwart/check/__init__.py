@@ -13,13 +13,14 @@ formats.
 from stalwart.check._checker import check_operations
 from stalwart.check._errors import HistoryFormatError, ModelError, UnknownModelError
 from stalwart.check._history import History, Operation, Status, write_jsonl
-from stalwart.check._models import CAS_REGISTER, KV, MODELS, CasRegister, KeyValue, Model
+from stalwart.check._models import CAS_REGISTER, ILLEGAL, KV, MODELS, CasRegister, KeyValue, Model, Transition
 from stalwart.check._readers import FORMATS, parse_history, read_history
 from stalwart.check._result import CheckResult, PartitionResult, Verdict
 
 __all__ = [
     "CAS_REGISTER",
     "FORMATS",
+    "ILLEGAL",
     "KV",
     "MODELS",
     "CasRegister",
@@ -32,6 +33,7 @@ __all__ = [
     "Operation",
     "PartitionResult",
     "Status",
+    "Transition",
     "UnknownModelError",
     "Verdict",
     "check_operations",

@@ -25,11 +25,26 @@ did not match).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
 from stalwart.check._errors import ModelError, UnknownModelError
 from stalwart.check._history import Operation, Status
+
+
+class _Illegal:
+    """The type of :data:`ILLEGAL`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ILLEGAL"
+
+
+#: Returned by a transition function (:meth:`Model.transition`) when the operation is illegal.
+ILLEGAL: Any = _Illegal()
+
+Transition = Callable[[Any], Any]
 
 
 class Model(ABC):
@@ -52,6 +67,27 @@ class Model(ABC):
         the exception (it happened: the compare did not match), as in Jepsen and Porcupine.
         """
         return op.status is not Status.FAIL or op.f == "cas"
+
+    def transition(self, op: Operation) -> Transition:
+        """A function ``state -> next state`` for ``op``, or :data:`ILLEGAL` where it is illegal.
+
+        Optional, purely a speed-up: the checker calls it for every candidate move. The default
+        calls :meth:`step` and memoises the answers per state, which pays off when states repeat
+        (registers); a model whose states rarely repeat can return a small closure instead.
+        """
+        step = self.step
+        memo: dict[Any, Any] = {}
+
+        def via_step(state: Any) -> Any:
+            after = memo.get(state, memo)
+            if after is memo:
+                legal, after = step(state, op)
+                if not legal:
+                    after = ILLEGAL
+                memo[state] = after
+            return after
+
+        return via_step
 
     def read_only(self, op: Operation) -> bool:
         """Whether ``op`` never changes the state, in any state where it is legal.
@@ -101,6 +137,40 @@ def describe_operation(op: Operation) -> str:
     return f"p{op.process} {op.f}{key}({args}) -> {out}"
 
 
+def _compiled(op: Operation, absent: Any) -> Transition:
+    """Closures equivalent to CasRegister.step / KeyValue.step (``absent`` = the empty value)."""
+    bad = ILLEGAL
+
+    def unchanged(s: Any) -> Any:
+        return s
+
+    match op.f, op.status:
+        case (("read" | "get"), Status.INFO):
+            return unchanged
+        case (("read" | "get"), _):
+            out = absent if op.output is None else op.output
+            return lambda s: s if s == out else bad
+        case (("write" | "put"), _):
+            value = absent if op.value is None else op.value
+            return lambda s: value
+        case "append", _ if absent == "":
+            tail = "" if op.value is None else op.value
+            return lambda s: s + tail
+        case "delete", _ if absent == "":
+            return lambda s: ""
+        case "cas", status:
+            frm, to = _cas_args(op)
+            frm, to = (absent if frm is None else frm), (absent if to is None else to)
+            if status is Status.OK:
+                return lambda s: to if s == frm else bad
+            if status is Status.FAIL:
+                return lambda s: s if s != frm else bad
+            return lambda s: to if s == frm else s
+        case _:
+            kind = "kv" if absent == "" else "cas-register"
+            raise ModelError(f"{kind} does not know the operation {op.f!r}: {op}")
+
+
 def _cas_args(op: Operation) -> tuple[Any, Any]:
     value = op.value
     if not isinstance(value, tuple | list) or len(value) != 2:
@@ -123,6 +193,9 @@ class CasRegister(Model):
 
     def init(self) -> Hashable:
         return None
+
+    def transition(self, op: Operation) -> Transition:
+        return _compiled(op, None)
 
     def step(self, state: Any, op: Operation) -> tuple[bool, Any]:
         known = op.status is not Status.INFO
@@ -155,6 +228,9 @@ class KeyValue(Model):
 
     def init(self) -> Hashable:
         return ""
+
+    def transition(self, op: Operation) -> Transition:
+        return _compiled(op, "")
 
     def partition(self, ops: Sequence[Operation]) -> list[tuple[str | None, list[Operation]]]:
         by_key: dict[str | None, list[Operation]] = {}

@@ -29,11 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stalwart.check._history import Operation, Status
-from stalwart.check._models import Model
-
-_ILLEGAL: Any = object()  # the transition cache's "this operation is illegal in this state"
-_RETURN = -2  # ret_of[] value of a return node
-_NO_RETURN = -1  # ret_of[] value of an INFO call node (it never returns)
+from stalwart.check._models import ILLEGAL, Model, Transition
 
 
 class SearchStatus(enum.Enum):
@@ -70,57 +66,73 @@ def event_order(ops: Sequence[Operation]) -> list[tuple[int, bool]]:
     return [(i, kind == 1) for _, kind, i in keyed]
 
 
+# Node kinds, one per event node.
+_CHANGES = 0  # the call of a determinate operation that may change the state
+_READS = 1  # the call of a determinate read-only operation
+_MAYBE = 2  # the call of an INFO operation (no return)
+_RETURN = 3  # a return, or the tail sentinel
+
+
 @dataclass(slots=True)
 class _Events:
-    """The event list: node k (1..m) is the k-th event; 0 (head) and m+1 (tail) are sentinels."""
+    """The event list: node k (1..m) is the k-th event; 0 (head) and m+1 (tail) are sentinels.
+
+    Per node: its neighbours, its operation, its kind, its operation's bit, the node of its
+    return (calls of determinate operations) and its transition function (calls).
+    """
 
     nxt: list[int]
     prv: list[int]
     node_op: list[int]
-    ret_of: list[int]  # a call's return node, _NO_RETURN for INFO calls, _RETURN for returns
+    kind: list[int]
+    bit: list[int]
+    ret_of: list[int]
+    fn: list[Transition | None]
     returns: int
 
 
-def _build_events(ops: Sequence[Operation]) -> _Events:
+def _build_events(ops: Sequence[Operation], model: Model) -> _Events:
     events = event_order(ops)
     m = len(events)
     node_op = [-1] * (m + 2)
-    ret_of = [_RETURN] * (m + 2)
+    kind = [_RETURN] * (m + 2)
+    bit = [0] * (m + 2)
+    ret_of = [-1] * (m + 2)
+    fn: list[Transition | None] = [None] * (m + 2)
     call_node = [0] * len(ops)
     for k, (i, is_return) in enumerate(events, start=1):
         node_op[k] = i
+        bit[k] = 1 << i
         if is_return:
             ret_of[call_node[i]] = k
+            continue
+        call_node[i] = k
+        op = ops[i]
+        fn[k] = model.transition(op)
+        if op.status is Status.INFO:
+            kind[k] = _MAYBE
         else:
-            call_node[i] = k
-            ret_of[k] = _NO_RETURN
-    return _Events([*range(1, m + 2), -1], [-1, *range(0, m + 1)], node_op, ret_of, m - len(ops))
+            kind[k] = _READS if model.read_only(op) else _CHANGES
+    nxt = [*range(1, m + 2), -1]
+    prv = [-1, *range(0, m + 1)]
+    return _Events(nxt, prv, node_op, kind, bit, ret_of, fn, m - len(ops))
 
 
-def _expander(ops: Sequence[Operation], model: Model, ev: _Events) -> Callable[[Any], list[tuple[int, Any]]]:
+def _expander(ev: _Events) -> Callable[[Any], list[tuple[int, Any]]]:
     """``expand(state)``: the moves ``(call node, next state)`` worth trying now, best first."""
-    nxt, node_op, ret_of = ev.nxt, ev.node_op, ev.ret_of
-    trans: list[dict[Any, Any]] = [{} for _ in ops]  # per operation: state -> next state
-    read_only = [model.read_only(op) for op in ops]
-    step = model.step
+    nxt, kind, fn = ev.nxt, ev.kind, ev.fn
 
     def expand(state: Any) -> list[tuple[int, Any]]:
         moves: list[tuple[int, Any]] = []
         later: list[tuple[int, Any]] = []  # INFO operations go last: they are rarely needed
         node = nxt[0]
-        while (r := ret_of[node]) != _RETURN:
-            op = node_op[node]
-            t = trans[op]
-            ns = t.get(state, t)  # the dict itself stands for "not computed yet"
-            if ns is t:
-                legal, after = step(state, ops[op])
-                ns = after if legal else _ILLEGAL
-                t[state] = ns
-            if ns is not _ILLEGAL:
-                if read_only[op]:
-                    return [(node, state)]  # placed at once: no alternative can do better
-                if r != _NO_RETURN:
+        while (k := kind[node]) != _RETURN:
+            ns = fn[node](state)  # type: ignore[misc]  # calls always have a function
+            if ns is not ILLEGAL:
+                if k == _CHANGES:
                     moves.append((node, ns))
+                elif k == _READS:
+                    return [(node, state)]  # placed at once: no alternative can do better
                 elif ns != state:
                     later.append((node, ns))
             node = nxt[node]
@@ -131,14 +143,16 @@ def _expander(ops: Sequence[Operation], model: Model, ev: _Events) -> Callable[[
     return expand
 
 
+_FIRST_SLICE_STEPS = 64  # slices start small (quick failures surface fast) and double
+
+
 def search(
     ops: Sequence[Operation], model: Model, *, slice_steps: int, max_states: int
 ) -> Generator[None, None, SearchOutcome]:
     """Search for a linearization of ``ops`` (one partition), yielding every ``slice_steps``."""
-    ev = _build_events(ops)
-    nxt, prv, node_op, ret_of = ev.nxt, ev.prv, ev.node_op, ev.ret_of
-    expand = _expander(ops, model, ev)
-    bits = [1 << i for i in range(len(ops))]
+    ev = _build_events(ops, model)
+    nxt, prv, node_op, ret_of, bit = ev.nxt, ev.prv, ev.node_op, ev.ret_of, ev.bit
+    expand = _expander(ev)
     state: Any = model.init()
     lin = 0
     returns_left = ev.returns
@@ -154,18 +168,18 @@ def search(
         return outcome(SearchStatus.LINEARIZABLE, [], state)
     moves = expand(state)
     index = 0
-    steps = 0
+    budget = steps = min(_FIRST_SLICE_STEPS, slice_steps)
     while True:
-        steps += 1
-        if steps >= slice_steps:
-            steps = 0
+        steps -= 1
+        if not steps:
             if len(cache) > max_states:
                 return outcome(SearchStatus.STATE_LIMIT, best, best_state)
             yield
+            budget = steps = min(2 * budget, slice_steps)
         if index < len(moves):
             node, ns = moves[index]
             index += 1
-            nlin = lin | bits[node_op[node]]
+            nlin = lin | bit[node]
             key = (nlin, ns)
             if key in cache:
                 continue
@@ -174,11 +188,11 @@ def search(
             p, q = prv[node], nxt[node]
             nxt[p], prv[q] = q, p
             r = ret_of[node]
-            if r >= 0:
+            if r > 0:
                 p, q = prv[r], nxt[r]
                 nxt[p], prv[q] = q, p
                 returns_left -= 1
-                if returns_left == 0:
+                if not returns_left:
                     return outcome(SearchStatus.LINEARIZABLE, [f[2] for f in frames], ns)
             lin, state = nlin, ns
             if len(frames) > len(best):
@@ -190,13 +204,13 @@ def search(
             if not frames:
                 return outcome(SearchStatus.NOT_LINEARIZABLE, best, best_state)
             moves, index, node, state = frames.pop()
-            lin ^= bits[node_op[node]]
+            lin ^= bit[node]
             r = ret_of[node]
-            if r >= 0:
+            if r > 0:
                 nxt[prv[r]] = r
                 prv[nxt[r]] = r
                 returns_left += 1
             nxt[prv[node]] = node
             prv[nxt[node]] = node
             # The configuration after the undo is one already on the path: lin has no such bit.
-            assert not lin & bits[node_op[node]]
+            assert not lin & bit[node]
