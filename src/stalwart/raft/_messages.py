@@ -1,4 +1,4 @@
-"""Messages between Raft peers, and what Raft hands its application.
+"""Messages between Raft peers (wire tags 300-319), and what Raft hands its application.
 
 Every message carries the sender's term; the sender itself is the ``source`` of ``step``.
 """
@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from stalwart.raft._types import Entry, Membership
 from stalwart.sansio import NodeId
+from stalwart.wire import message
 
 
+@message(300)
 @dataclass(frozen=True, slots=True)
 class RequestVote:
     term: int
@@ -20,6 +22,7 @@ class RequestVote:
     transfer: bool = False  # sent after TimeoutNow: voters skip the leader-lease check
 
 
+@message(301)
 @dataclass(frozen=True, slots=True)
 class RequestVoteResponse:
     term: int
@@ -27,6 +30,7 @@ class RequestVoteResponse:
     pre_vote: bool = False
 
 
+@message(302)
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
     term: int
@@ -36,6 +40,7 @@ class AppendEntries:
     commit: int
 
 
+@message(303)
 @dataclass(frozen=True, slots=True)
 class AppendEntriesResponse:
     """``index`` is the match index on success, the rejected ``prev_index`` otherwise.
@@ -52,6 +57,7 @@ class AppendEntriesResponse:
     hint_term: int = 0
 
 
+@message(304)
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     term: int
@@ -59,12 +65,14 @@ class Heartbeat:
     round: int  # ReadIndex / lease round this heartbeat confirms
 
 
+@message(305)
 @dataclass(frozen=True, slots=True)
 class HeartbeatResponse:
     term: int
     round: int
 
 
+@message(306)
 @dataclass(frozen=True, slots=True)
 class InstallSnapshot:
     term: int
@@ -76,6 +84,7 @@ class InstallSnapshot:
     done: bool
 
 
+@message(307)
 @dataclass(frozen=True, slots=True)
 class InstallSnapshotResponse:
     """``next_offset`` is what the follower wants next; ``done`` once it installed ``index``."""
@@ -86,6 +95,7 @@ class InstallSnapshotResponse:
     done: bool
 
 
+@message(308)
 @dataclass(frozen=True, slots=True)
 class TimeoutNow:
     """Leadership transfer: the target starts an election at once."""

@@ -9,6 +9,7 @@ from typing import NewType
 
 from stalwart.errors import DecodeError, ProtocolError
 from stalwart.sansio import NodeId
+from stalwart.wire import message
 
 Term = NewType("Term", int)
 Index = NewType("Index", int)
@@ -43,6 +44,7 @@ class EntryKind(enum.IntEnum):
     CONFIG = 2  # data is an encoded Membership
 
 
+@message(309)
 @dataclass(frozen=True, slots=True)
 class Entry:
     term: int
@@ -69,6 +71,7 @@ def decode_entry(index: int, payload: bytes) -> Entry:
         raise DecodeError(f"raft entry {index}: unknown kind {kind}") from None
 
 
+@message(310)
 @dataclass(frozen=True, slots=True)
 class Membership:
     """Voters decide elections and commits; learners only receive the log."""

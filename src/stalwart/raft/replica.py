@@ -37,6 +37,7 @@ from stalwart.raft.sessions import (
     encode_command,
 )
 from stalwart.sansio import DurableState, NodeId, Ready, Rng
+from stalwart.wire import message
 
 __all__ = [
     "ClientRead",
@@ -52,6 +53,7 @@ __all__ = [
 MAX_PENDING_WRITES = 10_000
 
 
+@message(320)
 @dataclass(frozen=True, slots=True)
 class ClientWrite:
     request_id: int  # the session sequence number: increasing per client, kept across retries
@@ -59,19 +61,21 @@ class ClientWrite:
     ack: int = 0  # the client needs no response below this request id any more
 
 
+@message(321)
 @dataclass(frozen=True, slots=True)
 class ClientRead:
     request_id: int
     query: bytes
 
 
-class ReplyStatus(enum.Enum):
+class ReplyStatus(enum.StrEnum):
     OK = "ok"
     REDIRECT = "redirect"  # not run: retry at leader_hint
     INFO = "info"  # may or may not have run (leadership lost before the answer)
     FAIL = "fail"  # not run: the session expired
 
 
+@message(322)
 @dataclass(frozen=True, slots=True)
 class ClientReply:
     client: NodeId
