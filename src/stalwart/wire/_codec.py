@@ -9,9 +9,10 @@ import msgpack
 from msgpack.exceptions import ExtraData, UnpackException
 
 from stalwart.errors import DecodeError
+from stalwart.wire._compiled import CompiledMessage
 from stalwart.wire._errors import EncodeError, SchemaError
 from stalwart.wire._limits import DEFAULT_LIMITS, Limits
-from stalwart.wire._registry import BY_CLASS, BY_TAG, CompiledMessage
+from stalwart.wire._registry import BY_CLASS, BY_TAG
 
 T = TypeVar("T")
 

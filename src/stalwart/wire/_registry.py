@@ -5,113 +5,17 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any, TypeVar
 
-from stalwart.errors import DecodeError, StalwartError
-from stalwart.wire._errors import EncodeError, SchemaError
-from stalwart.wire._types import DecFn, EncFn, MessageCodec, Node, compile_type, raw_name
+from stalwart.wire._compiled import CompiledMessage
+from stalwart.wire._errors import SchemaError
+from stalwart.wire._types import MessageCodec, compile_type
 
 T = TypeVar("T")
 MAX_TAG = 2**31 - 1
 
 BY_TAG: dict[int, MessageSpec] = {}
 BY_CLASS: dict[type[Any], MessageSpec] = {}
-
-
-class CompiledMessage:
-    """One class's encoder and decoder, built once: no type hints are read per call."""
-
-    __slots__ = (
-        "cls", "construct", "dec_fast", "dec_posts", "enc_fast", "enc_posts", "getter", "n", "names",
-        "nodes", "qualname", "tag",
-    )  # fmt: skip
-
-    def __init__(self, cls: type[Any], tag: int, names: tuple[str, ...], nodes: tuple[Node, ...]) -> None:
-        self.cls, self.tag, self.names, self.nodes, self.n = cls, tag, names, nodes, len(names)
-        self.qualname: str = cls.__qualname__
-        self.getter: Callable[[Any], tuple[Any, ...]] = _getter(names)
-        self.enc_fast = tuple(node.primary_value for node in nodes)
-        self.dec_fast = tuple(node.primary_raw for node in nodes)
-        self.enc_posts: tuple[tuple[int, EncFn], ...] = tuple(
-            (i, node.enc) for i, node in enumerate(nodes) if node.enc is not None
-        )
-        self.dec_posts: tuple[tuple[int, DecFn], ...] = tuple(
-            (i, node.dec) for i, node in enumerate(nodes) if node.dec is not None
-        )
-        self.construct: Callable[[Any], Any] = _constructor(cls)
-
-    def encode_fields(self, msg: Any) -> tuple[Any, ...] | list[Any]:
-        vals = self.getter(msg)
-        if tuple(map(type, vals)) != self.enc_fast:
-            vals = self._coerce(vals)
-        posts = self.enc_posts
-        if not posts:
-            return vals
-        out = list(vals)
-        i = 0
-        try:
-            for i, fn in posts:
-                out[i] = fn(out[i])
-        except EncodeError as exc:
-            raise EncodeError(f"{self.qualname}.{self.names[i]}: {exc}") from None
-        return out
-
-    def _coerce(self, vals: tuple[Any, ...]) -> tuple[Any, ...]:
-        out = list(vals)
-        for i, node in enumerate(self.nodes):
-            if type(out[i]) not in node.value_types:
-                try:
-                    out[i] = node.coerce(out[i])
-                except EncodeError as exc:
-                    raise EncodeError(f"{self.qualname}.{self.names[i]}: {exc}") from None
-        return tuple(out)
-
-    def decode_fields(self, raw: tuple[Any, ...], depth_left: int) -> Any:
-        if len(raw) != self.n:
-            raise DecodeError(f"{self.qualname}: expected {self.n} fields, got {len(raw)}")
-        if tuple(map(type, raw)) != self.dec_fast:
-            self._check_raw(raw)
-        posts = self.dec_posts
-        if not posts:
-            return self.construct(raw)
-        vals = list(raw)
-        i = 0
-        try:
-            for i, fn in posts:
-                vals[i] = fn(vals[i], depth_left)
-        except DecodeError as exc:
-            raise DecodeError(f"{self.qualname}.{self.names[i]}: {exc}") from None
-        return self.construct(vals)
-
-    def _check_raw(self, raw: tuple[Any, ...]) -> None:
-        for name, node, value in zip(self.names, self.nodes, raw, strict=True):
-            if type(value) not in node.raw_types:
-                raise DecodeError(f"{self.qualname}.{name}: expected {node.name}, got {raw_name(value)}")
-
-
-def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    if len(names) >= 2:
-        return attrgetter(*names)
-    if len(names) == 1:
-        one = attrgetter(names[0])
-        return lambda msg: (one(msg),)
-    return lambda msg: ()
-
-
-def _constructor(cls: type[Any]) -> Callable[[Any], Any]:
-    if not hasattr(cls, "__post_init__"):
-        return lambda vals: cls(*vals)
-
-    def construct(vals: Any) -> Any:
-        # A class may validate itself in __post_init__; its refusal of a peer's values is a
-        # decode error like any other, never a crash of the receiver.
-        try:
-            return cls(*vals)
-        except (ValueError, TypeError, AssertionError, StalwartError) as exc:
-            raise DecodeError(f"{cls.__qualname__} rejected its fields: {exc}") from exc
-
-    return construct
 
 
 class MessageSpec:

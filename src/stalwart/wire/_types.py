@@ -3,7 +3,7 @@
 A :class:`Node` knows, for one field type, which Python types msgpack may hand back
 (``raw_types``), which types a message may hold (``value_types``), and the two conversions
 between them. A conversion is ``None`` when the raw value already *is* the value, which lets the
-per-message fast path check a whole message with one ``tuple(map(type, ...))`` comparison.
+per-message fast path check a whole message with one call (see ``_fastcheck``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import msgpack
 
 from stalwart.errors import DecodeError
 from stalwart.wire._errors import EncodeError, SchemaError
+from stalwart.wire._fastcheck import exact_types
 from stalwart.wire._limits import Bounds, MaxLen
 
 DecFn = Callable[[Any, int], Any]  # (raw value, depth budget left) -> value; raises DecodeError
@@ -369,20 +370,20 @@ def _fixed_tuple(els: tuple[Node, ...]) -> Node:
     # Fast path as for whole messages: when no item needs converting, one comparison of the
     # item types against the expected ones checks the whole tuple.
     plain = all(el.dec is None for el in els) and all(el.enc is None for el in els)
-    raw_fast = tuple(el.primary_raw for el in els)
-    value_fast = tuple(el.primary_value for el in els)
+    raw_fast = exact_types(tuple(el.primary_raw for el in els))
+    value_fast = exact_types(tuple(el.primary_value for el in els))
 
     def dec(raw: tuple[Any, ...], depth_left: int) -> tuple[Any, ...]:
         if depth_left <= 0:
             raise _depth_error()
-        if plain and tuple(map(type, raw)) == raw_fast:
+        if plain and raw_fast(raw):
             return raw
         if len(raw) != k:
             raise DecodeError(f"expected {name} of {k} items, got {len(raw)}")
         return tuple([el.decode(item, depth_left - 1) for el, item in zip(els, raw, strict=True)])
 
     def enc(value: tuple[Any, ...]) -> Any:
-        if plain and tuple(map(type, value)) == value_fast:
+        if plain and value_fast(value):
             return value
         if len(value) != k:
             raise EncodeError(f"expected {name} of {k} items, got {len(value)}")

@@ -1,0 +1,131 @@
+"""One message class's encoder and decoder, built as closures once at registration.
+
+Closures over local variables rather than methods reading attributes: on the per-message hot
+path every attribute load and call layer shows, and no type hint is ever read per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any
+
+from stalwart.errors import DecodeError, StalwartError
+from stalwart.wire._errors import EncodeError
+from stalwart.wire._fastcheck import exact_types
+from stalwart.wire._types import Node, raw_name
+
+FieldsEncoder = Callable[[Any], "tuple[Any, ...] | list[Any]"]
+FieldsDecoder = Callable[["tuple[Any, ...]", int], Any]
+
+
+class CompiledMessage:
+    """``encode_fields(msg)`` -> the raw field values; ``decode_fields(raw, depth_left)`` -> msg."""
+
+    __slots__ = ("cls", "decode_fields", "encode_fields", "n", "names", "nodes", "qualname", "tag")
+
+    def __init__(self, cls: type[Any], tag: int, names: tuple[str, ...], nodes: tuple[Node, ...]) -> None:
+        self.cls, self.tag, self.names, self.nodes, self.n = cls, tag, names, nodes, len(names)
+        self.qualname: str = cls.__qualname__
+        self.encode_fields: FieldsEncoder = _encoder(cls.__qualname__, names, nodes)
+        self.decode_fields: FieldsDecoder = _decoder(cls, names, nodes)
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) >= 2:
+        return attrgetter(*names)  # one C call returning the tuple of field values
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda msg: (one(msg),)
+    return lambda msg: ()
+
+
+def _encoder(qualname: str, names: tuple[str, ...], nodes: tuple[Node, ...]) -> FieldsEncoder:
+    getter = _getter(names)
+    fast = exact_types(tuple(node.primary_value for node in nodes))
+    posts = tuple((i, node.enc) for i, node in enumerate(nodes) if node.enc is not None)
+
+    def coerce(vals: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(vals)
+        for i, node in enumerate(nodes):
+            if type(out[i]) not in node.value_types:
+                try:
+                    out[i] = node.coerce(out[i])
+                except EncodeError as exc:
+                    raise EncodeError(f"{qualname}.{names[i]}: {exc}") from None
+        return tuple(out)
+
+    if not posts:
+
+        def encode_plain(msg: Any) -> tuple[Any, ...]:
+            vals = getter(msg)
+            # One call checks every field when each holds its usual type.
+            return vals if fast(vals) else coerce(vals)
+
+        return encode_plain
+
+    def encode_converting(msg: Any) -> list[Any]:
+        vals = getter(msg)
+        out = list(vals if fast(vals) else coerce(vals))
+        i = 0
+        try:
+            for i, fn in posts:
+                out[i] = fn(out[i])
+        except EncodeError as exc:
+            raise EncodeError(f"{qualname}.{names[i]}: {exc}") from None
+        return out
+
+    return encode_converting
+
+
+def _decoder(cls: type[Any], names: tuple[str, ...], nodes: tuple[Node, ...]) -> FieldsDecoder:
+    qualname, n = cls.__qualname__, len(names)
+    fast = exact_types(tuple(node.primary_raw for node in nodes))
+    posts = tuple((i, node.dec) for i, node in enumerate(nodes) if node.dec is not None)
+
+    def check(raw: tuple[Any, ...]) -> None:
+        if len(raw) != n:
+            raise DecodeError(f"{qualname}: expected {n} fields, got {len(raw)}")
+        for name, node, value in zip(names, nodes, raw, strict=True):
+            if type(value) not in node.raw_types:
+                raise DecodeError(f"{qualname}.{name}: expected {node.name}, got {raw_name(value)}")
+
+    if not posts and not hasattr(cls, "__post_init__"):
+
+        def decode_plain(raw: tuple[Any, ...], depth_left: int) -> Any:
+            if not fast(raw):  # it checks the field count too
+                check(raw)
+            return cls(*raw)
+
+        return decode_plain
+
+    construct = _constructor(cls)
+
+    def decode_converting(raw: tuple[Any, ...], depth_left: int) -> Any:
+        if not fast(raw):
+            check(raw)
+        vals = list(raw)
+        i = 0
+        try:
+            for i, fn in posts:
+                vals[i] = fn(vals[i], depth_left)
+        except DecodeError as exc:
+            raise DecodeError(f"{qualname}.{names[i]}: {exc}") from None
+        return construct(vals)
+
+    return decode_converting
+
+
+def _constructor(cls: type[Any]) -> Callable[[Any], Any]:
+    if not hasattr(cls, "__post_init__"):
+        return lambda vals: cls(*vals)
+
+    def construct(vals: Any) -> Any:
+        # A class may validate itself in __post_init__; its refusal of a peer's values is a
+        # decode error like any other, never a crash of the receiver.
+        try:
+            return cls(*vals)
+        except (ValueError, TypeError, AssertionError, StalwartError) as exc:
+            raise DecodeError(f"{cls.__qualname__} rejected its fields: {exc}") from exc
+
+    return construct
