@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from stalwart.txn.saga._state import Kind, Record, SagaState, SagaStatus, Work
 
 log = logging.getLogger("stalwart.saga")
 MAX_ACTIVE_SAGAS = 10_000
+MAX_REMEMBERED_RESULTS = 10_000  # finished sagas whose result wait() can still return
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,7 @@ class SagaOrchestrator:
         self._wake: dict[str, asyncio.Event] = {}
         self._poller: asyncio.Task[None] | None = None
         self._last_seq = 0
+        self._finished: OrderedDict[str, SagaResult] = OrderedDict()
 
     async def __aenter__(self) -> SagaOrchestrator:
         self._last_seq = await self._log.last_seq()
@@ -205,7 +208,10 @@ class SagaOrchestrator:
         return saga_id
 
     async def wait(self, saga_id: str) -> SagaResult:
+        """The saga's end (or its parking); works for sagas finished recently, too."""
         state = self._states.get(saga_id)
+        if state is None and saga_id in self._finished:
+            return self._finished[saga_id]
         if state is None:
             raise ConfigError(f"no active saga {saga_id} in this orchestrator")
         if state.finished_logged or state.status is SagaStatus.PARKED:
@@ -259,6 +265,9 @@ class SagaOrchestrator:
             await self._log.append(state.name, record)
             state.apply(record)
         self._notify(state)
+        self._finished[state.saga_id] = self._result(state)
+        while len(self._finished) > MAX_REMEMBERED_RESULTS:
+            self._finished.popitem(last=False)
         self._states.pop(state.saga_id, None)
         self._wake.pop(state.saga_id, None)
 
