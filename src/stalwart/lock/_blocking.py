@@ -14,8 +14,10 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from stalwart.lock._errors import LockError
+from stalwart.lock._errors import LockError, NotAcquired
+from stalwart.lock._fastsync import FastPath
 from stalwart.lock._held import Held
+from stalwart.lock._redis import RedisLock
 
 T = TypeVar("T")
 
@@ -56,8 +58,9 @@ _LOOP = _LoopThread()
 class BlockingHeld:
     """The blocking twin of :class:`Held`: ``token``, ``token_is_safe``, ``lost``, ``ensure()``."""
 
-    def __init__(self, held: Held) -> None:
+    def __init__(self, held: Held, fast: FastPath | None = None) -> None:
         self.held = held
+        self._fast = fast
         self.name = held.name
         self.token = held.token
         self.token_is_safe = held.token_is_safe
@@ -80,7 +83,10 @@ class BlockingHeld:
         self.held.ensure()
 
     def release(self) -> None:
-        _LOOP.run(self.held.release())
+        if self._fast is not None and self.held.depth <= 1:
+            self._fast.release(self.held)
+        else:
+            _LOOP.run(self.held.release())
 
 
 class BlockingLock:
@@ -89,16 +95,37 @@ class BlockingLock:
     def __init__(self, lock: AsyncLock) -> None:
         self.lock = lock
         self._stacks: dict[int, list[BlockingHeld]] = {}
+        self._fast: FastPath | None = None
+        self._fast_ready = not (isinstance(lock, RedisLock) and isinstance(lock._target, str))
 
     def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> BlockingHeld:
+        fast = self._fast_path()
+        if fast is not None:
+            held = fast.try_acquire()
+            if held is not None:
+                return BlockingHeld(held, fast)
+            if not blocking:
+                raise NotAcquired(fast.lock.name)
         return _LOOP.run(self._acquire(timeout, blocking))
+
+    def _fast_path(self) -> FastPath | None:
+        """A plain RedisLock on a URL acquires and releases without hopping threads."""
+        if not self._fast_ready:
+            lock = self.lock
+            assert isinstance(lock, RedisLock)
+            loop = _LOOP.loop()
+
+            async def make() -> FastPath:
+                return FastPath(lock, lock._backend(), loop)
+
+            self._fast = _LOOP.run(make())
+            self._fast_ready = True
+        return self._fast
 
     async def _acquire(self, timeout: float | None, blocking: bool) -> BlockingHeld:
         return BlockingHeld(await self.lock.acquire(timeout, blocking=blocking))
 
     def try_acquire(self) -> BlockingHeld | None:
-        from stalwart.lock._errors import NotAcquired
-
         try:
             return self.acquire(blocking=False)
         except NotAcquired:

@@ -229,7 +229,7 @@ class Redlock(_LockBase):
         self.max_retries = max_retries
         self.key = base
         self.channel = f"{base}:wake"
-        self._acquire_keys = (base, f"{base}:fence", f"{base}:q", f"{base}:qx", f"{base}:qn")
+        self._acquire_keys = (base, f"{base}:fence")
         self._release_keys = (base, f"{base}:fence")
 
     def client(self) -> RedlockClient:
