@@ -188,7 +188,8 @@ class Interpreter:
             case "voters" | "learners":
                 actual, wanted = sorted(getattr(status, what)), sorted(values)
             case "read":
-                actual, wanted = app.reads.get(int(values[0])), int(values[1])
+                index = node.commit if values[1] == "@commit" else int(values[1])
+                actual, wanted = app.reads.get(int(values[0])), index
             case "no-read":
                 actual, wanted = int(values[0]) in app.reads or int(values[0]) in app.failed_reads, False
             case "read-failed":
