@@ -239,7 +239,9 @@ class WriteAheadLog:
         # Bound the buffer: a huge batch is taken in slices, each written when the buffer fills.
         step = max(1, self.write_buffer_bytes // (RECORD_HEADER_BYTES + max(1, longest)))
         for lo in range(0, len(items), step):
-            chunk, chunk_lengths = items[lo : lo + step], lengths[lo : lo + step]
+            chunk, chunk_lengths = (
+                (items, lengths) if step >= len(items) else (items[lo : lo + step], lengths[lo : lo + step])
+            )
             parts: list[bytes] = [b""] * (2 * len(chunk))
             parts[0::2] = encode_headers(chunk, chunk_lengths)
             parts[1::2] = chunk
@@ -381,7 +383,7 @@ class WriteAheadLog:
         while start < len(parts):
             # Record boundaries if the rest went into this segment: [start of each..., end].
             sizes = map(_RECORD_OVERHEAD.__add__, map(len, parts[start + 1 :: 2]))
-            bounds = list(accumulate(sizes, initial=tail.size))
+            bounds = array("Q", accumulate(sizes, initial=tail.size))
             fit = bisect.bisect_right(bounds, self.max_segment_bytes) - 1
             if fit == 0 and tail.count == 0:
                 fit = 1  # cannot happen with a valid configuration; never loop forever
