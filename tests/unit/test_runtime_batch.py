@@ -39,6 +39,7 @@ def test_a_cut_batch_is_refused(items: list[bytes], data: st.DataObject) -> None
         (b"", "empty"),
         (b"\x00\x00", "truncated"),
         (struct.pack(">I", 10) + b"abc", "overruns"),
+        (b"\x00\x00\x00\x01ab", "truncated"),
         (pack_batch([b"x"] * 4), "more than 3"),
     ],
 )

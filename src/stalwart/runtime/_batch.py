@@ -15,37 +15,38 @@ from stalwart.runtime._errors import PeerProtocolError
 _LEN = struct.Struct(">I")
 
 
+def frame_item(item: bytes) -> bytes:
+    """One item with its length header: a batch is the concatenation of framed items."""
+    return _LEN.pack(len(item)) + item
+
+
 def pack_batch(items: list[bytes]) -> bytes:
     """One body holding ``items`` in order."""
-    pack = _LEN.pack
-    parts: list[bytes] = []
-    for item in items:
-        parts.append(pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
+    return b"".join([frame_item(item) for item in items])
 
 
 def unpack_batch(body: bytes, max_messages: int) -> list[bytes]:
     """The items of ``body``; :class:`PeerProtocolError` if it is not exactly a batch."""
     items: list[bytes] = []
     append = items.append
-    offset, end = 0, len(body)
     unpack = _LEN.unpack_from
-    while offset < end:
-        if offset + 4 > end:
-            raise PeerProtocolError(f"batch truncated in a length header at offset {offset}")
-        (size,) = unpack(body, offset)
-        offset += 4
-        stop = offset + size
-        if stop > end:
-            raise PeerProtocolError(f"batch item of {size} bytes overruns the frame at offset {offset}")
-        append(body[offset:stop])
-        offset = stop
-    if len(items) > max_messages:
-        raise PeerProtocolError(f"batch holds {len(items)} messages, more than {max_messages}")
+    offset, end = 0, len(body)
+    try:
+        while offset < end:
+            (size,) = unpack(body, offset)
+            offset += 4
+            stop = offset + size
+            append(body[offset:stop])  # an overrun shows as offset > end below
+            offset = stop
+    except struct.error:
+        raise PeerProtocolError(f"batch truncated in a length header at offset {offset}") from None
+    if offset != end:
+        raise PeerProtocolError(f"the last batch item overruns the frame by {offset - end} bytes")
     if not items:
         raise PeerProtocolError("empty batch")
+    if len(items) > max_messages:
+        raise PeerProtocolError(f"batch holds {len(items)} messages, more than {max_messages}")
     return items
 
 
-__all__ = ["pack_batch", "unpack_batch"]
+__all__ = ["frame_item", "pack_batch", "unpack_batch"]

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from stalwart import wire
 from stalwart.errors import AuthenticationError, DecodeError
 from stalwart.runtime._backoff import Backoff, BackoffPolicy
-from stalwart.runtime._batch import pack_batch, unpack_batch
+from stalwart.runtime._batch import frame_item, unpack_batch
 from stalwart.runtime._errors import PeerProtocolError, RuntimeConfigError
 from stalwart.runtime._queue import OutboundQueue, QueueLimits
 from stalwart.runtime._stats import RuntimeStats
@@ -183,7 +183,7 @@ class Transport(Generic[I]):
             self.stats.drops_oversize += 1
             log.error("message too large node=%s peer=%s size=%d", self.node_id, to, len(data))
             return
-        dropped = peer.queue.push(data)
+        dropped = peer.queue.push(frame_item(data))  # framed now: a batch is then one join
         if dropped:
             self.stats.drops_overflow += dropped
         if not peer.has_data.is_set():
@@ -445,7 +445,7 @@ class Transport(Generic[I]):
             frames: list[bytes] = []
             count = 0
             while len(frames) < max_frames and (batch := peer.queue.pop_batch()):
-                frames.append(wire.encode_frame(session.seal(pack_batch(batch))))
+                frames.append(wire.encode_frame(session.seal(b"".join(batch))))
                 count += len(batch)
             if not frames:
                 peer.has_data.clear()
