@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -190,3 +190,13 @@ def test_swarm_draws_different_worlds_from_different_seeds() -> None:
     assert swarm_knobs(7, register, register.faults) == swarm_knobs(7, register, register.faults)
     only_loss = frozenset({Fault.LOSS})
     assert all(swarm_knobs(s, register, only_loss).faults <= only_loss for s in range(10))
+
+
+def test_forbidding_one_fault_leaves_the_rest_of_the_swarm_world_alone() -> None:
+    register = load_target("register")
+    for seed in range(30):
+        full = swarm_knobs(seed, register, register.faults)
+        no_loss = swarm_knobs(seed, register, register.faults - {Fault.LOSS})
+        assert no_loss.faults == full.faults - {Fault.LOSS}
+        assert no_loss.loss_p == 0.0
+        assert replace(no_loss, faults=full.faults, loss_p=full.loss_p) == full

@@ -6,6 +6,7 @@ the seed, so that over many seeds the simulator explores mild and brutal worlds 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from stalwart.errors import ConfigError
@@ -97,30 +98,43 @@ def default_knobs(target: SimTarget, faults: frozenset[Fault]) -> Knobs:
 
 
 def swarm_knobs(seed: int, target: SimTarget, faults: frozenset[Fault]) -> Knobs:
-    """Draw every knob from the seed: which faults are on (each with odds 2/3) and how hard."""
-    rng = stream(seed, "swarm")
-    ordered = sorted(faults, key=lambda f: f.value)
-    enabled = frozenset(f for f in ordered if rng.random() < 2 / 3)
+    """Draw every knob from the seed: which faults are on (each with odds 2/3) and how hard.
+
+    Each knob has its own stream (``swarm.<knob>``), so allowing or forbidding one fault kind
+    changes that fault's knobs only: the rest of the world drawn for a seed stays the same.
+    """
+
+    def rng(name: str) -> random.Random:
+        return stream(seed, f"swarm.{name}")
+
+    enabled = frozenset(f for f in sorted(faults, key=lambda f: f.value) if rng(f.value).random() < 2 / 3)
     on = enabled.__contains__
-    lat_min = rng.randrange(50, 1_000)
-    shapes = tuple(s for s in SHAPES if rng.random() < 0.6) or (SHAPES[rng.randrange(len(SHAPES))],)
+    lat, fsync, shape_rng = rng("latency"), rng("fsync"), rng("shapes")
+    lat_min, fsync_min = lat.randrange(50, 1_000), fsync.randrange(20, 1_000)
+    shapes = tuple(s for s in SHAPES if shape_rng.random() < 0.6) or (
+        SHAPES[shape_rng.randrange(len(SHAPES))],
+    )
+    spike, loss, dup, reorder, drift = (rng(f"{f.value}.strength") for f in _STRENGTHS)
     return Knobs(
-        nodes=target.node_counts[rng.randrange(len(target.node_counts))],
-        clients=1 + rng.randrange(max(1, target.clients * 2)),
+        nodes=target.node_counts[rng("nodes").randrange(len(target.node_counts))],
+        clients=1 + rng("clients").randrange(max(1, target.clients * 2)),
         faults=enabled,
         latency_min_us=lat_min,
-        latency_max_us=lat_min + rng.randrange(100, 10_000),
-        spike_p=rng.uniform(0.001, 0.05) if on(Fault.LATENCY) else 0.0,
-        spike_max_us=rng.randrange(10_000, 300_000) if on(Fault.LATENCY) else 0,
-        loss_p=rng.uniform(0.0, 0.3) if on(Fault.LOSS) else 0.0,
-        duplicate_p=rng.uniform(0.0, 0.2) if on(Fault.DUPLICATE) else 0.0,
-        reorder_p=rng.uniform(0.0, 0.5) if on(Fault.REORDER) else 0.0,
-        reorder_max_us=rng.randrange(1_000, 50_000) if on(Fault.REORDER) else 0,
-        fsync_min_us=(fmin := rng.randrange(20, 1_000)),
-        fsync_max_us=fmin + rng.randrange(10, 10_000),
-        drift_ppm_max=rng.randrange(100, 200_000) if on(Fault.DRIFT) else 0,
-        nemesis_mean_ms=rng.randrange(50, 1_000),
-        fault_max_ms=rng.randrange(50, 2_000),
+        latency_max_us=lat_min + lat.randrange(100, 10_000),
+        spike_p=spike.uniform(0.001, 0.05) if on(Fault.LATENCY) else 0.0,
+        spike_max_us=spike.randrange(10_000, 300_000) if on(Fault.LATENCY) else 0,
+        loss_p=loss.uniform(0.0, 0.3) if on(Fault.LOSS) else 0.0,
+        duplicate_p=dup.uniform(0.0, 0.2) if on(Fault.DUPLICATE) else 0.0,
+        reorder_p=reorder.uniform(0.0, 0.5) if on(Fault.REORDER) else 0.0,
+        reorder_max_us=reorder.randrange(1_000, 50_000) if on(Fault.REORDER) else 0,
+        fsync_min_us=fsync_min,
+        fsync_max_us=fsync_min + fsync.randrange(10, 10_000),
+        drift_ppm_max=drift.randrange(100, 200_000) if on(Fault.DRIFT) else 0,
+        nemesis_mean_ms=rng("nemesis").randrange(50, 1_000),
+        fault_max_ms=rng("fault-duration").randrange(50, 2_000),
         shapes=shapes,
-        think_max_us=rng.randrange(1, 20_000),
+        think_max_us=rng("think").randrange(1, 20_000),
     )
+
+
+_STRENGTHS = (Fault.LATENCY, Fault.LOSS, Fault.DUPLICATE, Fault.REORDER, Fault.DRIFT)
