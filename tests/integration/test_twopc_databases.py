@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from stalwart.txn import (
+    BlockingCoordinator,
     CoordinatorSettings,
     MariaDBResource,
     PostgresDecisionLog,
@@ -99,3 +100,17 @@ def test_twopc_preflight_explains_max_prepared_transactions(tmp_path: Path) -> N
             asyncio.run(main())
     finally:
         server.stop()
+
+
+def test_twopc_blocking_wrapper(bank: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    dsn, kw = bank
+    resources = [PostgresResource("pg", dsn), MariaDBResource("maria", **kw)]
+    with BlockingCoordinator(resources, log_path=tmp_path / "log.db", settings=FAST) as coord:
+        with coord.transaction() as tx:
+            tx.execute("pg", "UPDATE accounts SET balance = balance - 4 WHERE id = 5")
+            tx.execute("maria", "UPDATE accounts SET balance = balance + 4 WHERE id = 5")
+        with pytest.raises(ZeroDivisionError), coord.transaction() as tx:
+            tx.execute("pg", "UPDATE accounts SET balance = 0 WHERE id = 6")
+            _ = 1 / 0
+    assert (pg_sum(dsn), maria_sum(kw)) == (996, 1004)
+    assert prepared_left(dsn, kw) == 0

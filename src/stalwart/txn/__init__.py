@@ -14,6 +14,7 @@ The pure state machines live in :mod:`stalwart.txn.twopc`. See docs/transactions
 guarantees and their limits.
 """
 
+from stalwart.txn._blocking import BlockingCoordinator, BlockingTransaction
 from stalwart.txn._coordinator_host import CoordinatorSettings, FaultHook, Transaction, TwoPhaseCoordinator
 from stalwart.txn._decision_log import DecisionLog, PostgresDecisionLog, SQLiteDecisionLog
 from stalwart.txn._errors import (
@@ -26,6 +27,8 @@ from stalwart.txn._errors import (
 from stalwart.txn._resources import MariaDBResource, PostgresResource, ResourceManager
 
 __all__ = [
+    "BlockingCoordinator",
+    "BlockingTransaction",
     "CoordinatorSettings",
     "DecisionLog",
     "FaultHook",
