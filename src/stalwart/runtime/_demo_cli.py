@@ -127,12 +127,13 @@ async def run_node(opts: DemoOptions) -> dict[str, int | float]:
 @click.option("--id", "node_id", required=True, help="This node's id (unique in the cluster).")
 @click.option("--listen", required=True, help="HOST:PORT to listen on (port 0: any free port).")
 @click.option("--peers", default="", help="The other nodes: id=host:port,...")
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="This node's storage directory (created if missing; one process at a time).")  # fmt: skip
 @click.option("--cluster-key-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help=f"File holding the shared cluster key (else env {KEY_ENV}).")  # fmt: skip
 @click.option("--tick-ms", default=50.0, show_default=True, help="Length of one protocol tick.")
-@click.option("--gossip-every-ticks", default=2, show_default=True)
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--gossip-every-ticks", default=2, show_default=True, help="Ticks between two gossip rounds.")
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.pass_context
 def command(  # noqa: PLR0917  (click passes options positionally)
     ctx: click.Context, node_id: str, listen: str, peers: str, data_dir: Path, cluster_key_file: str | None,
