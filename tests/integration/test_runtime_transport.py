@@ -321,13 +321,13 @@ async def test_listening_on_a_busy_port_is_a_typed_error(tmp_path: Path) -> None
 async def test_keepalives_hold_quiet_connections_and_silent_peers_are_dropped(tmp_path: Path) -> None:
     import os
 
-    transport = TransportConfig(keepalive_ms=50, idle_timeout_ms=250)
+    transport = TransportConfig(keepalive_ms=100, idle_timeout_ms=600)
     cl = Cluster(tmp_path, (N1,), RuntimeConfig(host=HostConfig(tick_ms=10), transport=transport))
     async with cl.node(N1) as node:
         assert node.address is not None
         async with Client(C, KEY, {N1: node.address}, REPLIES, config=transport) as client:
             await client.connected(N1, 5)
-            await asyncio.sleep(0.8)  # no messages either way, only keepalives
+            await asyncio.sleep(1.5)  # no messages either way, only keepalives
             assert client.transport.connected_peers() == {N1} and node.stats.connects == 1
         # A peer that completes the handshake and then says nothing at all is dropped.
         reader, writer = await asyncio.open_connection(*node.address)
@@ -344,5 +344,5 @@ async def test_keepalives_hold_quiet_connections_and_silent_peers_are_dropped(tm
         async with asyncio.timeout(5):
             while await reader.read(4096):
                 pass  # the node's keepalives, until it hangs up
-        assert 0.2 <= loop.time() - start < 5
+        assert 0.5 <= loop.time() - start < 5
         writer.close()
