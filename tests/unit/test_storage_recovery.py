@@ -227,3 +227,11 @@ def test_every_single_bit_flip_is_refused_or_harmless(tmp_path: Path) -> None:
                 assert offset >= 16 + RECORD, "only the last record may be cut"
                 outcomes["tail cut"] += 1
     assert all(outcomes.values()), outcomes
+
+
+def test_a_smaller_record_limit_on_reopen_never_cuts_valid_records(tmp_path: Path) -> None:
+    with WriteAheadLog(tmp_path, max_record_bytes=1000) as wal:
+        wal.append_many(1, [b"a" * 900, b"b" * 900])
+        wal.sync()
+    with WriteAheadLog(tmp_path, max_record_bytes=10) as wal:
+        assert wal.read(1, 3) == [b"a" * 900, b"b" * 900]

@@ -81,12 +81,17 @@ class ScanResult:
     bad_reason: str | None  # None: the scan reached the end of the data cleanly
 
 
-def check_record(buf: memoryview, pos: int, end: int, max_record_bytes: int) -> tuple[int, str | None]:
-    """Validate the record at ``pos``; return (its total size, None) or (0, why it is bad)."""
+def check_record(buf: memoryview, pos: int, end: int, max_record_bytes: int | None) -> tuple[int, str | None]:
+    """Validate the record at ``pos``; return (its total size, None) or (0, why it is bad).
+
+    ``max_record_bytes`` bounds only the search for records after damage (its cost); a scan
+    accepts any record that fits and verifies, so a valid record written under a larger limit
+    is never mistaken for a torn one.
+    """
     if end - pos < RECORD_HEADER_BYTES:
         return 0, f"{end - pos} bytes left, less than a record header"
     length, crc = RECORD_HEADER.unpack_from(buf, pos)
-    if length > max_record_bytes:
+    if max_record_bytes is not None and length > max_record_bytes:
         return 0, f"record length {length} exceeds the limit {max_record_bytes}"
     stop = pos + RECORD_HEADER_BYTES + length
     if stop > end:
@@ -96,7 +101,7 @@ def check_record(buf: memoryview, pos: int, end: int, max_record_bytes: int) -> 
     return RECORD_HEADER_BYTES + length, None
 
 
-def scan_records(buf: memoryview, start: int, max_record_bytes: int) -> ScanResult:
+def scan_records(buf: memoryview, start: int) -> ScanResult:
     """Verify records from ``start`` to the end of ``buf``, stopping at the first bad one."""
     offsets = array("Q")
     pos, end = start, len(buf)
@@ -107,15 +112,14 @@ def scan_records(buf: memoryview, start: int, max_record_bytes: int) -> ScanResu
             length, crc = unpack_from(buf, pos)
             stop = pos + header_bytes + length
             if (
-                length <= max_record_bytes
-                and stop <= end
+                stop <= end
                 and crc32c(buf[pos + header_bytes : stop], _LENGTH_CRC.get(length) or length_crc(length))
                 == crc
             ):
                 offsets.append(pos)
                 pos = stop
                 continue
-        _, reason = check_record(buf, pos, end, max_record_bytes)
+        _, reason = check_record(buf, pos, end, None)
         return ScanResult(offsets, pos, reason)
     return ScanResult(offsets, pos, None)
 

@@ -87,7 +87,7 @@ class Segment:
             self.fd = -1
 
 
-def _load_index(seg: Segment, max_record_bytes: int) -> array[int] | None:
+def _load_index(seg: Segment) -> array[int] | None:
     try:
         data = read_file(seg.index_path)
     except FileNotFoundError:
@@ -100,12 +100,12 @@ def _load_index(seg: Segment, max_record_bytes: int) -> array[int] | None:
     if last + RECORD_HEADER_BYTES > seg.size:
         return None
     length, _ = RECORD_HEADER.unpack(pread_exact(seg.fd, RECORD_HEADER_BYTES, last, seg.path))
-    if length > max_record_bytes or last + RECORD_HEADER_BYTES + length != seg.size:
+    if last + RECORD_HEADER_BYTES + length != seg.size:
         return None
     return offsets
 
 
-def open_sealed(directory: str, first_index: int, max_record_bytes: int, verify: bool) -> Segment:
+def open_sealed(directory: str, first_index: int, verify: bool) -> Segment:
     """Open a segment that is not the last one: it was fsynced whole before its successor existed,
     so anything wrong in it is corruption. Its records' CRCs are checked on read (or here when
     ``verify``); a valid index file spares the scan."""
@@ -116,10 +116,10 @@ def open_sealed(directory: str, first_index: int, max_record_bytes: int, verify:
         header = os.pread(fd, SEGMENT_HEADER_BYTES, 0)
         if not segment_header_ok(header, first_index):
             raise CorruptionError(path, 0, "bad segment header")
-        offsets = None if verify else _load_index(seg, max_record_bytes)
+        offsets = None if verify else _load_index(seg)
         if offsets is None:
             buf = memoryview(read_file(path))
-            scan = scan_records(buf, SEGMENT_HEADER_BYTES, max_record_bytes)
+            scan = scan_records(buf, SEGMENT_HEADER_BYTES)
             if scan.bad_reason is not None:
                 raise CorruptionError(path, scan.end, f"{scan.bad_reason} (in a sealed segment)")
             offsets = scan.offsets
@@ -147,7 +147,7 @@ def open_tail(directory: str, first_index: int, max_record_bytes: int, syncer: S
             syncer.directory(directory)
             return None
         raise CorruptionError(path, 0, "bad segment header")
-    scan = scan_records(buf, SEGMENT_HEADER_BYTES, max_record_bytes)
+    scan = scan_records(buf, SEGMENT_HEADER_BYTES)
     fd = os.open(path, os.O_RDWR)
     try:
         if scan.bad_reason is not None:

@@ -131,7 +131,7 @@ class WriteAheadLog:
             path = os.path.join(self.directory, segment_name(firsts[0]))
             raise CorruptionError(path, 0, f"log resumes at {firsts[0]} but entries from {first} are missing")
         for f in firsts[:-1]:
-            self._segments.append(open_sealed(self.directory, f, self.max_record_bytes, verify))
+            self._segments.append(open_sealed(self.directory, f, verify))
         if firsts:
             tail = open_tail(self.directory, firsts[-1], self.max_record_bytes, self._syncer)
             if tail is not None:
@@ -452,7 +452,7 @@ class WriteAheadLog:
         for seg in self._segments:
             with io_errors(f"write-ahead log segment {seg.path}"):
                 buf = memoryview(read_file(seg.path))[: seg.size]
-            scan = scan_records(buf, SEGMENT_HEADER_BYTES, self.max_record_bytes)
+            scan = scan_records(buf, SEGMENT_HEADER_BYTES)
             if scan.bad_reason is not None:
                 raise CorruptionError(seg.path, scan.end, scan.bad_reason)
             if scan.offsets != seg.offsets:
