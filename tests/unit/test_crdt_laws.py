@@ -172,6 +172,14 @@ def join(*states: CRDT) -> CRDT:
     return out
 
 
+# Pruning is a mutator too: any replica may (mis)prune any other here. The laws must hold
+# whatever the order (the safety conditions of docs/crdt.md matter only for the *value*).
+PRUNE = st.builds(lambda r: _op("prune", r), st.sampled_from(REPLICAS))
+PRUNABLE = {"GCounter", "PNCounter", "ORSet", "RWSet", "MVRegister", "EWFlag", "DWFlag", "ORMap[ORSet]"}
+PRUNABLE |= {"ORMap[ORMap[MVRegister]]", "ORMap[DWFlag]"}
+for _name in PRUNABLE:
+    SPECS[_name] = Spec(SPECS[_name].make, st.one_of(SPECS[_name].ops, PRUNE))
+
 PARAMS = pytest.mark.parametrize("name", sorted(SPECS))
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -261,7 +261,7 @@ def test_orset_removed_elements_leave_no_tombstones() -> None:
     for i in range(1000):
         s.remove(i)
     assert s.value == frozenset()
-    assert s.context.state() == ({"a": 1000}, {})  # one integer: the compact causal context
+    assert s.context.state() == ({"a": 1000}, {}, set())  # one integer: the compact causal context
     assert len(s.to_bytes()) < 40
 
 

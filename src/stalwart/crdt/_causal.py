@@ -19,6 +19,7 @@ from stalwart.clocks import _codec as c
 from stalwart.clocks._vectors import Dot
 from stalwart.crdt._base import CRDT
 from stalwart.crdt._context import CausalContext
+from stalwart.crdt._errors import InvalidOperationError
 
 P = TypeVar("P")
 MAX_STORE_DOTS = 16_777_216  # decode limit
@@ -33,6 +34,8 @@ class DotStore(Protocol):
     def is_empty(self) -> bool: ...
     def copy(self) -> Self: ...
     def state(self) -> object: ...
+    def rehome(self, old: Dot, new: Dot) -> None: ...
+    def extract(self, dots: Iterable[Dot]) -> Self: ...
 
 
 class DotFunStore(Generic[P]):
@@ -91,6 +94,19 @@ class DotFunStore(Generic[P]):
     def state(self) -> object:
         return self.entries
 
+    def rehome(self, old: Dot, new: Dot) -> None:
+        """Give the payload of live dot ``old`` the fresh dot ``new`` instead (pruning)."""
+        payload = self.entries[old]
+        self.drop(old)
+        self.put(new, payload)
+
+    def extract(self, dots: Iterable[Dot]) -> DotFunStore[P]:
+        """A new store holding only ``dots`` (which must be live here) and their payloads."""
+        out: DotFunStore[P] = DotFunStore(self.key_of)
+        for d in dots:
+            out.put(d, self.entries[d])
+        return out
+
     def encode(self, payload: Callable[[P], object]) -> list[object]:
         return [[d[0], d[1], payload(p)] for d, p in self.entries.items()]
 
@@ -113,6 +129,9 @@ S = TypeVar("S", bound=DotStore)
 
 def causal_join(store: S, ctx: CausalContext, other_store: S, other_ctx: CausalContext) -> None:
     """Join ``(other_store, other_ctx)`` into ``(store, ctx)`` in place (see module docstring)."""
+    newly_pruned = other_ctx.pruned - ctx.pruned
+    if newly_pruned:  # rare: a replica was pruned; its live dots were re-homed by the heir
+        store.remove_dots([d for d in store.dots() if d[0] in newly_pruned and not other_store.has_dot(d)])
     if other_ctx.dot_count() <= store.dot_count():
         doomed = [d for d in other_ctx.iter_dots() if store.has_dot(d) and not other_store.has_dot(d)]
     else:
@@ -125,10 +144,12 @@ def causal_join(store: S, ctx: CausalContext, other_store: S, other_ctx: CausalC
 
 
 def check_store_in_context(store: DotStore, ctx: CausalContext, what: str) -> None:
-    """Decode-time validation: every live dot must be inside the causal context."""
+    """Decode-time validation: every live dot is inside the causal context and none belongs to
+    a pruned replica (pruning re-homes those)."""
+    pruned = ctx.pruned
     for d in store.dots():
-        if not ctx.contains(d):
-            raise c.DecodeError(f"{what}: live dot {d!r} is outside the causal context")
+        if not ctx.contains(d) or d[0] in pruned:
+            raise c.DecodeError(f"{what}: live dot {d!r} is outside the causal context or pruned")
 
 
 class CausalCRDT(CRDT, Generic[S]):
@@ -185,7 +206,35 @@ class CausalCRDT(CRDT, Generic[S]):
         return self._from_parts(self._replica, self._store.copy(), self._ctx.copy())
 
     def is_bottom(self) -> bool:
-        return self._store.is_empty() and self._ctx.dot_count() == 0
+        return self._store.is_empty() and self._ctx.dot_count() == 0 and not self._ctx.pruned
+
+    def prune(self, departed: str) -> Self:
+        """Make this replica the heir of ``departed``: re-home its live dots as fresh dots of
+        ours and mark it pruned; returns the delta. See docs/crdt.md "Pruning" for the
+        conditions under which this is safe (the departed replica's final state has been
+        merged here and it will never act again)."""
+        c.check_replica(departed)
+        if departed == self._replica:
+            raise InvalidOperationError("a replica cannot prune itself; another replica is the heir")
+        self._check_active()
+        old = sorted(d for d in self._store.dots() if d[0] == departed)  # O(state): a rare event
+        new = [self._ctx.next_dot(self._replica) for _ in old]
+        for o, n in zip(old, new, strict=True):
+            self._store.rehome(o, n)
+        self._ctx.prune(departed)
+        delta_ctx = CausalContext.from_dots(new)
+        delta_ctx.prune(departed)
+        return self._from_parts(self._replica, self._store.extract(new), delta_ctx)
+
+    def _check_active(self) -> None:
+        """Refuse (before any change) a mutation by a replica that has been pruned."""
+        if self._replica in self._ctx.pruned:
+            raise InvalidOperationError(f"replica {self._replica!r} was pruned and may not act again")
+
+    def forget_pruned(self, departed: str) -> None:
+        """Drop the pruned marker for ``departed`` (local; not a delta). Safe only once no state
+        or delta that still carries the departed replica's dots can arrive here any more."""
+        self._ctx.forget_pruned(departed)
 
     def _encode(self) -> object:
         return [self._encode_store(self._store), self._ctx.encode()]

@@ -48,6 +48,8 @@ class _Counter(CRDT):
         return out
 
     def _bump(self, which: int, n: int) -> Self:
+        if self._replica in self._pruned:
+            raise InvalidOperationError(f"replica {self._replica!r} was pruned and may not act again")
         if amount(n) == 0:  # zero entries are never stored (canonical states compare equal)
             return self._delta(tuple({} for _ in self._vecs))
         vec = self._vecs[which]
@@ -70,6 +72,8 @@ class _Counter(CRDT):
         c.check_replica(departed)
         if departed == self._replica:
             raise InvalidOperationError("a replica cannot prune itself; another replica is the heir")
+        if self._replica in self._pruned:
+            raise InvalidOperationError(f"replica {self._replica!r} was pruned and may not act again")
         me = self._replica
         for vec in self._vecs:
             moved = vec.pop(departed, 0)
@@ -81,6 +85,11 @@ class _Counter(CRDT):
     @property
     def pruned(self) -> frozenset[str]:
         return frozenset(self._pruned)
+
+    def forget_pruned(self, departed: str) -> None:
+        """Drop the pruned marker for ``departed`` (local; not a delta). Safe only once no state
+        or delta still carrying the departed replica's counts can arrive here any more."""
+        self._pruned.discard(departed)
 
     def _state(self) -> object:
         return (self._vecs, self._pruned)
@@ -146,6 +155,9 @@ class BoundedCounter(CRDT):
     transferred to it, minus rights it transferred away and its decrements. ``transfer(n, to)``
     hands rights to a peer. State: a transfer matrix ``R[(i, j)]`` (``R[(i, i)]`` = increments
     by i) and decrements ``U[i]``, joined pointwise by max: O(replicas^2) worst case.
+    The value is never negative in a state built from full states or causally delivered deltas;
+    a delta merged ahead of its causes (a decrement before the increments that funded it) may
+    show a transiently negative value until the rest arrives.
     Pruning is not supported: a leaving replica should first transfer its rights away.
     """
 
@@ -234,7 +246,4 @@ class BoundedCounter(CRDT):
                 raise c.DecodeError(f"BoundedCounter: duplicate right {key!r}")
             out._rights[key] = c.int_in(n, "right", 1)
         out._dec = decode_counts(raw_dec, "BoundedCounter decrements")
-        holders = {i for i, _ in out._rights} | {j for _, j in out._rights} | set(out._dec)
-        if any(out.rights(r) < 0 for r in holders):
-            raise c.DecodeError("BoundedCounter: a replica holds negative rights")
         return out

@@ -58,6 +58,7 @@ class _DotFunCRDT(CausalCRDT[DotFunStore[P]], Generic[P]):
 
     def _replace(self, key: Hashable, payload: P | _Nothing) -> Self:
         """Drop the live dots under ``key``; add a fresh dot carrying ``payload`` unless NOTHING."""
+        self._check_active()
         seen = list(self._store.dots_of(key))
         self._store.remove_dots(seen)
         delta_store = self._new_store()

@@ -16,7 +16,7 @@ from typing import Any, Self
 from stalwart.clocks import _codec as c
 from stalwart.clocks._vectors import Dot
 from stalwart.crdt._base import element
-from stalwart.crdt._causal import CausalCRDT, DotStore, causal_join
+from stalwart.crdt._causal import CausalCRDT, DotStore, causal_join, check_store_in_context
 from stalwart.crdt._context import CausalContext
 from stalwart.crdt._dotfun import DWFlag, EWFlag, MVRegister, ORSet, RWSet
 from stalwart.crdt._errors import IncompatibleMergeError, InvalidElementError
@@ -123,6 +123,21 @@ class MapStore:
 
     def is_empty(self) -> bool:
         return not self.children
+
+    def rehome(self, old: Dot, new: Dot) -> None:
+        key = self.index.pop(old)
+        self.children[key].rehome(old, new)
+        self.index[new] = key
+
+    def extract(self, dots: Iterable[Dot]) -> MapStore:
+        out = MapStore(self.value_type)
+        by_key: dict[Hashable, list[Dot]] = {}
+        for d in dots:
+            by_key.setdefault(self.index[d], []).append(d)
+        for key, group in by_key.items():
+            out.children[key] = self.children[key].extract(group)
+            out.index.update(dict.fromkeys(group, key))
+        return out
 
     def copy(self) -> MapStore:
         out = MapStore(self.value_type)
@@ -239,9 +254,7 @@ class ORMap(CausalCRDT[MapStore]):
         value_type = _parse(raw_type)
         store = MapStore.decode(raw_store, value_type)
         ctx = CausalContext.decode(raw_ctx)
-        for d in store.index:
-            if not ctx.contains(d):
-                raise c.DecodeError(f"ORMap: live dot {d!r} is outside the causal context")
+        check_store_in_context(store, ctx, "ORMap")
         return cls._from_parts(replica, store, ctx)
 
     def _view(self, key: Hashable) -> Any:
@@ -258,6 +271,7 @@ class ORMap(CausalCRDT[MapStore]):
         """Apply ``mutate`` (which calls one mutator of the value type and returns its delta)
         to the value at ``key``, creating it if absent; returns the map's delta."""
         element(key, "OR-Map key")
+        self._check_active()
         view = self._view(key)
         delta = mutate(view)
         expected = ORMap if isinstance(self._value_type, MapOf) else self._value_type
@@ -275,6 +289,7 @@ class ORMap(CausalCRDT[MapStore]):
     def remove(self, key: object) -> ORMap:
         """Remove the value at ``key`` as seen here (reset-remove); a concurrent update survives."""
         element(key, "OR-Map key")
+        self._check_active()
         child = self._store.children.get(key)
         seen = list(child.dots()) if child is not None else []
         self._store.remove_dots(seen)
