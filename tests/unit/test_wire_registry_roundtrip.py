@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import importlib
 import math
+import os
 import pkgutil
 import types
 import typing
@@ -26,6 +27,9 @@ import tests.unit.test_wire_samples as samples
 from stalwart.wire import Bounds, MaxLen, decode, decode_as, encode, field_types, registered_types
 
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1
+# Per message class; the registry grows with every package, so CI keeps this small.
+# STALWART_LONG=1 runs many more.
+EXAMPLES = 500 if os.environ.get("STALWART_LONG") == "1" else 25
 COLLECTION_MAX = 6  # keep generated collections small: nesting multiplies sizes
 DEPTH_SOFT_LIMIT = 4
 DEPTH_HARD_LIMIT = 16
@@ -160,7 +164,7 @@ def test_the_registry_holds_the_samples_and_the_wire_internals() -> None:
 # filter_too_much: a class's own __post_init__ may refuse many generated values; one that
 # refuses all of them still fails (Unsatisfiable).
 @settings(
-    max_examples=40,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
