@@ -245,3 +245,17 @@ def test_drift_changes_tick_rates_per_node() -> None:
     assert len(set(world.tick_us)) > 1
     assert all(9_000 <= t <= 11_000 for t in world.tick_us)
     assert _world(set()).tick_us == [10_000] * 4
+
+
+def test_latency_distributions() -> None:
+    uniform = _world(set(), latency_min_us=1_000, latency_max_us=5_000)
+    draws = [uniform.latency_us() for _ in range(5_000)]
+    assert min(draws) >= 1_000 and max(draws) <= 5_000
+    assert 2_800 < sum(draws) / len(draws) < 3_200
+    tail = _world(set(), latency_min_us=1_000, latency_max_us=5_000, latency_dist="long-tail")
+    draws = [tail.latency_us() for _ in range(5_000)]
+    assert min(draws) >= 1_000 and max(draws) > 5_000  # a few very slow messages
+    assert max(draws) <= 1_000 + 8 * 4_001
+    assert 1_600 < sorted(draws)[len(draws) // 2] < 1_800  # median of 1000 + Exp(mean 1000): 1693
+    with pytest.raises(ConfigError):
+        _world(set(), latency_dist="bimodal")

@@ -24,6 +24,7 @@ class Knobs:
     faults: frozenset[Fault]  # enabled fault kinds (a subset of the target's)
     latency_min_us: int = 200
     latency_max_us: int = 2_000
+    latency_dist: str = "uniform"  # "uniform" over min..max, or "long-tail" (see LATENCY_DISTS)
     spike_p: float = 0.0  # LATENCY: chance a message is slowed by up to spike_max_us
     spike_max_us: int = 0
     loss_p: float = 0.0
@@ -41,6 +42,7 @@ class Knobs:
     def describe(self) -> str:
         """One deterministic line listing the enabled faults and their strength."""
         parts = [f"nodes={self.nodes}", f"clients={self.clients}"]
+        parts.append(f"latency={self.latency_min_us}..{self.latency_max_us}us/{self.latency_dist}")
         for fault in sorted(self.faults, key=lambda f: f.value):
             match fault:
                 case Fault.LOSS:
@@ -121,6 +123,7 @@ def swarm_knobs(seed: int, target: SimTarget, faults: frozenset[Fault]) -> Knobs
         faults=enabled,
         latency_min_us=lat_min,
         latency_max_us=lat_min + lat.randrange(100, 10_000),
+        latency_dist=LATENCY_DISTS[lat.randrange(len(LATENCY_DISTS))],
         spike_p=spike.uniform(0.001, 0.05) if on(Fault.LATENCY) else 0.0,
         spike_max_us=spike.randrange(10_000, 300_000) if on(Fault.LATENCY) else 0,
         loss_p=loss.uniform(0.0, 0.3) if on(Fault.LOSS) else 0.0,
@@ -136,5 +139,9 @@ def swarm_knobs(seed: int, target: SimTarget, faults: frozenset[Fault]) -> Knobs
         think_max_us=rng("think").randrange(1, 20_000),
     )
 
+
+LATENCY_DISTS = ("uniform", "long-tail")
+"""uniform: min + U(0, max - min). long-tail: min + an exponential with mean (max - min) / 4,
+capped at 8 x (max - min): most messages fast, a few very slow (the shape of real networks)."""
 
 _STRENGTHS = (Fault.LATENCY, Fault.LOSS, Fault.DUPLICATE, Fault.REORDER, Fault.DRIFT)

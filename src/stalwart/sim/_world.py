@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from stalwart.errors import ProtocolError, StalwartError
+from stalwart.errors import ConfigError, ProtocolError, StalwartError
 from stalwart.sansio import NodeId, Ready
 from stalwart.sim._disk import SimDisk, SimStorageError
 from stalwart.sim._knobs import Knobs
@@ -96,6 +96,9 @@ class World:
         self.loss_p, self.dup_p, self.reorder_p = knobs.loss_p, knobs.duplicate_p, knobs.reorder_p
         self.spike_p = knobs.spike_p
         self._latency_span = knobs.latency_max_us - knobs.latency_min_us + 1
+        if knobs.latency_dist not in ("uniform", "long-tail"):
+            raise ConfigError(f"unknown latency distribution {knobs.latency_dist!r}")
+        self._long_tail = knobs.latency_dist == "long-tail"
         self.nemesis_on = True
         self.protos: list[Any] = [None] * n
         self.disks = [SimDisk() for _ in range(n)]
@@ -365,8 +368,7 @@ class World:
             self.count("loss")
             return
         k = self.knobs
-        # int(random() * span) rather than randrange(): the hottest draw, and just as uniform here.
-        when = self.now + k.latency_min_us + int(self._r_latency.random() * self._latency_span)
+        when = self.now + self.latency_us()
         if self.spike_p and self._r_spike.random() < self.spike_p:
             self.count("latency")
             when += int(self._r_spike.random() * k.spike_max_us)
@@ -382,6 +384,15 @@ class World:
             self.count("duplicate")
             extra = self._r_dup.randrange(k.latency_max_us + k.reorder_max_us + 1)
             self.at(max(when, self._fifo[link]) + extra, DELIVER, j, i, payload)
+
+    def latency_us(self) -> int:
+        """One message's base latency, drawn from the knobs' distribution."""
+        k = self.knobs
+        if self._long_tail:
+            tail = self._r_latency.expovariate(4.0 / self._latency_span)
+            return k.latency_min_us + min(int(tail), 8 * self._latency_span)
+        # int(random() * span) rather than randrange(): the hottest draw, and just as uniform here.
+        return k.latency_min_us + int(self._r_latency.random() * self._latency_span)
 
     def set_blocked(self, links: frozenset[tuple[int, int]]) -> None:
         self.blocked = [False] * (self.n * self.n)
