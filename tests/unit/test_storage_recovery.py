@@ -235,3 +235,22 @@ def test_a_smaller_record_limit_on_reopen_never_cuts_valid_records(tmp_path: Pat
         wal.sync()
     with WriteAheadLog(tmp_path, max_record_bytes=10) as wal:
         assert wal.read(1, 3) == [b"a" * 900, b"b" * 900]
+
+
+def test_random_garbage_after_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    make_log(tmp_path, 6)
+    with seg(tmp_path, 5).open("ab") as f:
+        f.write(bytes(range(7, 250)) * 20)  # e.g. a torn write of unrelated bytes
+    assert contents(tmp_path) == [payload(i) for i in range(1, 7)]
+    assert seg(tmp_path, 5).stat().st_size == 16 + 2 * RECORD
+
+
+def test_a_complete_record_inside_the_torn_bytes_is_refused_not_guessed(tmp_path: Path) -> None:
+    """The documented conservative case: a valid record after the damage means "not a tear"."""
+    make_log(tmp_path, 6)
+    data = seg(tmp_path, 5).read_bytes()
+    with seg(tmp_path, 5).open("ab") as f:
+        f.write(b"\x01\x02\x03" + data[16 : 16 + RECORD])  # torn bytes that contain a whole record
+    with pytest.raises(CorruptionError) as err:
+        open_wal(tmp_path)
+    assert err.value.offset == 16 + 2 * RECORD
