@@ -33,6 +33,7 @@ class RunSpec:
     schedule: tuple[NemesisEvent, ...] | None = None  # an explicit nemesis instead of a random one
     trace: bool = False
     schedule_path: str | None = None  # where the schedule came from, for the replay command
+    check_max_states: int = CHECK_MAX_STATES  # the checker's bound; beyond it the verdict is unknown
 
     def enabled_faults(self) -> frozenset[Fault]:
         return self.target.faults if self.faults is None else self.faults
@@ -114,7 +115,7 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
     except SimAbort as exc:
         violations.append(f"crash: {exc}")
     load.close()
-    verdict = _check(target, load.history, violations)
+    verdict = _check(target, load.history, violations, spec.check_max_states)
     return SeedResult(
         seed=seed,
         knobs=knobs,
@@ -131,11 +132,11 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
     )
 
 
-def _check(target: SimTarget, history: list[Operation], violations: list[str]) -> str:
+def _check(target: SimTarget, history: list[Operation], violations: list[str], max_states: int) -> str:
     if target.model is None:
         return "skipped"
     ordered = sorted(history, key=lambda op: (op.invoke_time, op.process))
-    result = check_operations(ordered, target.model, None, max_states=CHECK_MAX_STATES)
+    result = check_operations(ordered, target.model, None, max_states=max_states)
     if result.verdict is Verdict.NOT_LINEARIZABLE:
         failure = result.failure
         where = ""
