@@ -44,8 +44,10 @@ class Replication(Election):
 
     def broadcast_append(self) -> None:
         for peer in self.peers():
-            if peer in self.progress:
-                self.send_append(peer, send_empty=True)
+            pr = self.progress.get(peer)
+            if pr is not None and self.send_append(peer, send_empty=True):
+                while pr.state is ProgressState.REPLICATE and self.send_append(peer):
+                    pass  # pipeline: fill the in-flight window without waiting for acks
 
     def broadcast_heartbeat(self) -> None:
         for peer in self.peers():
