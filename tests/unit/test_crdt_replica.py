@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from stalwart.crdt import ClientOp, ClientResult, CRDTReplicaNode, DeltaGroup, Gossip, GossipAck, SyncKind
+from stalwart.crdt import (
+    ClientOp,
+    ClientResult,
+    CRDTReplicaNode,
+    DeltaAck,
+    DeltaGroup,
+    Gossip,
+    GossipAck,
+    SyncKind,
+)
 from stalwart.errors import ProtocolError
 from stalwart.sansio import DurableState, NodeId, apply_storage_ops
 
@@ -64,3 +73,16 @@ def test_bad_gossip_is_dropped_and_unknown_ops_refused() -> None:
     assert n1.crdt("set").value == frozenset()
     with pytest.raises(ProtocolError):
         n1.step(NodeId("c0"), ClientOp(1, "explode", None))
+
+
+def test_gossip_messages_are_wire_messages() -> None:
+    from stalwart import wire
+
+    msgs = [
+        Gossip("set", DeltaGroup("n1", 2, 5, SyncKind.DELTA, b"\x00payload")),
+        GossipAck("counter", DeltaAck("n2", "n1", 2, 5)),
+    ]
+    for m in msgs:
+        assert wire.decode(wire.encode(m)) == m
+    with pytest.raises(wire.DecodeError):
+        wire.decode_as(wire.encode(msgs[1]), Gossip)

@@ -20,6 +20,7 @@ from stalwart.crdt._dotfun import ORSet
 from stalwart.crdt._sync import DeltaAck, DeltaGroup, DeltaSync
 from stalwart.errors import DecodeError, ProtocolError
 from stalwart.sansio import DurableState, Envelope, NodeId, PutMeta, Ready
+from stalwart.wire import message
 
 META_KEY = "crdt"
 _TAG = 660
@@ -40,12 +41,14 @@ class ClientResult:
     value: Any  # for a read: (sorted set elements, counter value)
 
 
+@message(682)
 @dataclass(frozen=True, slots=True)
 class Gossip:
     name: str
     group: DeltaGroup
 
 
+@message(683)
 @dataclass(frozen=True, slots=True)
 class GossipAck:
     name: str

@@ -16,6 +16,9 @@ Deltas are sent only to direct peers, not relayed: every pair of replicas must e
 able to exchange messages (true of a full mesh once partitions heal). Bounds: the buffer holds
 at most ``max_buffered_deltas`` deltas (older ones are dropped; lagging peers get the full
 state); a group is at most ``max_group_bytes`` bytes encoded or the full state goes instead.
+
+:class:`DeltaGroup` and :class:`DeltaAck` are ``stalwart.wire`` messages (tags 680, 681), so a
+host can ``wire.encode`` them onto a connection as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Generic, TypeVar
 
 from stalwart.crdt._base import CRDT
 from stalwart.crdt._errors import InvalidOperationError
+from stalwart.wire import message
 
 T = TypeVar("T", bound=CRDT)
 
@@ -35,11 +39,12 @@ DEFAULT_MAX_BUFFERED_DELTAS = 1_024
 DEFAULT_MAX_GROUP_BYTES = 64 * 1024
 
 
-class SyncKind(enum.Enum):
+class SyncKind(enum.StrEnum):
     DELTA = "delta"  # the join of deltas (seq_from, seq]
     FULL = "full"  # the whole state as of seq
 
 
+@message(680)
 @dataclass(frozen=True, slots=True)
 class DeltaGroup:
     """What one replica sends another in a gossip round; ``payload`` is ``T.to_bytes()``."""
@@ -51,6 +56,7 @@ class DeltaGroup:
     payload: bytes
 
 
+@message(681)
 @dataclass(frozen=True, slots=True)
 class DeltaAck:
     """``sender`` has merged everything ``to`` sent up to ``seq`` in ``epoch``."""
