@@ -89,3 +89,28 @@ def test_demo_node_refuses_to_start_without_a_key(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("STALWART_CLUSTER_KEY", "env-key-0123456789abcdef")
     result = CliRunner().invoke(command, [*args, "--peers", "n1=127.0.0.1:1"])
     assert isinstance(result.exception, ConfigError) and "itself" in str(result.exception)
+
+
+def test_send_drops_and_counts_what_cannot_be_sent() -> None:
+    from stalwart.gossip import TotalReply
+    from stalwart.runtime import QueueLimits, Transport
+    from stalwart.sansio import NodeId
+
+    peer = NodeId("b")
+    tiny = TransportConfig(max_frame_bytes=1024 + 8, queue=QueueLimits(max_messages=2, batch_max_bytes=8))
+    transport: Transport[object] = Transport(
+        NodeId("a"),
+        b"k" * 16,
+        lambda s, m: None,
+        (),
+        listen=None,
+        peers={peer: ("127.0.0.1", 1)},
+        config=tiny,
+    )
+    transport.send(NodeId("nobody"), TotalReply(1, 1))
+    assert transport.stats.drops_unroutable == 1
+    transport.send(peer, TotalReply(1, 2**40))  # encodes to more than the 8 bytes a frame may carry
+    assert transport.stats.drops_oversize == 1 and transport.queued(peer) == 0
+    for i in range(5):
+        transport.send(peer, TotalReply(i, i))
+    assert transport.queued(peer) == 2 and transport.stats.drops_overflow == 3

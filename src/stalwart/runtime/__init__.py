@@ -7,9 +7,9 @@ See docs/runtime.md.
 """
 
 from stalwart.runtime._backoff import Backoff, BackoffPolicy
-from stalwart.runtime._batch import pack_batch, unpack_batch
+from stalwart.runtime._batch import frame_item, pack_batch, unpack_batch
 from stalwart.runtime._client import Client
-from stalwart.runtime._errors import MessageTooLargeError, PeerProtocolError, RuntimeConfigError
+from stalwart.runtime._errors import PeerProtocolError, RuntimeConfigError
 from stalwart.runtime._host import HostConfig, ProtocolHost, Sender, Storage
 from stalwart.runtime._node import Node, RuntimeConfig
 from stalwart.runtime._queue import OutboundQueue, QueueLimits
@@ -22,7 +22,6 @@ __all__ = [
     "BackoffPolicy",
     "Client",
     "HostConfig",
-    "MessageTooLargeError",
     "Node",
     "OutboundQueue",
     "PeerProtocolError",
@@ -35,6 +34,7 @@ __all__ = [
     "Storage",
     "Transport",
     "TransportConfig",
+    "frame_item",
     "pack_batch",
     "unpack_batch",
 ]
