@@ -46,7 +46,9 @@ class Waker:
         self._waiters: dict[bytes, dict[Waiter, None]] = {}  # ordered: longest waiting first
         self._subscribed: set[bytes] = set()
         self._pending: dict[bytes, asyncio.Future[None]] = {}
-        self._drop: asyncio.Future[object] | None = None
+        self._drop: asyncio.Task[None] | None = None
+        # Subscribe, unsubscribe and close never overlap on the pub/sub connection.
+        self._ops = asyncio.Lock()
 
     @property
     def active(self) -> bool:
@@ -73,18 +75,18 @@ class Waker:
             fut = asyncio.get_running_loop().create_future()
             self._pending[channel] = fut
             try:
-                async with asyncio.timeout(self._timeout_s):
+                async with asyncio.timeout(self._timeout_s), self._ops:
                     if self._pubsub is None:
                         self._pubsub = self._client.pubsub()
                     await self._pubsub.subscribe(channel)
+                    if self._reader is None:
+                        self._reader = asyncio.get_running_loop().create_task(
+                            self._read(self._pubsub), name="stalwart-lock-waker"
+                        )
             except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
                 self._pending.pop(channel, None)
                 fut.cancel()
                 raise BackendUnavailable(f"subscribe to wake-ups failed: {exc!r}") from exc
-            if self._reader is None:
-                self._reader = asyncio.get_running_loop().create_task(
-                    self._read(), name="stalwart-lock-waker"
-                )
         try:
             async with asyncio.timeout(self._timeout_s):
                 await asyncio.shield(fut)
@@ -103,18 +105,23 @@ class Waker:
         if waiters:
             return
         del self._waiters[waiter.channel]
-        if not self._waiters and not self._pending:
-            # Nobody waits on anything: close the connection, which ends every subscription on
-            # the server whatever the bookkeeping says, and stop the reader.
-            await self._shutdown()
-            return
-        if waiter.channel in self._subscribed and self._pubsub is not None:
-            self._subscribed.discard(waiter.channel)
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await self._pubsub.unsubscribe(waiter.channel)
-            except (redis.exceptions.RedisError, OSError, TimeoutError):
-                await self._fail("unsubscribe failed")
+        await self._drop_channel(waiter.channel)
+
+    async def _drop_channel(self, channel: bytes) -> None:
+        """Unsubscribe a channel nobody waits on; close the connection when nobody waits at all."""
+        try:
+            async with asyncio.timeout(self._timeout_s), self._ops:
+                if channel in self._waiters or channel in self._pending:
+                    return  # someone started waiting on it again meanwhile
+                if not self._waiters and not self._pending:
+                    # Closing the connection ends every subscription on the server, whatever
+                    # the bookkeeping says, and stops the reader.
+                    await self._shutdown()
+                elif channel in self._subscribed and self._pubsub is not None:
+                    self._subscribed.discard(channel)
+                    await self._pubsub.unsubscribe(channel)
+        except (redis.exceptions.RedisError, OSError, TimeoutError):
+            await self._fail("unsubscribe failed")
 
     def _deliver(self, msg: dict[str, Any]) -> None:
         kind, channel = msg["type"], msg["channel"]
@@ -138,9 +145,8 @@ class Waker:
             if fut is not None and not fut.done():
                 fut.set_result(None)
             # Nobody left waiting on it (the waiter was cancelled meanwhile): drop it again.
-            if channel not in self._waiters and self._pubsub is not None:
-                self._subscribed.discard(channel)
-                self._drop = asyncio.ensure_future(self._pubsub.unsubscribe(channel))
+            if channel not in self._waiters:
+                self._drop = asyncio.get_running_loop().create_task(self._drop_channel(channel))
 
     async def _shutdown(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -152,9 +158,7 @@ class Waker:
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _read(self) -> None:
-        pubsub = self._pubsub
-        assert pubsub is not None, "the reader starts only after a subscription was sent"
+    async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
         try:
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
@@ -182,8 +186,9 @@ class Waker:
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
         if pubsub is not None:
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(redis.exceptions.RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self._timeout_s), self._ops:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self) -> None:
         reader, self._reader = self._reader, None
