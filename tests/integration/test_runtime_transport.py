@@ -346,3 +346,19 @@ async def test_keepalives_hold_quiet_connections_and_silent_peers_are_dropped(tm
                 pass  # the node's keepalives, until it hangs up
         assert 0.5 <= loop.time() - start < 5
         writer.close()
+
+
+@aio
+async def test_a_node_whose_disk_holds_a_bad_state_refuses_to_start(tmp_path: Path) -> None:
+    from stalwart.gossip import COUNT_KEY, GossipStateError
+    from stalwart.sansio import PutMeta
+
+    with NodeStorage(tmp_path / N1) as storage:
+        storage.apply([PutMeta(COUNT_KEY, b"not 8 bytes")])
+        storage.sync()
+    cl = Cluster(tmp_path, (N1,))
+    with pytest.raises(GossipStateError):
+        async with cl.node(N1):
+            pass
+    async with Cluster(tmp_path, (N2,)).node(N2):  # nothing leaked: the loop and other nodes are fine
+        pass

@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from stalwart.errors import ConfigError
+from stalwart.errors import ConfigError, StalwartError
 from stalwart.runtime._host import HostConfig
 from stalwart.runtime._node import Node, RuntimeConfig
 from stalwart.runtime._transport import Address, TransportConfig
@@ -151,6 +151,16 @@ def command(  # noqa: PLR0917  (click passes options positionally)
     opts = DemoOptions(
         NodeId(node_id), parse_address(listen), peer_map, data_dir, key, tick_ms, gossip_every_ticks
     )
-    stats = asyncio.run(run_node(opts))
+    try:
+        stats = asyncio.run(run_node(opts))
+    except BaseExceptionGroup as group:
+        # A node task failed (storage, a broken invariant): report a typed error as one line.
+        typed = group.subgroup(StalwartError)
+        if typed is None:
+            raise
+        first: BaseException = typed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group
     emit("stopped", node=node_id, stats=stats)
     ctx.exit(0)

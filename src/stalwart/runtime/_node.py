@@ -102,7 +102,14 @@ class Node(Generic[I, M, O]):
                 host_task.result()  # raises why loading or building the protocol failed
             await self.transport.start(tg)
         except BaseException as exc:
-            await self._shutdown(type(exc), exc, exc.__traceback__)
+            try:
+                await self._shutdown(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                if len(group.exceptions) == 1:
+                    # Starting failed for one reason (storage would not load, the protocol
+                    # refused what it kept): raise that, not a group, as a failed open would.
+                    raise group.exceptions[0] from None
+                raise
             raise
         return self
 
