@@ -13,9 +13,15 @@ Modes (each a receiver process and a sender process, TCP on 127.0.0.1):
   wire handshake, and decoded with ``wire.decode`` (validated) on the receiving side.
 
 Raw payloads have exactly the size of the encoded message. The rate is measured by the receiver
-from its first message to its last. Usage::
+from its first message to its last.
 
-    .venv/bin/python -m bench.bench_runtime [--messages 200000] [--runs 5]
+A second table shows group commit end to end: a real gossip node process (``NodeStorage``, real
+fsync) and a client process with K concurrent clients, each sending ``Increment`` and waiting
+for its ack (sent only after the fsync). With more clients, more increments share one fsync.
+
+Usage::
+
+    .venv/bin/python -m bench.bench_runtime [--messages 200000] [--runs 5] [--commit-seconds 2]
 """
 
 from __future__ import annotations
@@ -24,17 +30,20 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 from stalwart import wire
-from stalwart.gossip import Increment
-from stalwart.runtime import Transport, TransportConfig
-from stalwart.sansio import NodeId
+from stalwart.gossip import INPUT_TYPES, GossipCounter, Increment, IncrementAck, TotalChanged
+from stalwart.runtime import Client, Node, Transport, TransportConfig
+from stalwart.sansio import DurableState, NodeId
+from stalwart.storage import NodeStorage
 
 KEY = b"bench-cluster-key-0123456789abcdef"
 RECV, SEND = NodeId("recv"), NodeId("send")
@@ -207,14 +216,99 @@ def run_once(mode: str, total: int) -> dict[str, Any]:
     return result
 
 
+async def run_commit_node(data_dir: str) -> None:
+    """A gossip node with real storage; prints its port, then its stats when SIGTERM arrives."""
+    node_id = NodeId("n1")
+
+    def build(durable: DurableState) -> GossipCounter:
+        return GossipCounter(node_id, [], durable)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    node: Node[Any, Any, TotalChanged] = Node(
+        node_id, cluster_key=KEY, storage=NodeStorage(data_dir), protocol_factory=build,
+        accept=INPUT_TYPES, on_output=lambda o: None, listen=("127.0.0.1", 0), peers={},
+    )  # fmt: skip
+    async with node:
+        assert node.address is not None
+        print(json.dumps({"port": node.address[1]}), flush=True)
+        await stop.wait()
+    print(json.dumps(node.stats.snapshot()), flush=True)
+
+
+async def run_clients(port: int, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` concurrent clients, each: send Increment, wait for its ack, repeat."""
+    node = NodeId("n1")
+    acks = 0
+
+    async def one(j: int) -> None:
+        nonlocal acks
+        async with Client(NodeId(f"c{j}"), KEY, {node: ("127.0.0.1", port)}, (IncrementAck,)) as client:
+            await client.connected(node, 10)
+            deadline = time.monotonic() + seconds
+            rid = 0
+            while time.monotonic() < deadline:
+                rid += 1
+                client.send(node, Increment(rid, 1))
+                _, reply = await client.receive(10)
+                assert isinstance(reply, IncrementAck) and reply.request_id == rid
+                acks += 1
+
+    async with asyncio.TaskGroup() as tg:
+        for j in range(clients):
+            tg.create_task(one(j))
+    return {"acks": acks}
+
+
+def group_commit(clients: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [sys.executable, "-m", "bench.bench_runtime"]
+        node = subprocess.Popen(
+            [*base, "--role", "node", "--data-dir", tmp], stdout=subprocess.PIPE, text=True
+        )
+        assert node.stdout is not None
+        port = json.loads(node.stdout.readline())["port"]
+        load = subprocess.run(
+            [*base, "--role", "clients", "--port", str(port), "--clients", str(clients),
+             "--commit-seconds", str(seconds)],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        node.send_signal(signal.SIGTERM)
+        out, _ = node.communicate(timeout=30)
+    stats = json.loads(out.strip().splitlines()[-1])
+    acks = json.loads(load.stdout.strip().splitlines()[-1])["acks"]
+    return {"acks": acks, "fsyncs": stats["fsyncs"], "fsync_time_s": stats["fsync_time_s"]}
+
+
+def report_group_commit(seconds: float) -> None:
+    print(f"\ngroup commit: acknowledged increments (each durable before its ack), {seconds:.0f} s per row")
+    print(f"{'clients':>8} {'acks/s':>10} {'fsyncs/s':>10} {'acks per fsync':>15} {'mean fsync ms':>14}")
+    for clients in (1, 16, 64):
+        r = group_commit(clients, seconds)
+        fsyncs = max(1, r["fsyncs"])
+        print(
+            f"{clients:>8} {r['acks'] / seconds:>10,.0f} {r['fsyncs'] / seconds:>10,.0f} "
+            f"{r['acks'] / fsyncs:>15.1f} {r['fsync_time_s'] / fsyncs * 1000:>14.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mode", choices=MODES)
-    parser.add_argument("--role", choices=("recv", "send"))
+    parser.add_argument("--role", choices=("recv", "send", "node", "clients"))
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--commit-seconds", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--data-dir", default="")
     args = parser.parse_args()
+    if args.role == "node":
+        asyncio.run(run_commit_node(args.data_dir))
+        return
+    if args.role == "clients":
+        print(json.dumps(asyncio.run(run_clients(args.port, args.clients, args.commit_seconds))), flush=True)
+        return
     if args.role:
         child(args.role, args.mode, args.messages, args.port)
         return
@@ -223,6 +317,8 @@ def main() -> None:
         for mode in MODES:  # interleaved, so a noisy neighbour hurts every mode alike
             results[mode].append(run_once(mode, args.messages))
     report(results, args.messages, args.runs)
+    if args.commit_seconds > 0:
+        report_group_commit(args.commit_seconds)
 
 
 def report(results: dict[str, list[dict[str, Any]]], total: int, runs: int) -> None:
