@@ -134,3 +134,18 @@ def test_a_bad_nemesis_file_exits_2(tmp_path: Path, content: str) -> None:
     code, out = _run("register", "--seed", "1", "--nemesis", str(schedule))
     assert code == 2, out
     assert "internal error" not in out
+
+
+def test_failures_are_saved_for_the_checker(tmp_path: Path) -> None:
+    out_dir = tmp_path / "failures"
+    code, out = _run(
+        "register", "--mutate", "read-from-backup", "--seed", "2", "--save-failures", str(out_dir)
+    )
+    assert code == 1
+    history, trace = out_dir / "register-seed-2.jsonl", out_dir / "register-seed-2.trace"
+    assert f"saved: {out_dir / 'register-seed-2'}.jsonl" in out
+    assert trace.read_text().startswith("# stalwart sim register --seed 2 ")
+    from stalwart.check import read_history
+
+    ops = read_history(str(history)).operations
+    assert len(ops) > 100 and {op.f for op in ops} == {"read", "write", "cas"}

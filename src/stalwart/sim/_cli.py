@@ -6,13 +6,16 @@ internal error of the simulator itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 import traceback
 from typing import Any
 
 import click
 
+from stalwart.check import write_jsonl
 from stalwart.errors import ConfigError, StalwartError
 from stalwart.sim._knobs import parse_faults
 from stalwart.sim._nemesis import NemesisEvent, schedule_from_json
@@ -41,6 +44,13 @@ MAX_REPORTED = 10
     help="A JSON nemesis schedule to follow instead of the random nemesis.",
 )
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None, help="Write the trace.")
+@click.option(
+    "--save-failures",
+    "save_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write each failing seed's history (JSONL, for `stalwart check`) and trace into this directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--timing", is_flag=True, help="Also print wall-clock figures (not deterministic).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing seed.")
@@ -57,6 +67,7 @@ def command(  # noqa: PLR0917 (click passes options positionally)
     swarm: bool,
     nemesis_path: str | None,
     trace_path: str | None,
+    save_dir: str | None,
     as_json: bool,
     timing: bool,
     fail_fast: bool,
@@ -90,11 +101,28 @@ def command(  # noqa: PLR0917 (click passes options positionally)
         seeds = list(range(1, 1 + (n_seeds or 100)))
     else:
         seeds = list(range(first_seed, first_seed + (n_seeds or 1)))
-    ctx.exit(_run(spec, seeds, trace_path=trace_path, as_json=as_json, timing=timing, fail_fast=fail_fast))
+    ctx.exit(
+        _run(
+            spec,
+            seeds,
+            trace_path=trace_path,
+            save_dir=save_dir,
+            as_json=as_json,
+            timing=timing,
+            fail_fast=fail_fast,
+        )
+    )
 
 
 def _run(
-    spec: RunSpec, seeds: list[int], *, trace_path: str | None, as_json: bool, timing: bool, fail_fast: bool
+    spec: RunSpec,
+    seeds: list[int],
+    *,
+    trace_path: str | None,
+    save_dir: str | None,
+    as_json: bool,
+    timing: bool,
+    fail_fast: bool,
 ) -> int:
     summary = Summary(spec.target.name)
     started = time.perf_counter()
@@ -115,6 +143,8 @@ def _run(
             if trace_file is not None and result.trace is not None:
                 trace_file.write(f"# seed {seed} {result.knobs.describe()}\n")
                 trace_file.write("\n".join(result.trace) + "\n")
+            if save_dir is not None and not result.ok:
+                _save_failure(spec, result, save_dir)
             if fail_fast and not result.ok:
                 break
     finally:
@@ -130,6 +160,20 @@ def _run(
         _print_summary(spec, summary, elapsed if timing else None)
     internal = any(v.startswith("internal:") for r in summary.failures for v in r.violations)
     return 2 if internal else (1 if summary.failures else 0)
+
+
+def _save_failure(spec: RunSpec, result: SeedResult, save_dir: str) -> None:
+    """The history as JSONL and the trace (the seed is re-run with tracing on: same run)."""
+    os.makedirs(save_dir, exist_ok=True)
+    stem = os.path.join(save_dir, f"{spec.target.name}-seed-{result.seed}")
+    write_jsonl(sorted(result.history, key=lambda op: (op.invoke_time, op.process)), stem + ".jsonl")
+    traced = (
+        result if result.trace is not None else run_seed(dataclasses.replace(spec, trace=True), result.seed)
+    )
+    with open(stem + ".trace", "w", encoding="utf-8") as out:
+        out.write(f"# {result.replay}\n# {result.knobs.describe()}\n")
+        out.write("\n".join(traced.trace or ()) + "\n")
+    result.saved = stem
 
 
 def _load_schedule(path: str) -> tuple[NemesisEvent, ...]:
@@ -186,6 +230,8 @@ def _print_failure(result: SeedResult) -> None:
     for violation in result.violations:
         click.echo(f"  {violation}")
     click.echo(f"  replay: {result.replay}")
+    if result.saved:
+        click.echo(f"  saved: {result.saved}.jsonl (stalwart check --model ...) and {result.saved}.trace")
 
 
 def _print_targets() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stalwart.check import Operation, Verdict, check_operations
+from stalwart.check import MODELS, Model, Operation, Status, Verdict, check_operations
 from stalwart.errors import ConfigError
 from stalwart.sim._knobs import Knobs, default_knobs, swarm_knobs
 from stalwart.sim._nemesis import NemesisEvent, validate_schedule
@@ -71,6 +71,7 @@ class SeedResult:
     history: list[Operation]
     trace: list[str] | None = None
     replay: str = ""
+    saved: str = ""  # path stem of the saved history and trace (CLI --save-failures)
 
     @property
     def ok(self) -> bool:
@@ -135,7 +136,12 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
 def _check(target: SimTarget, history: list[Operation], violations: list[str], max_states: int) -> str:
     if target.model is None:
         return "skipped"
+    model = MODELS.get(target.model) if isinstance(target.model, str) else target.model
     ordered = sorted(history, key=lambda op: (op.invoke_time, op.process))
+    if isinstance(model, Model):
+        # A read that timed out saw nothing and changed nothing: it constrains no linearization,
+        # so leaving it out is sound and spares the search an open-ended operation.
+        ordered = [op for op in ordered if not (op.status is Status.INFO and model.read_only(op))]
     result = check_operations(ordered, target.model, None, max_states=max_states)
     if result.verdict is Verdict.NOT_LINEARIZABLE:
         failure = result.failure
@@ -183,7 +189,13 @@ class Summary:
             "verdicts": dict(sorted(self.verdicts.items())),
             "unknown_seeds": list(self.unknown),
             "violations": [
-                {"seed": r.seed, "violations": r.violations, "replay": r.replay, "knobs": r.knobs.describe()}
+                {
+                    "seed": r.seed,
+                    "violations": r.violations,
+                    "replay": r.replay,
+                    "knobs": r.knobs.describe(),
+                    "saved": r.saved or None,
+                }
                 for r in self.failures
             ],
         }
