@@ -44,8 +44,8 @@ from stalwart.storage._record import (
 )
 from stalwart.storage._segment import Segment, index_name, open_sealed, open_tail, segment_name
 
-DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_SEGMENT_BYTES = 16 * 1024 * 1024  # bounds the tail segment that open CRC-scans whole
 DEFAULT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 BASE_NAME = "wal.base"
 _BASE = struct.Struct("<8sQI")  # magic, first index, crc32c of the first 16 bytes
