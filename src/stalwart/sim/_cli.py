@@ -30,7 +30,13 @@ MAX_REPORTED = 10
 @click.argument("protocol", required=False)
 @click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=None, help="Number of seeds [100].")
 @click.option("--seed", "first_seed", type=click.IntRange(min=0), default=None, help="First (or only) seed.")
-@click.option("--faults", default="all", show_default=True, help="Comma list of faults, 'all' or 'none'.")
+@click.option(
+    "--faults",
+    default="all",
+    show_default=True,
+    help="Comma list of: latency, loss, duplicate, reorder, partition, crash, torn, pause, drift; "
+    "or 'all', 'none'.",
+)
 @click.option(
     "--ops", type=click.IntRange(min=1), default=100, show_default=True, help="Operations per seed."
 )
@@ -73,7 +79,17 @@ def command(  # noqa: PLR0917 (click passes options positionally)
     fail_fast: bool,
     list_targets: bool,
 ) -> None:
-    """Simulate PROTOCOL under faults for many seeds and check every history."""
+    """Simulate PROTOCOL under faults for many seeds and check every history.
+
+    \b
+    Examples:
+      stalwart sim register --seeds 500
+      stalwart sim register --mutate read-from-backup --fail-fast
+      stalwart sim raft --seed 17 --trace run.trace
+
+    Exit status: 0 every seed clean, 1 a violation was found (each failing seed prints the
+    command that replays it), 2 a usage error or an internal error of the simulator.
+    """
     if list_targets:
         _print_targets()
         ctx.exit(0)
