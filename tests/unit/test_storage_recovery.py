@@ -254,3 +254,14 @@ def test_a_complete_record_inside_the_torn_bytes_is_refused_not_guessed(tmp_path
     with pytest.raises(CorruptionError) as err:
         open_wal(tmp_path)
     assert err.value.offset == 16 + 2 * RECORD
+
+
+@pytest.mark.parametrize(("where", "reason"), [(0, "does not match the index"), (5, "checksum")])
+def test_reads_name_the_first_bad_record_in_a_sealed_segment(tmp_path: Path, where: int, reason: str) -> None:
+    make_log(tmp_path, 12)
+    flip(seg(tmp_path, 5), 16 + 2 * RECORD + where)  # record 7: its length field, or its CRC
+    with open_wal(tmp_path) as wal:
+        assert wal.read(5, 7) == [payload(5), payload(6)]
+        with pytest.raises(CorruptionError, match=reason) as err:
+            wal.read(1, 13)
+        assert (err.value.path, err.value.offset) == (str(seg(tmp_path, 5)), 16 + 2 * RECORD)
