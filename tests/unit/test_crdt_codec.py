@@ -133,8 +133,16 @@ def test_lww_register_with_no_write_round_trips() -> None:
     assert LWWRegister.from_bytes(r.to_bytes()) == r
 
 
-
 def test_live_dots_of_a_pruned_replica_are_refused() -> None:
     body = ["a", [[["gone", 1, "x"]], [[], [], ["gone"]]]]
     with pytest.raises(DecodeError, match="pruned"):
         ORSet.from_bytes(msgpack.packb([ORSet._TAG, 1, body]))
+
+
+def test_bad_replica_ids_get_a_typed_error() -> None:
+    from stalwart.crdt import InvalidReplicaError
+
+    for bad in ("", None, 3):
+        with pytest.raises(InvalidReplicaError):
+            ORSet(bad)  # type: ignore[arg-type]
+    assert ["unhashable"] not in ORSet("a") and ["unhashable"] not in ORMap("a", ORSet)

@@ -143,3 +143,14 @@ def test_a_mutator_returning_a_wrong_delta_is_caught() -> None:
 def test_diff_values_of_nested_maps() -> None:
     text = diff_values({"k": frozenset({1, 2}), "j": 1}, {"k": frozenset({2})}, "L", "R")
     assert "key 'j': only in L = 1" in text and "only in L: {1}" in text
+
+
+def test_bad_input_gets_a_typed_error() -> None:
+    import pytest
+
+    from stalwart.check.convergence import ConvergenceInputError
+
+    with pytest.raises(ConvergenceInputError):
+        check_convergence({})
+    with pytest.raises(ConvergenceInputError):
+        check_operation_log(GCounter, [CrdtOp("a", "increment", (1,))], replicas=["b"])

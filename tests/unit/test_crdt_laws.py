@@ -40,7 +40,7 @@ REPLICAS = ("ra", "rb", "rc")
 ELEMS = st.sampled_from(["x", "y", "z", 1, 2])
 AMOUNTS = st.integers(0, 5)
 TIMES = st.builds(
-    lambda w, lg, node: HLCTimestamp(w, lg, node),
+    HLCTimestamp,
     st.integers(0, 4),
     st.integers(0, 2),
     st.sampled_from(REPLICAS),

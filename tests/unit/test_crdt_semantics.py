@@ -2,10 +2,11 @@
 
 Every operation is recorded with the set of operations its replica had seen (its causal past).
 A replica's history grows with what it merges: full states in any order, deltas in causal order
-(the delta-state guarantee; out-of-order deltas still converge, see test_crdt_laws). The specification of each type is a function of
-the history alone, e.g. OR-Set: ``x`` is present iff some add of ``x`` is maximal (no operation
-on ``x`` in the history has seen it); remove-wins set: iff the maximal operations on ``x`` are
-all adds. After every step, every replica's ``value`` must equal the specification.
+(the delta-state guarantee; out-of-order deltas still converge, see test_crdt_laws). The
+specification of each type is a function of the history alone, e.g. OR-Set: ``x`` is present
+iff some add of ``x`` is maximal (no operation on ``x`` in the history has seen it); remove-wins
+set: iff the maximal operations on ``x`` are all adds. After every step, every replica's
+``value`` must equal the specification.
 """
 
 from __future__ import annotations

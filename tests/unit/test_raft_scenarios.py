@@ -163,6 +163,14 @@ class Interpreter:
                 assert type(exc).__name__ == name, f"expected {name}, got {type(exc).__name__}: {exc}"
                 return
             raise AssertionError(f"expected {name} from {' '.join(command)}")
+        if what == "violation":
+            # A safety check (the cluster's State Machine Safety) must fire during the command.
+            try:
+                self.run(rest)
+            except AssertionError as exc:
+                assert "committed" in str(exc), exc
+                return
+            raise AssertionError(f"expected a safety violation from {' '.join(rest)}")
         if what == "leader-in":
             assert self.cluster.leader() in rest, f"leader {self.cluster.leader()} not in {rest}"
             return

@@ -29,11 +29,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stalwart.errors import StalwartError
+
 _NO_ORACLE: Any = object()
 MAX_LAW_TRIPLES = 64  # associativity is checked on at most this many ordered triples
 MAX_LAW_DELTAS = 6  # check_operation_log also checks the laws on up to this many deltas
 MAX_DIFF_ITEMS = 10  # a diff lists at most this many differing items per side
 MAX_REPORTED_FINDINGS = 5  # report() shows the first few; ``findings`` has them all
+
+
+class ConvergenceInputError(StalwartError, ValueError):
+    """The checker was called with nothing to check or an inconsistent log."""
 
 
 class ConvergenceVerdict(enum.Enum):
@@ -183,7 +189,7 @@ def check_convergence(
 ) -> ConvergenceResult:
     """Check replicas' final ``states`` (name -> CRDT) converge; see the module docstring."""
     if not states:
-        raise ValueError("check_convergence needs at least one replica state")
+        raise ConvergenceInputError("check_convergence needs at least one replica state")
     names = sorted(states)
     values = {n: states[n].value for n in names}
     findings = _law_findings(states)
@@ -240,6 +246,9 @@ def check_operation_log(
     names = list(
         replicas or sorted({e.replica for e in log} | {e.source for e in log if isinstance(e, Sync)})
     )
+    mentioned = {e.replica for e in log} | {e.source for e in log if isinstance(e, Sync)}
+    if not names or not mentioned <= set(names):
+        raise ConvergenceInputError(f"log names replicas {sorted(mentioned - set(names))} not in {names}")
     live = {n: factory(n) for n in names}
     deltas: list[Any] = []
     applied: list[CrdtOp] = []
@@ -277,6 +286,7 @@ def check_operation_log(
 
 
 __all__ = [
+    "ConvergenceInputError",
     "ConvergenceResult",
     "ConvergenceVerdict",
     "CrdtOp",

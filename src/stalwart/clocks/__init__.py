@@ -5,7 +5,7 @@ Pure: no wall clock is read here. Hybrid logical clocks take physical time as an
 """
 
 from stalwart.clocks._dvv import DottedVersionVector, DVVSet
-from stalwart.clocks._errors import ClockError, ClockOffsetError
+from stalwart.clocks._errors import ClockError, ClockOffsetError, InvalidReplicaError
 from stalwart.clocks._hlc import HLCTimestamp, HybridLogicalClock
 from stalwart.clocks._lamport import LamportClock, LamportTimestamp
 from stalwart.clocks._vectors import Dot, Ordering, VectorClock, VersionVector
@@ -20,6 +20,7 @@ __all__ = [
     "DottedVersionVector",
     "HLCTimestamp",
     "HybridLogicalClock",
+    "InvalidReplicaError",
     "LamportClock",
     "LamportTimestamp",
     "Ordering",

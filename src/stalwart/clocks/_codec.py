@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from stalwart.clocks._errors import InvalidReplicaError
 from stalwart.errors import DecodeError
 
 __all__ = ["DecodeError"]  # re-exported for the validators' callers
@@ -142,9 +143,7 @@ def unique(items: list[T], what: str, key: Callable[[T], object] = lambda x: x) 
 
 
 def check_replica(replica: object) -> str:
-    """Validate a replica id given by a caller (TypeError/ValueError are programming errors)."""
-    if not isinstance(replica, str):
-        raise TypeError(f"replica id must be a str, got {type(replica).__name__}")
-    if not replica:
-        raise ValueError("replica id must not be empty")
+    """Validate a replica id given by a caller (:class:`InvalidReplicaError` otherwise)."""
+    if not isinstance(replica, str) or not replica:
+        raise InvalidReplicaError(f"replica id must be a non-empty str, got {replica!r}")
     return replica

@@ -26,3 +26,7 @@ class ClockOffsetError(ClockError):
         self.physical_time_ms = physical_time_ms
         self.max_offset_ms = max_offset_ms
         self.ahead_ms = ahead_ms
+
+
+class InvalidReplicaError(StalwartError, ValueError):
+    """A replica or node id is not a non-empty string."""

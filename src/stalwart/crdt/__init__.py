@@ -11,6 +11,7 @@ One contract for every type::
 See docs/crdt.md for what each type guarantees and costs, pruning, and delta anti-entropy.
 """
 
+from stalwart.clocks._errors import InvalidReplicaError
 from stalwart.crdt._base import CRDT
 from stalwart.crdt._causal import CausalCRDT
 from stalwart.crdt._context import CausalContext
@@ -70,6 +71,7 @@ __all__ = [
     "InsufficientRightsError",
     "InvalidElementError",
     "InvalidOperationError",
+    "InvalidReplicaError",
     "LWWElementSet",
     "LWWRegister",
     "MVRegister",

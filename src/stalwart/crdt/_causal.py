@@ -159,24 +159,16 @@ class CausalCRDT(CRDT, Generic[S]):
 
     def __init__(self, replica: str) -> None:
         super().__init__(replica)
-        self._store: S = self._new_store()
+        self._store: S = self._empty_store()
         self._ctx = CausalContext()
 
-    @classmethod
     @abc.abstractmethod
-    def _new_store(cls) -> S: ...
+    def _empty_store(self) -> S:
+        """A new empty store of this replica's kind."""
 
     @classmethod
     @abc.abstractmethod
     def _value_of(cls, store: S) -> Any: ...
-
-    @classmethod
-    @abc.abstractmethod
-    def _encode_store(cls, store: S) -> object: ...
-
-    @classmethod
-    @abc.abstractmethod
-    def _decode_store(cls, raw: object) -> S: ...
 
     @classmethod
     def _from_parts(cls, replica: str, store: S, ctx: CausalContext) -> Self:
@@ -235,14 +227,3 @@ class CausalCRDT(CRDT, Generic[S]):
         """Drop the pruned marker for ``departed`` (local; not a delta). Safe only once no state
         or delta that still carries the departed replica's dots can arrive here any more."""
         self._ctx.forget_pruned(departed)
-
-    def _encode(self) -> object:
-        return [self._encode_store(self._store), self._ctx.encode()]
-
-    @classmethod
-    def _decode(cls, replica: str, body: object) -> Self:
-        raw_store, raw_ctx = c.fixed(body, 2, cls.__name__)
-        store = cls._decode_store(raw_store)
-        ctx = CausalContext.decode(raw_ctx)
-        check_store_in_context(store, ctx, cls.__name__)
-        return cls._from_parts(replica, store, ctx)

@@ -14,7 +14,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from stalwart.clocks import _codec as c
 from stalwart.crdt._base import element
-from stalwart.crdt._causal import CausalCRDT, DotFunStore
+from stalwart.crdt._causal import CausalCRDT, DotFunStore, check_store_in_context
 from stalwart.crdt._context import CausalContext
 
 P = TypeVar("P")
@@ -55,6 +55,20 @@ class _DotFunCRDT(CausalCRDT[DotFunStore[P]], Generic[P]):
     @classmethod
     def _decode_store(cls, raw: object) -> DotFunStore[P]:
         return DotFunStore.decode(raw, cls._key_of, cls._decode_payload)
+
+    def _empty_store(self) -> DotFunStore[P]:
+        return self._new_store()
+
+    def _encode(self) -> object:
+        return [self._encode_store(self._store), self._ctx.encode()]
+
+    @classmethod
+    def _decode(cls, replica: str, body: object) -> Self:
+        raw_store, raw_ctx = c.fixed(body, 2, cls.__name__)
+        store = cls._decode_store(raw_store)
+        ctx = CausalContext.decode(raw_ctx)
+        check_store_in_context(store, ctx, cls.__name__)
+        return cls._from_parts(replica, store, ctx)
 
     def _replace(self, key: Hashable, payload: P | _Nothing) -> Self:
         """Drop the live dots under ``key``; add a fresh dot carrying ``payload`` unless NOTHING."""

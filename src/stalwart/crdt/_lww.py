@@ -50,7 +50,10 @@ class GSet(CRDT):
         return out
 
     def __contains__(self, item: object) -> bool:
-        return item in self.value
+        try:
+            return item in self._items
+        except TypeError:  # unhashable: cannot be an element
+            return False
 
     def _merge(self, other: GSet) -> None:
         self._items |= other._items
@@ -177,7 +180,11 @@ class LWWElementSet(CRDT):
         return self._op(item, timestamp, False)
 
     def __contains__(self, item: object) -> bool:
-        return item in self.value
+        try:
+            entry = self._entries.get(item)
+        except TypeError:  # unhashable: cannot be an element
+            return False
+        return entry is not None and entry[1]
 
     def _merge(self, other: LWWElementSet) -> None:
         for item, (ts, present) in other._entries.items():

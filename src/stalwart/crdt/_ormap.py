@@ -16,14 +16,14 @@ from typing import Any, Self
 from stalwart.clocks import _codec as c
 from stalwart.clocks._vectors import Dot
 from stalwart.crdt._base import element
-from stalwart.crdt._causal import CausalCRDT, DotStore, causal_join, check_store_in_context
+from stalwart.crdt._causal import CausalCRDT, DotStore, check_store_in_context
 from stalwart.crdt._context import CausalContext
-from stalwart.crdt._dotfun import DWFlag, EWFlag, MVRegister, ORSet, RWSet
+from stalwart.crdt._dotfun import DWFlag, EWFlag, MVRegister, ORSet, RWSet, _DotFunCRDT
 from stalwart.crdt._errors import IncompatibleMergeError, InvalidElementError
 
 MAX_MAP_DEPTH = 8  # nested map specs deeper than this are refused (bounded recursion)
 MAX_MAP_KEYS = 16_777_216  # decode limit
-_LEAVES: dict[int, type[CausalCRDT[Any]]] = {
+_LEAVES: dict[int, type[_DotFunCRDT[Any]]] = {
     cls._TAG: cls for cls in (ORSet, RWSet, MVRegister, EWFlag, DWFlag)
 }
 
@@ -35,7 +35,7 @@ class MapOf:
     value_type: ValueType
 
 
-ValueType = type[CausalCRDT[Any]] | MapOf
+ValueType = type[_DotFunCRDT[Any]] | MapOf
 
 
 def _describe(vt: ValueType, depth: int = 0) -> object:
@@ -212,20 +212,12 @@ class ORMap(CausalCRDT[MapStore]):
     def value_type(self) -> ValueType:
         return self._value_type
 
-    def _new_store(self) -> MapStore:  # type: ignore[override]
+    def _empty_store(self) -> MapStore:
         return MapStore(self._value_type)
 
     @classmethod
     def _value_of(cls, store: MapStore) -> dict[Any, Any]:
         return store.value()
-
-    @classmethod
-    def _encode_store(cls, store: MapStore) -> object:
-        return store.encode()
-
-    @classmethod
-    def _decode_store(cls, raw: object) -> MapStore:
-        raise NotImplementedError("OR-Map stores decode with their value type")  # see _decode
 
     @classmethod
     def _from_parts(cls, replica: str, store: MapStore, ctx: CausalContext) -> Self:
@@ -238,9 +230,6 @@ class ORMap(CausalCRDT[MapStore]):
             raise IncompatibleMergeError(
                 f"OR-Map value types differ: {self._value_type!r} vs {other._value_type!r}"
             )
-
-    def _merge(self, other: Self) -> None:
-        causal_join(self._store, self._ctx, other._store, other._ctx)
 
     def _state(self) -> object:
         return (_describe(self._value_type), self._store.state(), self._ctx.state())
@@ -315,6 +304,3 @@ class ORMap(CausalCRDT[MapStore]):
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._store.children)
-
-    def copy(self) -> Self:
-        return self._from_parts(self._replica, self._store.copy(), self._ctx.copy())

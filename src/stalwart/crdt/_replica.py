@@ -119,6 +119,7 @@ class CRDTReplicaNode:
         for name, data in c.seq(states, "replica CRDTs"):
             if name not in types:
                 raise DecodeError(f"replica state: unknown CRDT {name!r}")
+            # The factory may be a lambda (ORMap with a value type): ask an instance for its class.
             out[name] = type(types[name]("probe")).from_bytes(data)
         return c.int_in(epoch, "epoch"), out, (c.int_in(inc, "increments"), c.int_in(dec, "decrements"))
 
