@@ -55,8 +55,49 @@ class _LoopThread:
 _LOOP = _LoopThread()
 
 
+_FLAG_LOCK = threading.Lock()
+
+
+class LostFlag:
+    """A :class:`threading.Event` look-alike whose Event is only built if someone waits on it.
+
+    Creating a threading.Event per acquisition costs more than a lock round trip on a fast path;
+    most holders only ever call ``is_set()``.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        with _FLAG_LOCK:
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with _FLAG_LOCK:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+
 class BlockingHeld:
-    """The blocking twin of :class:`Held`: ``token``, ``token_is_safe``, ``lost``, ``ensure()``."""
+    """The blocking twin of :class:`Held`: ``token``, ``token_is_safe``, ``lost``, ``ensure()``.
+
+    ``lost`` has the interface of a :class:`threading.Event` (``is_set``, ``wait``).
+    """
+
+    __slots__ = ("_fast", "held", "lost", "name", "token", "token_is_safe")
 
     def __init__(self, held: Held, fast: FastPath | None = None) -> None:
         self.held = held
@@ -64,8 +105,12 @@ class BlockingHeld:
         self.name = held.name
         self.token = held.token
         self.token_is_safe = held.token_is_safe
-        self.lost = threading.Event()
-        held.add_lost_listener(lambda _h: self.lost.set())
+        self.lost = LostFlag()
+        held.add_lost_listener(self._on_lost)
+
+    def _on_lost(self, held: Held) -> None:
+        del held
+        self.lost.set()
 
     def __repr__(self) -> str:
         return f"<BlockingHeld {self.held!r}>"
@@ -154,4 +199,4 @@ def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
     return _LOOP.run(coro)
 
 
-__all__ = ["BlockingHeld", "BlockingLock", "run_blocking"]
+__all__ = ["BlockingHeld", "BlockingLock", "LostFlag", "run_blocking"]

@@ -29,7 +29,7 @@ from stalwart.lock._backend import RedisBackend, expect_int, expect_pair, map_er
 from stalwart.lock._errors import LockError
 from stalwart.lock._held import Held, drift_allowance_s
 from stalwart.lock._redis import RedisLock, new_owner
-from stalwart.lock._scripts import ACQUIRE, RELEASE, RENEW, Script
+from stalwart.lock._scripts import ACQUIRE, ACQUIRE_FAST, RELEASE, RENEW, Script
 
 #: Longest a fast-path lease waits before the loop's watchdog takes it over.
 HANDOVER_S = 0.05
@@ -109,7 +109,10 @@ class FastPath:
         lock = self.lock
         owner = new_owner()
         sent_at = time.monotonic()
-        reply = self._run(ACQUIRE, lock._acquire_keys, (owner, lock._ttl_ms, lock._fair_arg, 0))
+        if lock.fair:
+            reply = self._run(ACQUIRE, lock._acquire_keys, (owner, lock._ttl_ms, "1", 0))
+        else:
+            reply = self._run(ACQUIRE_FAST, lock._acquire_keys, (owner, lock._ttl_ms))
         got, token = expect_pair(reply, "acquire")
         if got != 1:
             return None

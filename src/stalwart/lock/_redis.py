@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import math
@@ -15,7 +16,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg, RedisBackend, expect_int, expect_pair
 from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
-from stalwart.lock._scripts import ACQUIRE, DEQUEUE, RELEASE, RENEW, Script
+from stalwart.lock._scripts import ACQUIRE, ACQUIRE_FAST, DEQUEUE, RELEASE, RENEW, Script
 
 #: Longest a waiter sleeps without a wake-up before it tries again (pub/sub is at-most-once).
 DEFAULT_POLL_MAX_S = 0.5
@@ -87,7 +88,7 @@ async def wait_loop(
         await asyncio.shield(backend.waker.unregister(waiter))
 
 
-class _LockBase:
+class _LockBase(abc.ABC):
     """What every Redis-backed primitive shares: backend resolution, context management."""
 
     def __init__(self, target: str | RedisBackend, on_lost: LostCallback | None, auto_renew: bool) -> None:
@@ -101,8 +102,9 @@ class _LockBase:
             return self._target
         return shared_backend(self._target)
 
+    @abc.abstractmethod
     async def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> Held:
-        raise NotImplementedError  # every subclass defines it; _LockBase is never used alone
+        """Acquire and return the held lock (each primitive defines how)."""
 
     async def try_acquire(self) -> Held | None:
         """Acquire without waiting: the held lock, or None if someone else holds it."""
@@ -235,9 +237,13 @@ class RedisLock(_LockBase):
             raise
 
     async def _try(self, backend: RedisBackend, owner: str, queue: bool) -> Held | int:
-        args: Sequence[Arg] = (owner, self._ttl_ms, self._fair_arg, self._waiter_ttl_ms if queue else 0)
         sent_at = time.monotonic()
-        got, value = expect_pair(await backend.run(ACQUIRE, self._acquire_keys, args), "acquire")
+        if self.fair:
+            args: Sequence[Arg] = (owner, self._ttl_ms, "1", self._waiter_ttl_ms if queue else 0)
+            reply = await backend.run(ACQUIRE, self._acquire_keys, args)
+        else:
+            reply = await backend.run(ACQUIRE_FAST, self._acquire_keys, (owner, self._ttl_ms))
+        got, value = expect_pair(reply, "acquire")
         if got != 1:
             return value
         if value < 1:

@@ -34,7 +34,7 @@ from stalwart.lock._conn import ConnPool
 from stalwart.lock._errors import BackendError, BackendUnavailable, LockError, LockTimeout, NotAcquired
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
 from stalwart.lock._redis import _LockBase, check_ttl, lock_keys, new_owner
-from stalwart.lock._scripts import ACQUIRE, BUMP, RELEASE_BUMP, RENEW, Script
+from stalwart.lock._scripts import ACQUIRE_FAST, BUMP, RELEASE_BUMP, RENEW, Script
 from stalwart.lock._watchdog import Watchdog
 
 #: Upper bound on Redlock servers (a fan-out larger than this is a configuration mistake).
@@ -275,7 +275,7 @@ class Redlock(_LockBase):
 
     async def _attempt_owner(self, client: RedlockClient, owner: str) -> Held | BackendError | None:
         sent_at = time.monotonic()
-        replies = await client.fanout(ACQUIRE, self._acquire_keys, (owner, self._ttl_ms, "0", 0))
+        replies = await client.fanout(ACQUIRE_FAST, self._acquire_keys, (owner, self._ttl_ms))
         tokens: list[tuple[int, int]] = []  # (server index, token)
         errors: list[BaseException] = []
         for i, reply in enumerate(replies):

@@ -13,6 +13,7 @@ Semaphore ``N`` of ``limit`` slots: ``stalwart:sem:{N}`` zset owner -> lease exp
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import time
@@ -179,8 +180,9 @@ class _LeaseLock(_LockBase):
         with contextlib.suppress(LockError):  # best effort: the lease expires by itself
             await backend.run(script, keys, (owner, channel), idempotent=True)
 
+    @abc.abstractmethod
     def _undo_keys(self, script: Script) -> Sequence[str]:
-        raise NotImplementedError  # defined by each primitive
+        """The keys that the abandon script ``script`` needs for this primitive."""
 
     def _held(
         self,

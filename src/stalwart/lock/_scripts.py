@@ -44,6 +44,18 @@ local function purge(q, qx, qn, now)
 end
 """
 
+# KEYS: lock, fence   ARGV: owner, ttl_ms     The unfair mutex's acquire: as short as a bare SET NX.
+# Returns {1, token} when acquired, else {0, holder_pttl_ms}.
+ACQUIRE_FAST = Script(
+    "acquire_fast",
+    """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+""",
+)
+
 # KEYS: lock, fence, q, qx, qn   ARGV: owner, ttl_ms, fair(0|1), waiter_ttl_ms (0: do not queue)
 # Returns {1, token} when acquired, else {0, holder_pttl_ms} (-2: free but others are queued).
 ACQUIRE = Script(
@@ -160,10 +172,20 @@ return {1, cur}
 """,
 )
 
-SCRIPTS: tuple[Script, ...] = (ACQUIRE, RELEASE, DEQUEUE, RENEW, RELEASE_BUMP, BUMP, FENCED_WRITE)
+SCRIPTS: tuple[Script, ...] = (
+    ACQUIRE,
+    ACQUIRE_FAST,
+    RELEASE,
+    DEQUEUE,
+    RENEW,
+    RELEASE_BUMP,
+    BUMP,
+    FENCED_WRITE,
+)
 
 __all__ = [
     "ACQUIRE",
+    "ACQUIRE_FAST",
     "BUMP",
     "DEQUEUE",
     "FENCED_WRITE",
