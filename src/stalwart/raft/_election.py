@@ -56,6 +56,7 @@ class Election(Core):
         self.maybe_commit()
 
     def campaign(self, pre_vote: bool, transfer: bool = False) -> None:
+        assert self.role is not Role.LEADER, "a leader does not campaign"
         if pre_vote:
             self.role = Role.PRE_CANDIDATE
             term = self.term + 1  # the term we would run in; ours is unchanged
