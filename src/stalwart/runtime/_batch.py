@@ -12,7 +12,7 @@ import struct
 
 from stalwart.runtime._errors import PeerProtocolError
 
-_LEN = struct.Struct(">I")
+_LEN = LENGTH_HEADER = struct.Struct(">I")
 
 
 def frame_item(item: bytes) -> bytes:
@@ -49,4 +49,4 @@ def unpack_batch(body: bytes, max_messages: int) -> list[bytes]:
     return items
 
 
-__all__ = ["frame_item", "pack_batch", "unpack_batch"]
+__all__ = ["LENGTH_HEADER", "frame_item", "pack_batch", "unpack_batch"]

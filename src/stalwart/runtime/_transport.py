@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from stalwart import wire
 from stalwart.errors import AuthenticationError, DecodeError
 from stalwart.runtime._backoff import Backoff, BackoffPolicy
-from stalwart.runtime._batch import frame_item, unpack_batch
+from stalwart.runtime._batch import LENGTH_HEADER, unpack_batch
 from stalwart.runtime._errors import PeerProtocolError, RuntimeConfigError
 from stalwart.runtime._queue import OutboundQueue, QueueLimits
 from stalwart.runtime._stats import RuntimeStats
@@ -40,6 +40,7 @@ log = logging.getLogger("stalwart.runtime.transport")
 I = TypeVar("I")  # noqa: E741  (the messages this transport delivers)
 Address = tuple[str, int]
 NONCE_BYTES = 32
+_pack_len = LENGTH_HEADER.pack
 _FRAME_OVERHEAD_BYTES = 1024
 """Room in a frame for the frame header, the seal (MAC, counters) and batch headers."""
 
@@ -96,6 +97,9 @@ class _Peer:
         self.has_data = asyncio.Event()
         self.drained = asyncio.Event()
         self.drained.set()
+        # idle <=> nothing queued and the writer knows it (has_data clear, drained set): lets
+        # send() skip both events on its hot path while the writer is busy.
+        self.idle = True
         self.conn: _Conn | None = None
         self.connected = asyncio.Event()
 
@@ -183,12 +187,12 @@ class Transport(Generic[I]):
             self.stats.drops_oversize += 1
             log.error("message too large node=%s peer=%s size=%d", self.node_id, to, len(data))
             return
-        dropped = peer.queue.push(frame_item(data))  # framed now: a batch is then one join
+        dropped = peer.queue.push(_pack_len(len(data)) + data)  # framed now: a batch is one join
         if dropped:
             self.stats.drops_overflow += dropped
-        if not peer.has_data.is_set():
+        if peer.idle:
+            peer.idle = False
             peer.has_data.set()
-        if peer.drained.is_set():
             peer.drained.clear()
 
     def queued(self, to: NodeId) -> int:
@@ -308,6 +312,7 @@ class Transport(Generic[I]):
             peer.conn.writer.close()
         peer.conn = conn
         peer.connected.set()
+        peer.idle = False
         peer.has_data.set()  # flush whatever queued while disconnected
         self.stats.connects += 1
         log.info("connected node=%s peer=%s remote=%s", self.node_id, peer.id, remote)
@@ -416,10 +421,9 @@ class Transport(Generic[I]):
             return  # a keepalive
         items = unpack_batch(body, self._config.queue.batch_max_messages)
         messages = [decode(item) for item in items]
-        accept = self._accept
-        for msg in messages:
-            if type(msg) not in accept:
-                raise PeerProtocolError(f"a {type(msg).__name__} is not accepted here")
+        if not self._accept.issuperset(map(type, messages)):
+            refused = next(m for m in messages if type(m) not in self._accept)
+            raise PeerProtocolError(f"a {type(refused).__name__} is not accepted here")
         stats = self.stats
         stats.frames_in += 1
         stats.messages_in += len(messages)
@@ -450,6 +454,7 @@ class Transport(Generic[I]):
             if not frames:
                 peer.has_data.clear()
                 peer.drained.set()
+                peer.idle = True
                 continue
             data = b"".join(frames) if len(frames) > 1 else frames[0]
             writer.write(data)
