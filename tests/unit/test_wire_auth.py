@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -210,3 +212,20 @@ def test_sessions_with_different_nonces_have_unrelated_keys() -> None:
 def test_bad_handshake_parameters_are_config_errors(key: object, node_id: object, nonce: object) -> None:
     with pytest.raises(ConfigError):
         Handshake(key, node_id, nonce, initiator=True)  # type: ignore[arg-type]
+
+
+def test_sealing_follows_the_documented_construction() -> None:
+    # Recomputed here with the plain hmac module, from docs/wire.md, as an independent check.
+    def lp(*parts: bytes) -> bytes:
+        return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+    transcript = lp(b"node-a", b"a" * 32, b"node-b", b"b" * 32)
+    prk = hmac.digest(KEY, b"stalwart/v1 session\x00" + transcript, "sha256")
+    i_to_r = hmac.digest(prk, b"initiator->responder", "sha256")
+    r_to_i = hmac.digest(prk, b"responder->initiator", "sha256")
+    sa, sb = pair()
+    for seq, payload in enumerate([b"first", b"", b"third" * 50]):
+        mac = hmac.digest(i_to_r, seq.to_bytes(8, "big") + payload, "sha256")[:MAC_BYTES]
+        assert sa.seal(payload) == payload + mac
+        mac = hmac.digest(r_to_i, seq.to_bytes(8, "big") + payload, "sha256")[:MAC_BYTES]
+        assert sb.seal(payload) == payload + mac
