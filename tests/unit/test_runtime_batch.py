@@ -114,3 +114,12 @@ def test_send_drops_and_counts_what_cannot_be_sent() -> None:
     for i in range(5):
         transport.send(peer, TotalReply(i, i))
     assert transport.queued(peer) == 2 and transport.stats.drops_overflow == 3
+
+
+def test_a_short_key_or_a_bad_node_id_is_refused_before_any_socket() -> None:
+    from stalwart.runtime import Transport
+    from stalwart.sansio import NodeId
+
+    for key, node in ((b"short", "a"), (b"k" * 16, ""), (b"k" * 16, "x" * 300)):
+        with pytest.raises(ConfigError):
+            Transport(NodeId(node), key, lambda s, m: None, (), listen=None)

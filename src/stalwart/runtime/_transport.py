@@ -131,8 +131,8 @@ class Transport(Generic[I]):
         rng: Rng | None = None,
         inbound_space: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        if not cluster_key:
-            raise RuntimeConfigError("the cluster key must not be empty")
+        # The handshake checks the key's length and the node id at once, before any socket.
+        wire.Handshake(cluster_key, node_id, os.urandom(NONCE_BYTES), True)
         self.node_id = node_id
         self._key = cluster_key
         self._deliver = deliver
