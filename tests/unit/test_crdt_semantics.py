@@ -339,3 +339,38 @@ def test_bounded_counter_never_goes_negative_and_transfers_rights() -> None:
     assert a.value == b.value == 0
     with pytest.raises(InsufficientRightsError):
         a.decrement(1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(1, 5), st.integers(0, 2)), max_size=40
+    )
+)
+def test_bounded_counter_is_never_negative_under_full_state_exchange(
+    steps: list[tuple[int, int, int, int]],
+) -> None:
+    reps = [BoundedCounter(r) for r in REPLICAS]
+    net = 0
+    for who, action, n, other in steps:
+        me = reps[who]
+        try:
+            if action == 0:
+                me.increment(n)
+                net += n
+            elif action == 1:
+                me.decrement(n)
+                net -= n
+            elif action == 2:
+                me.transfer(n, REPLICAS[other]) if other != who else None
+            else:
+                me.merge(reps[other].copy())
+        except InsufficientRightsError:
+            pass  # refused locally, nothing changed
+        for r in reps:
+            assert r.value >= 0
+            assert all(r.rights(x) >= 0 for x in REPLICAS)
+    for r in reps:
+        for s in reps:
+            r.merge(s.copy())
+    assert reps[0].value == net >= 0
