@@ -20,6 +20,7 @@ see docs/locks.md.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import weakref
@@ -121,46 +122,52 @@ class RedlockClient:
             if not p.has_idle
         }
         results: list[Any] = [None] * len(self.pools)
-        sent: list[tuple[int, Any]] = []
-        for i, pool in enumerate(self.pools):
-            if i in cold:
-                continue
-            try:
-                async with asyncio.timeout_at(deadline):
-                    conn = await pool.checkout()
-            except (redis.exceptions.RedisError, OSError, TimeoutError, LockError) as exc:
-                results[i] = exc
-                continue
-            try:
-                await pool.send(conn, conn.pack_command(*command))
-            except BaseException as exc:
-                pool.checkin(conn, False)
-                if not isinstance(exc, Exception):
-                    raise
-                results[i] = exc
-                continue
-            sent.append((i, conn))
-        pending = list(sent)
+        pending: list[tuple[int, Any]] = []
+        packed: list[bytes] | None = None  # the same bytes go to every server: encode once
         try:
-            while pending:
-                i, conn = pending[0]
-                healthy = False
+            for i, pool in enumerate(self.pools):
+                if i in cold:
+                    continue
                 try:
-                    reply = await self.pools[i].read(conn, max(0.0, deadline - loop.time()))
-                    results[i], healthy = reply, True
-                except redis.exceptions.ResponseError as exc:
-                    results[i], healthy = exc, True
-                except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                    conn = await pool.checkout()  # an idle connection: no network, no wait
+                except (redis.exceptions.RedisError, OSError, TimeoutError, LockError) as exc:
                     results[i] = exc
-                finally:
-                    pending.pop(0)
-                    self.pools[i].checkin(conn, healthy)
+                    continue
+                try:
+                    if packed is None:
+                        packed = conn.pack_command(*command)
+                    await pool.send(conn, packed)
+                except BaseException as exc:
+                    pool.checkin(conn, False)
+                    if not isinstance(exc, Exception):
+                        raise
+                    results[i] = exc
+                    continue
+                pending.append((i, conn))
+            # One deadline for all the replies (no timer per read); whatever has not answered
+            # by then counts as a failure and its connection is dropped.
+            async with asyncio.timeout_at(deadline):
+                while pending:
+                    i, conn = pending[0]
+                    healthy = False
+                    try:
+                        results[i], healthy = await conn.read_response(timeout=math.inf), True
+                    except redis.exceptions.ResponseError as exc:
+                        results[i], healthy = exc, True
+                    except (redis.exceptions.RedisError, OSError) as exc:
+                        results[i] = exc
+                    finally:
+                        pending.pop(0)
+                        self.pools[i].checkin(conn, healthy)
+        except TimeoutError:
+            for i, _ in pending:
+                results[i] = redis.exceptions.TimeoutError(f"no reply within {self.server_timeout_s} s")
         except BaseException:
             for task in cold.values():
                 task.cancel()
             raise
         finally:
-            for i, conn in pending:  # cancelled mid-read: these replies will never be read
+            for i, conn in pending:  # timed out or cancelled mid-read: never read these replies
                 self.pools[i].checkin(conn, False)
         for i, task in cold.items():
             results[i] = await task
