@@ -374,3 +374,16 @@ def test_bounded_counter_is_never_negative_under_full_state_exchange(
         for s in reps:
             r.merge(s.copy())
     assert reps[0].value == net >= 0
+
+
+def test_ormap_update_that_returns_no_delta_is_refused_and_the_map_stays_consistent() -> None:
+    from stalwart.crdt import IncompatibleMergeError
+
+    m = ORMap("a", ORSet)
+    m.update("k", lambda s: s.add(1))
+    with pytest.raises(IncompatibleMergeError):
+        m.update("k", lambda s: (s.remove(1), None)[1])
+    assert m.value == {}  # the removal happened; the map knows it
+    other = ORMap("b", ORSet)
+    other.merge(m)
+    assert other == m and ORMap.from_bytes(m.to_bytes()) == m

@@ -124,6 +124,11 @@ class MapStore:
     def is_empty(self) -> bool:
         return not self.children
 
+    def rebuild_index(self) -> None:
+        """Recompute the dot index (and drop empty children) from the children themselves."""
+        self.children = {k: v for k, v in self.children.items() if not v.is_empty()}
+        self.index = {d: k for k, v in self.children.items() for d in v.dots()}
+
     def rehome(self, old: Dot, new: Dot) -> None:
         key = self.index.pop(old)
         self.children[key].rehome(old, new)
@@ -264,10 +269,13 @@ class ORMap(CausalCRDT[MapStore]):
         view = self._view(key)
         delta = mutate(view)
         expected = ORMap if isinstance(self._value_type, MapOf) else self._value_type
-        if type(delta) is not expected:
-            raise IncompatibleMergeError(f"update must return the value's delta ({expected.__name__})")
         if not view._store.is_empty():
             self._store.children[key] = view._store
+        if type(delta) is not expected:
+            # The mutation may already have happened: rebuild the dot index before refusing, so
+            # this replica stays consistent (O(state), only on this misuse).
+            self._store.rebuild_index()
+            raise IncompatibleMergeError(f"update must return the value's delta ({expected.__name__})")
         self._store.reindex(key, delta._ctx.iter_dots())
         out = MapStore(self._value_type)
         if not delta._store.is_empty():
