@@ -107,6 +107,7 @@ class World:
         self.busy: list[Ready[Any, Any] | None] = [None] * n
         self.sync_done = [False] * n
         self.tick_due = [False] * n
+        self.armed: list[int | None] = [None] * n  # a crash waiting for the node's next fsync (downtime)
         self.inbox: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
         self.incarnation = [0] * n
         self.blocked = [False] * (n * n)
@@ -303,9 +304,19 @@ class World:
                 k = self.knobs
                 delay = k.fsync_min_us + int(self._r_fsync.random() * (k.fsync_max_us - k.fsync_min_us + 1))
                 self.at(self.now + delay, SYNC, i, self.incarnation[i])
+                if self.armed[i] is not None:
+                    self._strike_mid_sync(i, delay)
                 return
             self._emit(i, ready)
             proto.advance(ready)
+
+    def _strike_mid_sync(self, i: int, delay_us: int) -> None:
+        """Fire an armed crash strictly before this fsync completes; restart it later."""
+        down_us, self.armed[i] = self.armed[i], None
+        assert down_us is not None
+        crash_at = self.now + int(self._r_nemesis.random() * delay_us)  # < now + delay_us
+        self.at(crash_at, NEMESIS, 0, 0, Crash(self.cluster[i]))
+        self.at(crash_at + down_us, NEMESIS, 0, 0, Restart(self.cluster[i]))
 
     def _sync(self, i: int, inc: int) -> None:
         if inc != self.incarnation[i]:
@@ -433,6 +444,11 @@ class World:
         if not candidates:
             return None
         node = self.cluster[candidates[r.randrange(len(candidates))]]
+        if kind is Fault.CRASH and r.random() < 0.5:
+            # Half the crashes strike in the middle of the node's next fsync: the moment that
+            # tears writes and loses page caches, which uniform timing would rarely hit.
+            self.armed[self.index[node]] = duration_us
+            return None
         if kind is Fault.CRASH:
             self.at(self.now + duration_us, NEMESIS, 0, 0, Restart(node))
             return Crash(node)
@@ -466,6 +482,7 @@ class World:
     def heal_all(self) -> None:
         """End of the safety phase: every fault off, every node up and running."""
         self.nemesis_on = False
+        self.armed = [None] * self.n
         self.note("heal-all")
         self.set_blocked(frozenset())
         self.loss_p = self.dup_p = self.reorder_p = self.spike_p = 0.0
