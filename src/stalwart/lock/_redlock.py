@@ -150,6 +150,7 @@ class RedlockClient:
                 while pending:
                     i, conn = pending[0]
                     healthy = False
+                    results[i] = redis.exceptions.TimeoutError(f"no reply within {self.server_timeout_s} s")
                     try:
                         results[i], healthy = await conn.read_response(timeout=math.inf), True
                     except redis.exceptions.ResponseError as exc:
@@ -171,6 +172,8 @@ class RedlockClient:
                 self.pools[i].checkin(conn, False)
         for i, task in cold.items():
             results[i] = await task
+        # Every server has an answer: a reply or the error that stood in for it.
+        assert all(r is not None for r in results), "a server was left without an answer"
         return results
 
     @staticmethod
