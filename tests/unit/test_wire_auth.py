@@ -36,16 +36,14 @@ def pair(
 def test_round_trip_both_directions() -> None:
     sa, sb = pair()
     assert (sa.peer_id, sb.peer_id) == ("node-b", "node-a")
-    assert not sa.verified
-    assert not sb.verified
+    assert (sa.verified, sb.verified) == (False, False)
     for i in range(50):
         payload = f"frame {i}".encode()
         sealed = sa.seal(payload)
         assert len(sealed) == len(payload) + MAC_BYTES
         assert sb.open(sealed) == payload
         assert sa.open(sb.seal(payload[::-1])) == payload[::-1]
-    assert sa.verified
-    assert sb.verified
+    assert (sa.verified, sb.verified) == (True, True)
 
 
 @settings(max_examples=50, deadline=None)

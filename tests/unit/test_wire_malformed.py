@@ -24,7 +24,8 @@ COLLECTIONS_OK: list[Any] = [[], ["", 0.0], [], [], {}, {}, {}]
 
 def forge(*items: Any) -> bytes:
     """A msgpack array built by hand: what a buggy or hostile peer could send."""
-    return msgpack.packb(list(items), use_bin_type=True)
+    data: bytes = msgpack.packb(list(items), use_bin_type=True)
+    return data
 
 
 def with_field(tag: int, fields: list[Any], index: int, value: Any) -> bytes:

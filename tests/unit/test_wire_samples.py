@@ -240,7 +240,7 @@ def test_sets_and_dicts_encode_the_same_whatever_their_order() -> None:
 
 
 def test_float_field_widens_an_int_on_encode_but_decode_insists_on_float() -> None:
-    msg = Scalars(1, 3, True, "", b"", None)  # type: ignore[arg-type]  # an int where float is declared is legal Python
+    msg = Scalars(1, 3, True, "", b"", None)  # an int where float is declared is legal Python
     back = decode(encode(msg))
     assert isinstance(back, Scalars)
     assert type(back.f) is float
@@ -274,7 +274,7 @@ def test_validating_class_refusal_of_peer_values_is_a_decode_error() -> None:
         (One(True), "One.x: expected int, got bool"),
         (One(2**64), "cannot be packed"),
         (One(-(2**63) - 1), "cannot be packed"),
-        (Scalars(0, True, False, "", b"", None), "expected float, got bool"),  # type: ignore[arg-type]
+        (Scalars(0, True, False, "", b"", None), "expected float, got bool"),
         (Scalars(0, 0.0, 1, "", b"", None), "expected bool, got int"),  # type: ignore[arg-type]
         (Scalars(0, 0.0, False, "\ud800", b"", None), "cannot be packed"),
         (Scalars(0, 0.0, False, b"s", b"", None), "expected str"),  # type: ignore[arg-type]

@@ -87,7 +87,7 @@ def _envelope(data: Any, limits: Limits) -> tuple[CompiledMessage, tuple[Any, ..
     return compiled, raw
 
 
-def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
+def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Any:
     """The message these bytes hold; :class:`DecodeError` for anything else, whatever the input."""
     compiled, raw = _envelope(data, limits)
     try:
@@ -96,7 +96,7 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise DecodeError("nested too deeply") from None
 
 
-def decode_as(data: bytes, cls: type[T], *, limits: Limits = DEFAULT_LIMITS) -> T:
+def decode_as(data: bytes | bytearray | memoryview, cls: type[T], *, limits: Limits = DEFAULT_LIMITS) -> T:
     """Like :func:`decode`, but the message must be a ``cls`` (checked before its fields)."""
     spec = BY_CLASS.get(cls)
     if spec is None:
