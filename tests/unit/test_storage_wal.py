@@ -333,3 +333,15 @@ def test_read_raises_corruption_instead_of_serving_wrong_data(tmp_path: Path) ->
         with pytest.raises(CorruptionError) as err:
             wal.read(1, 3)
         assert (err.value.path, err.value.offset) == (str(seg), 16 + 28)
+
+
+def test_new_segment_seals_the_old_one_and_syncs_the_directory(tmp_path: Path) -> None:
+    with small_wal(tmp_path) as wal:
+        wal.append_many(1, [payload(i) for i in range(1, 4)])
+        wal.sync()  # first segment: its data, then the directory entry
+        assert (wal.stats.data_syncs, wal.stats.dir_syncs) == (1, 1)
+        wal.append_many(4, [payload(i) for i in range(4, 7)])  # 4 fills segment 1; 5, 6 start segment 5
+        wal.sync()
+        # segment 1 sealed (fdatasync) before segment 5 exists; segment 5 synced; directory synced
+        assert (wal.stats.data_syncs, wal.stats.dir_syncs) == (3, 2)
+        assert (tmp_path / f"{1:020d}.idx").exists()
