@@ -139,3 +139,69 @@ def test_random_streams_through_the_frame_decoder() -> None:
             assert got == sent  # byte-exact frames, whatever the split
             intact += 1
     assert intact > 10
+
+
+STRUCTURAL_INPUTS = 20_000
+
+
+def random_value(rng: random.Random, depth: int = 0) -> Any:
+    """Any msgpack value: what a peer that gets the framing right but the schema wrong sends."""
+    kind = rng.randrange(12 if depth < 3 else 9)
+    simple: list[Any] = [
+        rng.choice([0, 1, -1, 2**63 - 1, -(2**63), 2**64 - 1, 907, 900]),
+        rng.choice([True, False]),
+        rng.choice([0.0, -1.5, float("inf"), float("nan")]),
+        rng.choice(["", "a", "fast", "safe", "x" * 9]),
+        rng.choice([b"", b"\x00", b"abcd", b"12345"]),
+        None,
+        rng.randrange(-5, 5),
+        rng.choice([1, 2, 3, 99]),
+        "é",
+    ]
+    if kind < len(simple):
+        return simple[kind]
+    if kind == 9:
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+    if kind == 10:
+        return {
+            rng.choice(["a", 1, b"k", 2]): random_value(rng, depth + 1) for _ in range(rng.randrange(0, 3))
+        }
+    return [
+        rng.choice([907, 910, 906, 900]),
+        *(random_value(rng, depth + 1) for _ in range(rng.randrange(0, 3))),
+    ]
+
+
+def mutate_structure(rng: random.Random, node: Any, depth: int = 0) -> Any:
+    """Replace one randomly chosen sub-value (below the envelope) of a decoded msgpack tree."""
+    if isinstance(node, list) and node and (depth == 0 or rng.random() < 0.7):
+        i = rng.randrange(2 if depth == 0 and len(node) > 2 else 0, len(node))
+        node = list(node)
+        node[i] = mutate_structure(rng, node[i], depth + 1)
+        return node
+    if isinstance(node, dict) and node and rng.random() < 0.7:
+        key = rng.choice(list(node))
+        node = dict(node)
+        if rng.random() < 0.3:
+            node[random_value(rng, 3) if rng.random() < 0.5 else key] = node.pop(key)
+        else:
+            node[key] = mutate_structure(rng, node[key], depth + 1)
+        return node
+    return random_value(rng, depth)
+
+
+def test_structurally_mutated_messages_only_ever_raise_decode_error() -> None:
+    # Byte mutations rarely get past msgpack's own parser deep into a message; these keep the
+    # msgpack well formed and break the schema somewhere inside, at every depth.
+    rng = random.Random(SEED + 2)
+    trees = [msgpack.unpackb(s, strict_map_key=False) for s in corpus()]
+    stats = {"accepted": 0, "rejected": 0}
+    for i in range(STRUCTURAL_INPUTS):
+        tree = mutate_structure(rng, rng.choice(trees))
+        try:
+            data = msgpack.packb(tree, use_bin_type=True)
+        except (TypeError, ValueError):  # e.g. an unhashable key built by the mutation
+            continue
+        check(data, stats, decode if i % 2 else lambda d: decode(d, limits=TIGHT))
+    assert stats["rejected"] > STRUCTURAL_INPUTS // 2, stats
+    assert stats["accepted"] > 100, stats
