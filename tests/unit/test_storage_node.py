@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stalwart.errors import StorageError
+from stalwart.errors import CorruptionError, StorageError
 from stalwart.sansio import (
     AppendLog,
     CompactLog,
@@ -181,3 +181,15 @@ def test_failed_sync_poisons_the_node_until_reopened(tmp_path: Path) -> None:
     node.close()
     with open_node(tmp_path) as node:
         assert node.load() == DurableState(log=(b"a",))
+
+
+def test_load_refuses_a_damaged_snapshot(tmp_path: Path) -> None:
+    with open_node(tmp_path) as node:
+        node.apply([AppendLog(1, b"a"), PutSnapshot(1, b"snapshot data")])
+        node.sync()
+    snap = next((tmp_path / "snapshots").glob("*.snap"))
+    data = bytearray(snap.read_bytes())
+    data[-20] ^= 0x04
+    snap.write_bytes(bytes(data))
+    with open_node(tmp_path) as node, pytest.raises(CorruptionError):
+        node.load()
