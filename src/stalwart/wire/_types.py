@@ -302,15 +302,20 @@ def _items_encoder(el: Node) -> Callable[[Any], list[Any] | tuple[Any, ...]]:
 
         return encode_items
 
+    el_enc, coerce = el.enc, el.coerce
+
     def encode_items_converting(items: Any) -> list[Any] | tuple[Any, ...]:
-        return [el_encode(i) for i in items]
+        out = []  # Node.encode inlined: this loop runs once per item of every collection
+        for item in items:
+            out.append(el_enc(item if type(item) in vt else coerce(item)))
+        return out
 
     return encode_items_converting
 
 
 def _items_decoder(el: Node) -> DecFn:
     """Check (and convert) every item of a raw array against ``el``; depth is already checked."""
-    rt, el_decode, name = el.raw_types, el.decode, el.name
+    rt, name = el.raw_types, el.name
 
     if el.dec is None:
 
@@ -322,8 +327,15 @@ def _items_decoder(el: Node) -> DecFn:
 
         return decode_items
 
+    el_dec = el.dec
+
     def decode_items_converting(raw: tuple[Any, ...], depth_left: int) -> tuple[Any, ...]:
-        return tuple([el_decode(item, depth_left) for item in raw])
+        out = []  # Node.decode inlined: this loop runs once per item of every collection
+        for item in raw:
+            if type(item) not in rt:
+                raise DecodeError(f"item: expected {name}, got {raw_name(item)}")
+            out.append(el_dec(item, depth_left))
+        return tuple(out)
 
     return decode_items_converting
 
