@@ -118,6 +118,10 @@ class Replication(Election):
             return
         pr.recent_active = True
         pr.probe_sent = False
+        if pr.state is ProgressState.REPLICATE and len(pr.inflight) >= pr.max_inflight:
+            # A full window may hold messages (or acks) that were lost: free one slot per
+            # heartbeat so replication resumes; a gap makes the follower reject, and we probe.
+            pr.inflight.popleft()
         if pr.match < self.log.last_index:
             # Even with nothing new to send: an empty append at next - 1 exposes a follower
             # that lost what we believe is in flight (a crash, lost messages) by its reject.
