@@ -74,7 +74,7 @@ def spec_for_tag(tag: int) -> MessageSpec | None:
 
 def _check_class(cls: Any) -> None:
     if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
-        raise SchemaError(f"@message needs a dataclass, got {cls!r}")
+        raise SchemaError(f"@message needs a dataclass, got {cls!r} (put @message above @dataclass)")
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen:
         raise SchemaError(f"{cls.__qualname__}: messages must be @dataclass(frozen=True, slots=True)")
