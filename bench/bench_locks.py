@@ -79,44 +79,52 @@ async def time_async(cycle: AsyncCycle, n: int) -> float:
     return median_us(samples)
 
 
+#: The slowest worker's share of the mean, from the last contended run (1.0: perfectly even;
+#: near 0: some workers starved while one kept re-acquiring).
+LAST_MIN_SHARE = [float("nan")]
+
+
+def note_shares(counts: list[int]) -> int:
+    total = sum(counts)
+    LAST_MIN_SHARE[0] = min(counts) / (total / len(counts)) if total else float("nan")
+    return total
+
+
 def contend_sync(
     make: Callable[[], Any], enter: Callable[[Any], Any], leave: Callable[[Any, Any], None], seconds: float
 ) -> float:
-    count = [0]
+    counts = [0] * WORKERS
     stop = time.monotonic() + seconds
-    lock = threading.Lock()
 
-    def worker() -> None:
+    def worker(w: int) -> None:
         lk = make()
         while time.monotonic() < stop:
             token = enter(lk)
-            with lock:
-                count[0] += 1
+            counts[w] += 1
             leave(lk, token)
 
-    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(WORKERS)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return count[0] / (time.monotonic() - t0)
+    return note_shares(counts) / (time.monotonic() - t0)
 
 
 async def contend_async(cycle_factory: Callable[[], AsyncCycle], seconds: float) -> float:
-    count = 0
+    counts = [0] * WORKERS
     stop = time.monotonic() + seconds
 
-    async def worker() -> None:
-        nonlocal count
+    async def worker(w: int) -> None:
         cycle = cycle_factory()
         while time.monotonic() < stop:
             await cycle()
-            count += 1
+            counts[w] += 1
 
     t0 = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(WORKERS)))
-    return count / (time.monotonic() - t0)
+    await asyncio.gather(*(worker(w) for w in range(WORKERS)))
+    return note_shares(counts) / (time.monotonic() - t0)
 
 
 class Bench:
@@ -130,6 +138,7 @@ class Bench:
         self.seconds = seconds
         self.latency: dict[str, list[float]] = {}
         self.throughput: dict[str, list[float]] = {}
+        self.fairness: dict[str, list[float]] = {}
 
     def record(self, table: dict[str, list[float]], name: str, fn: Callable[[], float]) -> None:
         try:
@@ -138,6 +147,8 @@ class Bench:
             print(f"  {name}: failed: {exc!r}", file=sys.stderr)
             value = float("nan")
         table.setdefault(name, []).append(value)
+        if table is self.throughput:
+            self.fairness.setdefault(name, []).append(LAST_MIN_SHARE[0])
 
     # -- uncontended -----------------------------------------------------------------------------
 
@@ -291,6 +302,8 @@ class Bench:
             print(f"  {name}: failed: {exc!r}", file=sys.stderr)
             value = float("nan")
         table.setdefault(name, []).append(value)
+        if table is self.throughput:
+            self.fairness.setdefault(name, []).append(LAST_MIN_SHARE[0])
 
     # -- contended -------------------------------------------------------------------------------
 
@@ -418,9 +431,11 @@ def report(bench: Bench) -> None:
         print(f"{name:44} {lat[name]:10.0f}   " + " ".join(f"{v:.0f}" for v in values))
     thr = {k: med(v) for k, v in bench.throughput.items()}
     print(f"\nContended throughput, {WORKERS} workers on one lock (acquisitions/s); median of the runs")
-    print(f"{'lock':44} {'acq/s':>10}   runs")
+    print(f"{'lock':44} {'acq/s':>10} {'slowest':>8}   runs")
     for name, values in bench.throughput.items():
-        print(f"{name:44} {thr[name]:10.0f}   " + " ".join(f"{v:.0f}" for v in values))
+        share = med(bench.fairness.get(name, []))
+        print(f"{name:44} {thr[name]:10.0f} {share:8.2f}   " + " ".join(f"{v:.0f}" for v in values))
+    print("  slowest = the slowest worker's acquisitions / the mean (1.00 even, near 0 starved)")
 
     def ratio(a: str, b: str, table: dict[str, float]) -> str:
         return f"{table.get(a, float('nan')) / table.get(b, float('nan')):.2f}x"

@@ -27,6 +27,7 @@ from stalwart.lock import (
     StaleToken,
     run_blocking,
 )
+from stalwart.lock._scripts import ACQUIRE_FAIR
 from tests.servers.redis import RedisServer, flush, redis_server
 
 pytestmark = pytest.mark.integration
@@ -369,5 +370,41 @@ def test_ten_thousand_cycles_leave_nothing_behind(url: str) -> None:
             assert not backend.watchdog.running and backend.watchdog.leases == 0
             assert not backend.waker.active
             assert not stalwart_tasks()
+
+    run(body)
+
+
+def test_fair_release_hands_over_even_if_the_message_is_lost(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "handover", fair=True, ttl=5.0)
+            holder = await lock.acquire()
+            waiter_owner = lock.new_owner()
+            keys = lock._acquire_keys
+            got, pttl = await backend.run(ACQUIRE_FAIR, keys, (waiter_owner, 5000, 5000))
+            assert got == 0 and pttl > 0  # queued behind the holder
+            await holder.release()  # hands the lock to the queued waiter, nobody listens
+            assert await backend.redis.get(lock.key) == waiter_owner.encode()
+            # The waiter's next try (its poll) finds it was handed over, with the next token.
+            assert await backend.run(ACQUIRE_FAIR, keys, (waiter_owner, 5000, 5000)) == [2, holder.token + 1]
+            assert await RedisLock(backend, "handover", fair=True).try_acquire() is None
+
+    run(body)
+
+
+def test_dead_head_of_queue_stalls_at_most_its_handover_lease(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "dead-head", fair=True, ttl=5.0, waiter_ttl_s=0.4, poll_max_s=0.05)
+            holder = await lock.acquire()
+            ghost = lock.new_owner()  # queued, then died without leaving the queue
+            await backend.run(ACQUIRE_FAIR, lock._acquire_keys, (ghost, 5000, 400))
+            await holder.release()  # handed to the ghost, for its 0.4 s handover lease only
+            assert await backend.redis.get(lock.key) == ghost.encode()
+            t0 = time.monotonic()
+            held = await lock.acquire(timeout=3)
+            assert 0.2 < time.monotonic() - t0 < 1.5
+            assert held.token == holder.token + 2
+            await held.release()
 
     run(body)

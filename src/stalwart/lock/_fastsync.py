@@ -28,8 +28,8 @@ from redis.retry import Retry
 from stalwart.lock._backend import RedisBackend, expect_int, expect_pair, map_error
 from stalwart.lock._errors import LockError
 from stalwart.lock._held import Held, drift_allowance_s
-from stalwart.lock._redis import RedisLock, new_owner
-from stalwart.lock._scripts import ACQUIRE, ACQUIRE_FAST, RELEASE, RENEW, Script
+from stalwart.lock._redis import RedisLock
+from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, RENEW, Script
 
 #: Longest a fast-path lease waits before the loop's watchdog takes it over.
 HANDOVER_S = 0.05
@@ -107,10 +107,10 @@ class FastPath:
 
     def try_acquire(self) -> Held | None:
         lock = self.lock
-        owner = new_owner()
+        owner = lock.new_owner()
         sent_at = time.monotonic()
         if lock.fair:
-            reply = self._run(ACQUIRE, lock._acquire_keys, (owner, lock._ttl_ms, "1", 0))
+            reply = self._run(ACQUIRE_FAIR, lock._acquire_keys, (owner, lock._ttl_ms, 0))
         else:
             reply = self._run(ACQUIRE_FAST, lock._acquire_keys, (owner, lock._ttl_ms))
         got, token = expect_pair(reply, "acquire")
@@ -141,7 +141,7 @@ class FastPath:
         if not self.handover.withdraw(held):
             self.loop.call_soon_threadsafe(self.backend.watchdog.remove, held)
         lock = self.lock
-        reply = self._run(RELEASE, lock._release_keys, (held.owner, lock.channel, lock._fair_arg))
+        reply = self._run(lock._release_script, lock._release_keys, (held.owner, lock.channel))
         if expect_int(reply, "release") != 1:
             mark = functools.partial(
                 held._mark_lost, "the lease had already expired at release", at_release=True

@@ -16,7 +16,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg, RedisBackend, expect_int, expect_pair
 from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
-from stalwart.lock._scripts import ACQUIRE, ACQUIRE_FAST, DEQUEUE, RELEASE, RENEW, Script
+from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, DEQUEUE, RELEASE, RELEASE_FAIR, RENEW, Script
 
 #: Longest a waiter sleeps without a wake-up before it tries again (pub/sub is at-most-once).
 DEFAULT_POLL_MAX_S = 0.5
@@ -65,20 +65,34 @@ TryOnce = Callable[[], Awaitable["Held | int"]]
 
 
 async def wait_loop(
-    backend: RedisBackend, channel: str, ticket: str | None, try_once: TryOnce, poll_max_s: float
+    backend: RedisBackend,
+    channel: str,
+    ticket: str | None,
+    try_once: TryOnce,
+    poll_max_s: float,
+    *,
+    handover: Callable[[int], Awaitable[Held | int]] | None = None,
 ) -> Held:
     """Subscribe to the wake channel, then try / sleep until acquired (no busy polling).
 
     ``try_once`` returns the held lock, or how many ms the caller may sleep at most (the holder's
     remaining TTL; negative when unknown). The sleep ends early on a matching wake-up message.
+    A wake-up that carries a token means a release handed the lock over to this waiter
+    (``handover`` turns it into the held lock without another try).
     """
     waiter = await backend.waker.register(channel, ticket)
     try:
         while True:
             waiter.event.clear()  # before trying: a release during the try still wakes us
-            result = await try_once()
+            token = waiter.take_token()
+            if token is not None and handover is not None:
+                result = await handover(token)
+            else:
+                result = await try_once()
             if isinstance(result, Held):
                 return result
+            if waiter.handed_over():
+                continue  # handed over while we were trying: take it at once
             delay_s = poll_max_s if result < 0 else min(poll_max_s, result / 1000 + 0.001)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay_s):
@@ -143,6 +157,15 @@ class _LockBase(abc.ABC):
             raise LockTimeout(name, f"not acquired within {timeout} s") from None
 
 
+class _Attempt:
+    """One acquisition's memory across its tries: when the last failed try was sent."""
+
+    __slots__ = ("last_failed_sent",)
+
+    def __init__(self) -> None:
+        self.last_failed_sent = time.monotonic()
+
+
 class RedisLock(_LockBase):
     """A mutex on one Redis server.
 
@@ -180,15 +203,25 @@ class RedisLock(_LockBase):
         self.reentrant = reentrant
         self._poll_max_s = min(poll_max_s, waiter_ttl_s / 3) if fair else poll_max_s
         self._waiter_ttl_ms = int(waiter_ttl_s * 1000)
-        self._fair_arg = "1" if fair else "0"
+        # A release hands the lock to the head of the FIFO queue with this lease; it is no longer
+        # than the waiter's own TTL, so a waiter that died at the head stalls the lock that long.
+        self._handover_ms = min(self._ttl_ms, self._waiter_ttl_ms)
         self.key = base
         self.channel = f"{base}:wake"
         # The queue keys matter only with fairness; without it the scripts never touch them, and
         # not sending them keeps the hot path as short as the bare SET NX it is measured against.
-        queue_keys = (f"{base}:q", f"{base}:qx", f"{base}:qn") if fair else ()
-        self._acquire_keys = (base, f"{base}:fence", *queue_keys)
-        self._release_keys = (base, *queue_keys)
         self._queue_keys = (f"{base}:q", f"{base}:qx", f"{base}:qn")
+        if fair:
+            self._acquire_keys: tuple[str, ...] = (base, f"{base}:fence", *self._queue_keys)
+            self._release_keys: tuple[str, ...] = self._acquire_keys
+            self._release_script = RELEASE_FAIR
+        else:
+            self._acquire_keys, self._release_keys = (base, f"{base}:fence"), (base,)
+            self._release_script = RELEASE
+
+    def new_owner(self) -> str:
+        """A fresh owner value; a fair waiter's carries the lease a release may hand over to it."""
+        return f"{new_owner()}.{self._handover_ms}" if self.fair else new_owner()
 
     def _reentry(self) -> Held | None:
         stack = self._by_task.get(asyncio.current_task())
@@ -211,9 +244,10 @@ class RedisLock(_LockBase):
         if held is not None:
             return held
         backend = self._backend()
-        owner = new_owner()
+        owner = self.new_owner()
         queue = blocking and self.fair
-        result = await self._try(backend, owner, queue)
+        attempt = _Attempt()
+        result = await self._try(backend, owner, queue, attempt)
         if isinstance(result, Held):
             return result
         if not blocking:
@@ -226,8 +260,9 @@ class RedisLock(_LockBase):
                     backend,
                     self.channel,
                     owner if self.fair else None,
-                    lambda: self._try(backend, owner, True),
+                    lambda: self._try(backend, owner, True, attempt),
                     self._poll_max_s,
+                    handover=lambda token: self._handed_over(backend, owner, token, attempt),
                 ),
             )
         except BaseException:
@@ -236,26 +271,60 @@ class RedisLock(_LockBase):
             await asyncio.shield(self._abandon(backend, owner))
             raise
 
-    async def _try(self, backend: RedisBackend, owner: str, queue: bool) -> Held | int:
+    async def _try(self, backend: RedisBackend, owner: str, queue: bool, attempt: _Attempt) -> Held | int:
         sent_at = time.monotonic()
         if self.fair:
-            args: Sequence[Arg] = (owner, self._ttl_ms, "1", self._waiter_ttl_ms if queue else 0)
-            reply = await backend.run(ACQUIRE, self._acquire_keys, args)
+            args: Sequence[Arg] = (owner, self._ttl_ms, self._waiter_ttl_ms if queue else 0)
+            reply = await backend.run(ACQUIRE_FAIR, self._acquire_keys, args)
         else:
             reply = await backend.run(ACQUIRE_FAST, self._acquire_keys, (owner, self._ttl_ms))
         got, value = expect_pair(reply, "acquire")
+        if got == 2:  # a release handed it to us after an earlier try of ours had failed
+            return await self._handed_over(backend, owner, value, attempt)
         if got != 1:
+            attempt.last_failed_sent = sent_at
             return value
-        if value < 1:
-            raise LockError(f"acquire returned a non-positive fencing token {value}")
         drift_s = drift_allowance_s(self.ttl_s, backend.drift_factor)
         if time.monotonic() >= sent_at + self.ttl_s - drift_s:
             await self._abandon(backend, owner)  # the reply came too late to be of any use
             return -1
+        return self._held(backend, owner, value, sent_at)
+
+    async def _handed_over(
+        self, backend: RedisBackend, owner: str, token: int, attempt: _Attempt
+    ) -> Held | int:
+        """A release made us the owner. When exactly is unknown, but after our last failed try
+        executed on the server, hence after it was sent: that send time bounds the lease's start.
+        """
+        base = attempt.last_failed_sent
+        handover_s = self._handover_ms / 1000
+        drift_s = drift_allowance_s(handover_s, backend.drift_factor)
+        if time.monotonic() + handover_s / 3 >= base + handover_s - drift_s:
+            # Too little of the handed-over lease is known to be left: renew it now, which also
+            # proves it is still ours.
+            sent_at = time.monotonic()
+            renewed = await backend.run(RENEW, (self.key,), (owner, self._ttl_ms), idempotent=True)
+            if expect_int(renewed, "renew") != 1:
+                attempt.last_failed_sent = sent_at
+                return -1
+            return self._held(backend, owner, token, sent_at)
+        held = self._held(backend, owner, token, base, start=False)
+        # Known to be ours only for the handover lease, from the base time on; the watchdog
+        # renews it to the full TTL a third of the way in.
+        held._deadline = min(held.deadline, base + handover_s - drift_s)
+        held._renew_at = base + handover_s / 3
+        return self._start(backend, held)
+
+    def _held(
+        self, backend: RedisBackend, owner: str, token: int, sent_at: float, start: bool = True
+    ) -> Held:
+        if token < 1:
+            raise LockError(f"acquire returned a non-positive fencing token {token}")
+        drift_s = drift_allowance_s(self.ttl_s, backend.drift_factor)
         held = Held(
             name=self.name,
             owner=owner,
-            token=value,
+            token=token,
             ttl_s=self.ttl_s,
             sent_at=sent_at,
             drift_s=drift_s,
@@ -263,23 +332,21 @@ class RedisLock(_LockBase):
             on_lost=self._on_lost,
             renew_data=(RENEW, (self.key,), (owner, self._ttl_ms)),
         )
-        return self._start(backend, held)
+        return self._start(backend, held) if start else held
 
     def _releaser(self, backend: RedisBackend) -> Callable[[Held], Awaitable[None]]:
         async def release(held: Held) -> None:
             backend.watchdog.remove(held)
-            args = (held.owner, self.channel, self._fair_arg)
-            if (
-                expect_int(await backend.run(RELEASE, self._release_keys, args, idempotent=True), "release")
-                != 1
-            ):
+            args = (held.owner, self.channel)
+            reply = await backend.run(self._release_script, self._release_keys, args, idempotent=True)
+            if expect_int(reply, "release") != 1:
                 held._mark_lost("the lease had already expired on the server at release", at_release=True)
 
         return release
 
     async def _abandon(self, backend: RedisBackend, owner: str) -> None:
         calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
-            (RELEASE, self._release_keys, (owner, self.channel, self._fair_arg))
+            (self._release_script, self._release_keys, (owner, self.channel))
         ]
         if self.fair:
             calls.append((DEQUEUE, self._queue_keys, (owner,)))

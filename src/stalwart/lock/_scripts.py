@@ -11,7 +11,7 @@ Key layout for a lock called N (the ``{N}`` hash tag keeps one lock's keys in on
 - ``stalwart:lock:{N}:qx``     waiter expiry (zset, score = server ms); dead waiters are purged
 - ``stalwart:lock:{N}:qn``     arrival counter of the queue; deleted when the queue empties
 - channel ``stalwart:lock:{N}:wake``  a release publishes ``1`` (wake one waiter per client) or,
-  with FIFO fairness, the head's ticket
+  with FIFO fairness, ``<ticket> <token>``: the lock was handed over to the head of the queue
 """
 
 from __future__ import annotations
@@ -56,59 +56,72 @@ return {0, redis.call('PTTL', KEYS[1])}
 """,
 )
 
-# KEYS: lock, fence, q, qx, qn   ARGV: owner, ttl_ms, fair(0|1), waiter_ttl_ms (0: do not queue)
-# Returns {1, token} when acquired, else {0, holder_pttl_ms} (-2: free but others are queued).
-ACQUIRE = Script(
-    "acquire",
+# FIFO-fair acquire. KEYS: lock, fence, q, qx, qn   ARGV: owner, ttl_ms, waiter_ttl_ms (0: no queue)
+# The owner of a fair waiter ends in ".<handover_ms>": the lease a release hands over to it.
+# Returns {1, token} when acquired now; {2, token} when a release already handed it over to us;
+# else {0, holder_pttl_ms} (-2: free, but others are ahead in the queue).
+ACQUIRE_FAIR = Script(
+    "acquire_fair",
     _PURGE
-    + """
-if ARGV[3] ~= '1' then
-  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return {1, redis.call('INCR', KEYS[2])}
-  end
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-"""
     + _NOW
     + """
+local mine = redis.call('GET', KEYS[1])
+if mine == ARGV[1] then return {2, tonumber(redis.call('GET', KEYS[2]))} end
 purge(KEYS[3], KEYS[4], KEYS[5], now)
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-if (not head or head == ARGV[1]) and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if (not head or head == ARGV[1]) and not mine then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
   if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
   return {1, redis.call('INCR', KEYS[2])}
 end
-if tonumber(ARGV[4]) > 0 then
+if tonumber(ARGV[3]) > 0 then
   if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
     redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), ARGV[1])
   end
-  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[1])
-  for i = 3, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[1])
+  for i = 3, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 end
-local pttl = redis.call('PTTL', KEYS[1])
-return {0, pttl}
+return {0, redis.call('PTTL', KEYS[1])}
 """,
 )
 
-# KEYS: lock, q, qx, qn   ARGV: owner, channel, fair(0|1)
-# Compare-and-delete; on success publishes who should try next. Returns 1 if it was ours.
+# KEYS: lock   ARGV: owner, channel
+# Compare-and-delete; wakes one waiter per client. Returns 1 if it was ours.
 RELEASE = Script(
     "release",
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], '1')
+return 1
+""",
+)
+
+# FIFO-fair release. KEYS: lock, fence, q, qx, qn   ARGV: owner, channel
+# Compare-and-delete, then hand the lock straight to the live waiter at the head of the queue: set
+# it as owner with its handover lease, issue its token, and publish "<ticket> <token>" so it can
+# go ahead without another round trip. Returns 1 if the lock was ours.
+RELEASE_FAIR = Script(
+    "release_fair",
     _PURGE
+    + _NOW
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-local msg = '1'
-if ARGV[3] == '1' then
-"""
-    + _NOW
-    + """
-  purge(KEYS[2], KEYS[3], KEYS[4], now)
-  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if head then msg = head end
+purge(KEYS[3], KEYS[4], KEYS[5], now)
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+local lease = head and tonumber(string.match(head, '%.(%d+)$'))
+if lease then
+  redis.call('SET', KEYS[1], head, 'PX', lease)
+  redis.call('ZREM', KEYS[3], head)
+  redis.call('ZREM', KEYS[4], head)
+  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
+  redis.call('PUBLISH', ARGV[2], head .. ' ' .. redis.call('INCR', KEYS[2]))
+elseif head then
+  redis.call('PUBLISH', ARGV[2], head)
 end
-redis.call('PUBLISH', ARGV[2], msg)
 return 1
 """,
 )
@@ -173,9 +186,10 @@ return {1, cur}
 )
 
 SCRIPTS: tuple[Script, ...] = (
-    ACQUIRE,
+    ACQUIRE_FAIR,
     ACQUIRE_FAST,
     RELEASE,
+    RELEASE_FAIR,
     DEQUEUE,
     RENEW,
     RELEASE_BUMP,
@@ -184,13 +198,14 @@ SCRIPTS: tuple[Script, ...] = (
 )
 
 __all__ = [
-    "ACQUIRE",
+    "ACQUIRE_FAIR",
     "ACQUIRE_FAST",
     "BUMP",
     "DEQUEUE",
     "FENCED_WRITE",
     "RELEASE",
     "RELEASE_BUMP",
+    "RELEASE_FAIR",
     "RENEW",
     "SCRIPTS",
     "Script",

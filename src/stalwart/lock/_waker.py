@@ -29,12 +29,21 @@ ONE = b"1"
 
 
 class Waiter:
-    __slots__ = ("channel", "event", "ticket")
+    __slots__ = ("channel", "event", "ticket", "token")
 
     def __init__(self, channel: bytes, ticket: bytes | None) -> None:
         self.channel = channel
         self.ticket = ticket
         self.event = asyncio.Event()
+        #: Set when a release handed the lock over to this waiter with this fencing token.
+        self.token: int | None = None
+
+    def take_token(self) -> int | None:
+        token, self.token = self.token, None
+        return token
+
+    def handed_over(self) -> bool:
+        return self.token is not None
 
 
 class Waker:
@@ -128,6 +137,13 @@ class Waker:
         if kind == "message":
             data = msg["data"]
             waiters = self._waiters.get(channel, {})
+            if b" " in data:  # "<ticket> <token>": the lock was handed over to that ticket
+                ticket, _, token = data.partition(b" ")
+                for waiter in waiters:
+                    if waiter.ticket == ticket and token.isdigit():
+                        waiter.token = int(token)
+                        waiter.event.set()
+                return
             if data == ONE:
                 # The longest-waiting waiter that is not already awake; if every one is awake
                 # already, one of them will take the lock anyway.
