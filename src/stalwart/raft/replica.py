@@ -108,28 +108,10 @@ class Restored:
 
 @dataclass(frozen=True, slots=True)
 class Elected:
-    """Notification: this replica became leader of ``term``.
-
-    ``log_terms`` describes its log at that moment as runs ``(first_index, term)`` starting
-    after its snapshot at ``snapshot_index`` and ending at ``last_index``: enough for a
-    checker to verify Leader Completeness (every committed entry is in the new leader's log).
-    """
+    """Notification: this replica became leader of ``term``."""
 
     term: int
     leader: NodeId
-    snapshot_index: int = 0
-    last_index: int = 0
-    log_terms: tuple[tuple[int, int], ...] = ()
-
-    def term_at(self, index: int) -> int | None:
-        if not self.snapshot_index < index <= self.last_index:
-            return None
-        found = None
-        for first, term in self.log_terms:
-            if first > index:
-                break
-            found = term
-        return found
 
 
 ReplicaOutput = ClientReply | Committed | Restored | Elected | VoteGranted
@@ -255,7 +237,7 @@ class RaftReplica:
                 self._out.append(out)
             case LeaderChanged(term=term, leader=leader):
                 if leader == self.raft.id:
-                    self._out.append(self._elected(term, leader))
+                    self._out.append(Elected(term, leader))
                 else:
                     # Our proposals may still commit under the next leader, or not: unknown.
                     for client, request_id in self._writes:
@@ -266,14 +248,6 @@ class RaftReplica:
                         del ctx
                     self._reads.clear()
                     self._ready_reads.clear()
-
-    def _elected(self, term: int, leader: NodeId) -> Elected:
-        log = self.raft.log
-        runs: list[tuple[int, int]] = []
-        for entry in log.entries_from(log.first_index):
-            if not runs or runs[-1][1] != entry.term:
-                runs.append((entry.index, entry.term))
-        return Elected(term, leader, log.snap_index, log.last_index, tuple(runs))
 
     def _apply(self, data: bytes) -> None:
         result = self.sessions.apply(data)

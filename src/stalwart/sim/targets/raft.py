@@ -84,7 +84,6 @@ class RaftInvariants(Invariants):
 
     * State Machine Safety: an index is applied with the same entry everywhere.
     * Election Safety (5.2): at most one leader per term, cluster-wide.
-    * Leader Completeness (5.4): every entry applied anywhere is in each later leader's log.
     * One vote per term (5.2): a node never votes for two candidates in a term, even after a
       crash (what persisting the vote guarantees).
     * Applied in order: each node applies index i + 1 after i, and a snapshot from a leader
@@ -116,24 +115,10 @@ class RaftInvariants(Invariants):
                 other = self._leaders.setdefault(term, leader)
                 if other != leader:
                     return f"two leaders in term {term}: {other} and {leader}"
-                return self._complete(output)
             case VoteGranted(term=term, candidate=candidate):
                 other = self._votes.setdefault((node, term), candidate)
                 if other != candidate:
                     return f"{node} voted for {other} and {candidate} in term {term}"
-        return None
-
-    def _complete(self, elected: Elected) -> str | None:
-        """Leader Completeness (5.4): a new leader's log holds every entry committed so far."""
-        for index, (term, _) in self._seen.items():
-            if index <= elected.snapshot_index:
-                continue  # covered by its snapshot, which only holds committed state
-            theirs = elected.term_at(index)
-            if theirs != term:
-                return (
-                    f"{elected.leader} leads term {elected.term} but holds term {theirs} at index"
-                    f" {index}, where term {term} was committed"
-                )
         return None
 
     def at_end(self, nodes: Mapping[NodeId, Any]) -> list[str]:
