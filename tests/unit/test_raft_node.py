@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stalwart.errors import ConfigError, DecodeError, NotLeaderError
+from stalwart.errors import ConfigError, DecodeError, NotLeaderError, RemoteProtocolError
 from stalwart.raft import (
     HARD_STATE_KEY,
     AppendEntries,
@@ -146,6 +146,19 @@ def test_restart_from_durable_state_keeps_term_vote_and_log_and_never_votes_twic
     again.step(C, RequestVote(term=3, last_index=5, last_term=3))
     votes = [e.payload for e in again.ready().messages if isinstance(e.payload, RequestVoteResponse)]
     assert votes == [RequestVoteResponse(3, False)]
+
+
+def test_malformed_peer_messages_are_refused_before_any_change() -> None:
+    n = node(B)
+    bad = [
+        AppendEntries(1, 0, 0, (Entry(1, 5, EntryKind.NORMAL, b"gap"),), 0),
+        AppendEntries(1, 0, 0, (Entry(2, 1, EntryKind.NORMAL, b"future term"),), 0),
+        AppendEntries(1, -1, 0, (), 0),
+    ]
+    for msg in bad:
+        with pytest.raises(RemoteProtocolError):
+            n.step(A, msg)
+    assert (n.term, n.log.last_index, n.ready().is_empty) == (0, 0, True)
 
 
 # ---- elections -----------------------------------------------------------------------------

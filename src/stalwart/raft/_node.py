@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from stalwart.errors import RemoteProtocolError
 from stalwart.raft._admin import Admin
 from stalwart.raft._messages import (
     AppendEntries,
@@ -36,7 +37,13 @@ class RaftNode(Admin):
         return self.id
 
     def step(self, source: NodeId, message: RaftMessage) -> None:
+        """Take one message from peer ``source``.
+
+        A message no correct peer sends (entries out of place, negative positions) raises
+        RemoteProtocolError before anything changes.
+        """
         assert self._handed is None, "step() between ready() and advance()"
+        _validate(message)
         if source == self.id or not self.step_term(source, message):
             self.check_invariants()
             return
@@ -92,3 +99,24 @@ class RaftNode(Admin):
             self.round += 1
             self.round_ticks.append((self.round, self.now))
             self.broadcast_heartbeat()
+
+
+def _validate(message: RaftMessage) -> None:
+    if message.term < 0:
+        raise RemoteProtocolError(f"raft: negative term in {type(message).__name__}")
+    match message:
+        case AppendEntries(prev_index=prev, entries=entries, commit=commit):
+            if prev < 0 or commit < 0 or message.prev_term < 0:
+                raise RemoteProtocolError("raft: negative index in AppendEntries")
+            last_term = message.prev_term
+            for offset, entry in enumerate(entries):
+                if entry.index != prev + 1 + offset or not last_term <= entry.term <= message.term:
+                    raise RemoteProtocolError(f"raft: AppendEntries entry {entry.index} out of place")
+                last_term = entry.term
+        case InstallSnapshot(index=index, offset=offset, snap_term=snap_term):
+            if index < 1 or offset < 0 or not 0 < snap_term <= message.term:
+                raise RemoteProtocolError("raft: malformed InstallSnapshot")
+        case Heartbeat(commit=commit) if commit < 0:
+            raise RemoteProtocolError("raft: negative commit in Heartbeat")
+        case _:
+            return  # the other messages carry nothing positional to check
