@@ -28,6 +28,9 @@ RETRY_TICKS = 5
 """The primary resends to a lagging backup (or heartbeats) every this many ticks."""
 
 
+_NOTHING: Ready[RegisterMessage, RegisterOutput] = Ready()  # immutable, so one will do
+
+
 class Mutation(enum.Enum):
     """Deliberately broken variants, for proving that the simulator catches them."""
 
@@ -113,7 +116,7 @@ class RegisterNode:
 
     def ready(self) -> Ready[RegisterMessage, RegisterOutput]:
         if not (self._persist or self._messages or self._outputs):
-            return Ready()
+            return _NOTHING
         must_sync = bool(self._persist) and self._mutation is not Mutation.ACK_BEFORE_FSYNC
         return Ready(tuple(self._persist), must_sync, tuple(self._messages), tuple(self._outputs))
 
