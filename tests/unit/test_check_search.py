@@ -191,3 +191,33 @@ def test_bad_models_and_operations_are_typed_errors() -> None:
         op(0, "read", None, None, OK, 0, None)
     with pytest.raises(ValueError, match="before"):
         op(0, "read", None, None, OK, 5, 4)
+
+
+def test_worker_processes_give_the_same_answers() -> None:
+    quick_bad = [op(0, "put", "a", None, OK, 0, 1, key="z"), op(1, "get", None, "b", OK, 2, 3, key="z")]
+    result = check_operations(_hard(12) + quick_bad, "kv", timeout_s=20, jobs=2)
+    assert result.verdict is NOT and result.failure is not None and result.failure.key == "z"
+    assert result.failure.blocking is not None and result.failure.blocking.output == "b"
+    assert result.failure.final_state == "'a'"
+    assert result.elapsed_s < 5
+    good = [op(0, "put", "a", None, OK, 0, 1, key="z"), op(1, "get", None, "a", OK, 2, 3, key="z")]
+    easy = _hard(3)[:-1]
+    result = check_operations(easy + good, "kv", jobs=2)
+    assert result.verdict is LIN and all(p.verdict is LIN for p in result.partitions)
+    assert [op.output for op in result.partitions[1].linearization] == [None, "a"]
+
+
+def test_worker_processes_honour_the_timeout() -> None:
+    other = [op(20 + o.process, o.f, o.value, o.output, o.status, o.invoke_time, o.complete_time, key="j")
+             for o in _hard(12)]  # fmt: skip
+    started = time.monotonic()
+    result = check_operations(_hard(12) + other, "kv", timeout_s=0.3, jobs=2)
+    assert time.monotonic() - started < 5
+    assert result.verdict is Verdict.UNKNOWN
+    assert {p.reason for p in result.partitions} == {"timeout"}
+
+
+def test_a_model_error_in_a_worker_is_raised_here() -> None:
+    ops = [op(0, "put", "a", None, OK, 0, 1, key="a"), op(1, "frobnicate", None, None, OK, 0, 1, key="b")]
+    with pytest.raises(ModelError, match="frobnicate"):
+        check_operations(ops, "kv", jobs=2)

@@ -89,3 +89,10 @@ def test_c50_bad_is_found_although_key_0_alone_explodes() -> None:
     failure = result.failure
     assert failure is not None and failure.key != "0"
     assert failure.blocking is not None and failure.blocking in failure.unplaced
+
+
+@pytest.mark.parametrize("name", ["kv/c10-bad.txt", "kv/c10-ok.txt", "kv/c50-bad.txt"])
+def test_worker_processes_agree(name: str) -> None:
+    history = read_history(str(DATA / name))
+    result = check_operations(history.operations, "kv", timeout_s=60, jobs=2)
+    assert result.verdict is (Verdict.LINEARIZABLE if VERDICTS[name] else Verdict.NOT_LINEARIZABLE)

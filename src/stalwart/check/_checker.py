@@ -15,6 +15,7 @@ from collections.abc import Generator, Iterable, Sequence
 from stalwart.check._errors import ModelError
 from stalwart.check._history import Operation
 from stalwart.check._models import Model, resolve_model
+from stalwart.check._parallel import can_fork, run_forked
 from stalwart.check._result import CheckResult, PartitionResult, Verdict
 from stalwart.check._search import SearchOutcome, SearchStatus, event_order, search
 
@@ -33,45 +34,37 @@ def check_operations(
     *,
     max_states: int = DEFAULT_MAX_STATES,
     slice_steps: int = DEFAULT_SLICE_STEPS,
+    jobs: int = 1,
 ) -> CheckResult:
     """Decide whether ``ops`` is linearizable with respect to ``model``.
 
     ``model`` is a name in :data:`stalwart.check.MODELS` or a :class:`Model`. ``timeout_s`` bounds
     the search (the history's preparation is not interrupted); when it passes, or a partition
-    holds more than ``max_states`` memoised configurations, the verdict is ``UNKNOWN``.
+    holds more than ``max_states`` memoised configurations, the verdict is ``UNKNOWN``. With
+    ``jobs > 1`` (POSIX only) the partitions are shared among that many forked worker processes,
+    each interleaving its own; otherwise all are interleaved in this process.
     """
-    if slice_steps < 1 or max_states < 1:
-        raise ValueError("slice_steps and max_states must be positive")
+    if slice_steps < 1 or max_states < 1 or jobs < 1:
+        raise ValueError("slice_steps, max_states and jobs must be positive")
     started = time.monotonic()
     deadline = None if timeout_s is None else started + timeout_s
     chosen = resolve_model(model)
     kept = [op for op in ops if chosen.happened(op)]
     parts = chosen.partition(kept)
-    runs: deque[tuple[int, _Search]] = deque()
-    for index, (_, part_ops) in enumerate(parts):
-        runs.append((index, search(part_ops, chosen, slice_steps=slice_steps, max_states=max_states)))
-    outcomes: dict[int, SearchOutcome] = {}
-    stopped = "stopped"
-    while runs:
-        index, run = runs.popleft()
-        try:
-            next(run)
-        except StopIteration as done:
-            outcomes[index] = done.value
-            if done.value.status is SearchStatus.NOT_LINEARIZABLE:
-                break
-            continue
-        except (TypeError, ValueError) as exc:
-            # A model that returned an unhashable state or choked on an argument.
-            raise ModelError(f"model {chosen.name!r} failed: {exc}") from exc
-        runs.append((index, run))
-        if deadline is not None and time.monotonic() > deadline:
-            stopped = "timeout"
-            break
-    for _, run in runs:
-        run.close()
+    indexed = [(i, part_ops) for i, (_, part_ops) in enumerate(parts)]
+    texts: dict[int, str] = {}
+    if jobs > 1 and len(parts) > 1 and can_fork():
+        outcomes, texts, stopped = run_forked(
+            indexed,
+            chosen,
+            jobs,
+            deadline,
+            lambda some: _interleave(some, chosen, deadline, max_states, slice_steps),
+        )
+    else:
+        outcomes, stopped = _interleave(indexed, chosen, deadline, max_states, slice_steps)
     results = tuple(
-        _partition_result(key, part_ops, chosen, outcomes.get(i), stopped)
+        _partition_result(key, part_ops, chosen, outcomes.get(i), stopped, state_text=texts.get(i))
         for i, (key, part_ops) in enumerate(parts)
     )
     return CheckResult(
@@ -81,6 +74,45 @@ def check_operations(
         partitions=results,
         elapsed_s=time.monotonic() - started,
     )
+
+
+def _interleave(
+    parts: list[tuple[int, list[Operation]]],
+    model: Model,
+    deadline: float | None,
+    max_states: int,
+    slice_steps: int,
+) -> tuple[dict[int, SearchOutcome], str]:
+    """Round robin over the partitions' searches; stops at the first failure or the deadline.
+
+    Returns the finished searches' outcomes and why the others stopped (``stopped`` or ``timeout``).
+    """
+    runs: deque[tuple[int, _Search]] = deque()
+    for index, part_ops in parts:
+        runs.append((index, search(part_ops, model, slice_steps=slice_steps, max_states=max_states)))
+    outcomes: dict[int, SearchOutcome] = {}
+    stopped = "stopped"
+    try:
+        while runs:
+            index, run = runs.popleft()
+            try:
+                next(run)
+            except StopIteration as done:
+                outcomes[index] = done.value
+                if done.value.status is SearchStatus.NOT_LINEARIZABLE:
+                    break
+                continue
+            except (TypeError, ValueError) as exc:
+                # A model that returned an unhashable state or choked on an argument.
+                raise ModelError(f"model {model.name!r} failed: {exc}") from exc
+            runs.append((index, run))
+            if deadline is not None and time.monotonic() > deadline:
+                stopped = "timeout"
+                break
+    finally:
+        for _, run in runs:
+            run.close()
+    return outcomes, stopped
 
 
 def _overall(results: Sequence[PartitionResult]) -> Verdict:
@@ -98,12 +130,14 @@ def _partition_result(
     model: Model,
     outcome: SearchOutcome | None,
     stopped: str,
+    *,
+    state_text: str | None = None,
 ) -> PartitionResult:
     if outcome is None:
         init = model.describe_state(model.init())
         return PartitionResult(key, Verdict.UNKNOWN, tuple(ops), (), init, (), None, 0, stopped)
     order = tuple(ops[i] for i in outcome.order)
-    state = model.describe_state(outcome.state)
+    state = model.describe_state(outcome.state) if state_text is None else state_text
     match outcome.status:
         case SearchStatus.LINEARIZABLE:
             verdict, reason = Verdict.LINEARIZABLE, ""
@@ -132,8 +166,3 @@ def _frontier(ops: Sequence[Operation], placed: set[int]) -> tuple[list[int], in
             return candidates, i
         candidates.append(i)
     return candidates, None
-
-
-def describe_ops(ops: Iterable[Operation], model: Model) -> list[str]:
-    """Operations rendered by ``model`` (for reports)."""
-    return [model.describe_op(op) for op in ops]

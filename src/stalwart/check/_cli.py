@@ -64,12 +64,12 @@ def _report_text(path: str, history: History, model: Model, result: CheckResult,
         click.echo(f"    ... and {len(failure.unplaced) - _SHOW_UNPLACED} more (see --json or --html-dir)")
 
 
-def _check_one(path: str, model_name: str, fmt: str, timeout_s: float | None) -> tuple[Any, ...]:
+def _check_one(path: str, model_name: str, fmt: str, timeout_s: float | None, jobs: int) -> tuple[Any, ...]:
     started = time.perf_counter()
     history = read_history(path, fmt)
     parse_s = time.perf_counter() - started
     model = _pick_model(model_name, history)
-    result = check_operations(history.operations, model, timeout_s)
+    result = check_operations(history.operations, model, timeout_s, jobs=jobs)
     return history, model, result, parse_s
 
 
@@ -86,6 +86,13 @@ def _check_one(path: str, model_name: str, fmt: str, timeout_s: float | None) ->
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="auto", show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=None, help="Seconds per file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every result.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing a file's partitions (POSIX).",
+)
 @click.option("--html-dir", type=click.Path(file_okay=False), default=None, help="Draw violations here.")
 @click.pass_context
 def command(  # noqa: PLR0917 - one parameter per click option
@@ -95,6 +102,7 @@ def command(  # noqa: PLR0917 - one parameter per click option
     fmt: str,
     timeout_s: float | None,
     as_json: bool,
+    jobs: int,
     html_dir: str | None,
 ) -> None:
     """Check that each history FILE is linearizable."""
@@ -102,7 +110,7 @@ def command(  # noqa: PLR0917 - one parameter per click option
     verdicts: list[str] = []
     for path in files:
         try:
-            history, model, result, parse_s = _check_one(path, model_name, fmt, timeout_s)
+            history, model, result, parse_s = _check_one(path, model_name, fmt, timeout_s, jobs)
         except (StalwartError, OSError) as exc:
             verdicts.append("error")
             reports.append({"file": path, "verdict": "error", "error": str(exc)})
