@@ -15,7 +15,9 @@ import re
 import struct
 import sys
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 from crc32c import crc32c
 
@@ -55,8 +57,13 @@ def encode_header(payload: bytes) -> bytes:
 
 def encode_headers(payloads: list[bytes], lengths: list[int]) -> list[bytes]:
     """The headers of many records at once (the batch path of ``append_many``: C-level maps)."""
-    seeds = {length: length_crc(length) for length in set(lengths)}
-    return list(map(RECORD_HEADER.pack, lengths, map(crc32c, payloads, map(seeds.__getitem__, lengths))))
+    distinct = set(lengths)
+    if len(distinct) == 1:  # records of one size (common): one seed for all
+        seeds: Iterable[int] = repeat(length_crc(lengths[0]), len(lengths))
+    else:
+        seed_of = {length: length_crc(length) for length in distinct}
+        seeds = map(seed_of.__getitem__, lengths)
+    return list(map(RECORD_HEADER.pack, lengths, map(crc32c, payloads, seeds)))
 
 
 def encode_record(payload: bytes) -> bytes:

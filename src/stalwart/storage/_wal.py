@@ -98,6 +98,7 @@ class WriteAheadLog:
         # Records not yet written, as [header0, payload0, header1, payload1, ...]: joined once
         # per write, so a payload is copied only into the write buffer.
         self._parts: list[bytes] = []
+        self._lengths: list[int] = []  # payload length of each buffered record (for offsets)
         self._pending_bytes = 0
         self._doomed: list[Segment] = []  # cut off by truncate_suffix: unlink before writing again
         self._cut: list[Segment] = []  # shortened by truncate_suffix: ftruncate before writing again
@@ -208,6 +209,7 @@ class WriteAheadLog:
             payload = bytes(payload)  # never keep a reference to a buffer the caller may change
         self._parts.append(encode_header(payload))
         self._parts.append(payload)
+        self._lengths.append(len(payload))
         self._pending_bytes += RECORD_HEADER_BYTES + len(payload)
         self._last = index
         if self._pending_bytes >= self.write_buffer_bytes:
@@ -248,6 +250,7 @@ class WriteAheadLog:
             parts[0::2] = encode_headers(chunk, chunk_lengths)
             parts[1::2] = chunk
             self._parts.extend(parts)
+            self._lengths.extend(chunk_lengths)
             self._pending_bytes += RECORD_HEADER_BYTES * len(chunk) + sum(chunk_lengths)
             self._last += len(chunk)
             if self._pending_bytes >= self.write_buffer_bytes:
@@ -284,11 +287,14 @@ class WriteAheadLog:
                 if all(s is not seg for s in self._cut):
                     self._cut.append(seg)
         self._last = from_index - 1
-        assert self._pending_bytes == sum(map(len, self._parts))  # the buffer's bookkeeping is exact
+        # The buffer's bookkeeping is exact (O(buffer), but truncation is rare).
+        assert self._pending_bytes == sum(map(len, self._parts))
+        assert self._lengths == list(map(len, self._parts[1::2]))
 
     def _drop_pending(self, lo: int, hi: int) -> None:
         self._pending_bytes -= sum(map(len, self._parts[lo:hi]))
         del self._parts[lo:hi]
+        del self._lengths[lo // 2 : hi // 2]
 
     def compact_prefix(self, through_index: int) -> None:
         """Drop every entry ``<= through_index``; past the end, the log restarts empty after it.
@@ -384,7 +390,7 @@ class WriteAheadLog:
         parts, start = self._parts, 0
         while start < len(parts):
             # Record boundaries if the rest went into this segment: [start of each..., end].
-            sizes = map(_RECORD_OVERHEAD.__add__, map(len, parts[start + 1 :: 2]))
+            sizes = map(_RECORD_OVERHEAD.__add__, self._lengths[start // 2 :] if start else self._lengths)
             bounds = array("Q", accumulate(sizes, initial=tail.size))
             fit = bisect.bisect_right(bounds, self.max_segment_bytes) - 1
             if fit == 0 and tail.count == 0:
@@ -399,7 +405,7 @@ class WriteAheadLog:
             tail.offsets.extend(bounds[:fit])
             tail.size = bounds[fit]
             start = stop
-        self._parts = []
+        self._parts, self._lengths = [], []
         self._pending_bytes = 0
 
     def _seal(self, seg: Segment) -> None:
@@ -467,6 +473,7 @@ class WriteAheadLog:
         for seg in (*self._segments, *self._doomed, *self._covered):
             seg.close()
         self._segments, self._doomed, self._covered, self._cut, self._parts = [], [], [], [], []
+        self._lengths = []
         if self._lock is not None:
             self._lock.release()
             self._lock = None
