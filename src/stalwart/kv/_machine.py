@@ -1,0 +1,216 @@
+"""The key-value state machine: deterministic, applied in log order on every replica.
+
+It plugs under any consensus log through the ``apply(payload) -> bytes`` / ``query(q) -> bytes``
+/ ``snapshot()`` / ``restore()`` interface (``stalwart.raft.sessions.StateMachine``). Every
+applied command bumps the store revision, as etcd's does; each key keeps its create and mod
+revision and a version count. TTL keys expire against the state machine's clock, which is the
+largest proposer timestamp seen in the log, so every replica expires the same keys at the same
+log position. A bounded history of events serves watches.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+import msgpack
+
+from stalwart.errors import DecodeError
+from stalwart.kv._commands import (
+    MAX_RANGE_LIMIT,
+    Append,
+    Cas,
+    Delete,
+    Event,
+    EventKind,
+    Get,
+    KeyValue,
+    Put,
+    Range,
+    Tick,
+    Watch,
+    WriteResult,
+    decode_command,
+    decode_query,
+    encode_query_result,
+    encode_result,
+    encode_watch_result,
+    event_from_row,
+    kv_from_row,
+)
+
+SNAPSHOT_VERSION = 1
+DEFAULT_HISTORY_EVENTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KVConfig:
+    history_events: int = DEFAULT_HISTORY_EVENTS  # events kept for watches; older ones compact away
+
+
+class KVMachine:
+    def __init__(self, config: KVConfig | None = None) -> None:
+        self._config = config or KVConfig()
+        self.revision = 0
+        self.clock_ms = 0
+        self._data: dict[str, KeyValue] = {}
+        self._keys: list[str] = []  # sorted, for prefix scans
+        self._expiry: list[tuple[int, str]] = []  # heap of (expires_at_ms, key); stale entries skipped
+        self._history: deque[Event] = deque()
+        self._compacted = 0  # every event at or below this revision has been dropped
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def apply(self, payload: bytes) -> bytes:
+        command, time_ms = decode_command(payload)
+        self.clock_ms = max(self.clock_ms, time_ms)
+        self.revision += 1
+        self._expire()
+        match command:
+            case Put(key, value, ttl):
+                result = self._put(key, value, ttl)
+            case Delete(key):
+                existed = self._delete(key, self.revision)
+                result = WriteResult(existed, self.revision, existed=existed)
+            case Cas(key, expected, value, ttl):
+                current = self._data.get(key)
+                now = None if current is None else current.value
+                if now != expected:
+                    result = WriteResult(False, self.revision, now, current is not None)
+                else:
+                    result = self._put(key, value, ttl)
+            case Append(key, suffix):
+                current = self._data.get(key)
+                value = (b"" if current is None else current.value) + suffix
+                ttl_left = None
+                if current is not None and current.expires_at_ms is not None:
+                    ttl_left = current.expires_at_ms - self.clock_ms
+                self._put(key, value, ttl_left)
+                result = WriteResult(True, self.revision, value, current is not None)
+            case Tick():
+                result = WriteResult(True, self.revision)
+        self._check()
+        return encode_result(result)
+
+    def _put(self, key: str, value: bytes, ttl_ms: int | None) -> WriteResult:
+        current = self._data.get(key)
+        expires = None if ttl_ms is None else self.clock_ms + ttl_ms
+        if current is None:
+            bisect.insort(self._keys, key)
+            kv = KeyValue(key, value, self.revision, self.revision, 1, expires)
+        else:
+            kv = KeyValue(key, value, current.create_revision, self.revision, current.version + 1, expires)
+        self._data[key] = kv
+        if expires is not None:
+            heapq.heappush(self._expiry, (expires, key))
+        self._record(Event(self.revision, EventKind.PUT, key, value))
+        return WriteResult(True, self.revision, existed=current is not None)
+
+    def _delete(self, key: str, revision: int) -> bool:
+        if self._data.pop(key, None) is None:
+            return False
+        del self._keys[bisect.bisect_left(self._keys, key)]
+        self._record(Event(revision, EventKind.DELETE, key))
+        return True
+
+    def _expire(self) -> None:
+        while self._expiry and self._expiry[0][0] <= self.clock_ms:
+            at, key = heapq.heappop(self._expiry)
+            kv = self._data.get(key)
+            if kv is not None and kv.expires_at_ms == at:  # not overwritten since
+                self._delete(key, self.revision)
+
+    def _record(self, event: Event) -> None:
+        self._history.append(event)
+        while len(self._history) > self._config.history_events:
+            self._compacted = self._history.popleft().revision
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def query(self, query: bytes) -> bytes:
+        match decode_query(query):
+            case Get(key):
+                return encode_query_result(self.revision, self._live(key))
+            case Range(prefix, limit, start_after):
+                return encode_query_result(self.revision, self.range(prefix, limit, start_after))
+            case Watch(prefix, since, limit):
+                events = self.events_since(prefix, since, limit)
+                return encode_watch_result(self.revision, events, self._compacted)
+
+    def _live(self, key: str) -> KeyValue | None:
+        kv = self._data.get(key)
+        # A key past its expiry but not yet expired by a command is already gone for readers.
+        if kv is not None and kv.expires_at_ms is not None and kv.expires_at_ms <= self.clock_ms:
+            return None
+        return kv
+
+    def range(self, prefix: str, limit: int = 1_000, start_after: str | None = None) -> list[KeyValue]:
+        limit = min(limit, MAX_RANGE_LIMIT)
+        lo = bisect.bisect_right(self._keys, start_after) if start_after is not None else 0
+        lo = max(lo, bisect.bisect_left(self._keys, prefix))
+        out: list[KeyValue] = []
+        for key in self._keys[lo:]:
+            if not key.startswith(prefix) or len(out) >= limit:
+                break
+            kv = self._live(key)
+            if kv is not None:
+                out.append(kv)
+        return out
+
+    def events_since(self, prefix: str, since_revision: int, limit: int = 1_000) -> list[Event] | None:
+        """Events after ``since_revision`` for keys under ``prefix``; None if compacted away."""
+        if since_revision < self._compacted:
+            return None
+        out = []
+        for event in self._history:
+            if event.revision > since_revision and event.key.startswith(prefix):
+                out.append(event)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def get(self, key: str) -> KeyValue | None:
+        return self._live(key)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        rows = [[kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.expires_at_ms]
+                for kv in (self._data[k] for k in self._keys)]  # fmt: skip
+        events = [[e.revision, int(e.kind), e.key, e.value] for e in self._history]
+        state = [SNAPSHOT_VERSION, self.revision, self.clock_ms, self._compacted, rows, events]
+        data = msgpack.packb(state, use_bin_type=True)
+        assert isinstance(data, bytes)
+        return data
+
+    def restore(self, data: bytes) -> None:
+        try:
+            obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+            version, revision, clock, compacted, rows, events = obj
+        except Exception as exc:  # msgpack and unpacking raise several unrelated types
+            raise DecodeError(f"bad kv snapshot: {exc.__class__.__name__}") from None
+        if version != SNAPSHOT_VERSION or not all(type(x) is int for x in (revision, clock, compacted)):
+            raise DecodeError("bad kv snapshot header")
+        if not isinstance(rows, list) or not isinstance(events, list):
+            raise DecodeError("bad kv snapshot body")
+        data_map = {kv.key: kv for kv in map(kv_from_row, rows)}
+        history = deque(event_from_row(e) for e in events)
+        self.revision, self.clock_ms, self._compacted = revision, clock, compacted
+        self._data = data_map
+        self._keys = sorted(data_map)
+        self._history = history
+        self._expiry = [
+            (kv.expires_at_ms, kv.key) for kv in data_map.values() if kv.expires_at_ms is not None
+        ]
+        heapq.heapify(self._expiry)
+        self._check()
+
+    def _check(self) -> None:
+        # The sorted index and the map hold the same keys; no key is newer than the store.
+        assert len(self._keys) == len(self._data)
+        assert not self._history or self._history[-1].revision <= self.revision

@@ -1,0 +1,166 @@
+"""The key-value state machine: operations, revisions, TTL, scans, watches, snapshots, codec."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stalwart.errors import DecodeError
+from stalwart.kv import (
+    Append,
+    Cas,
+    Command,
+    Delete,
+    EventKind,
+    Get,
+    KVConfig,
+    KVMachine,
+    Put,
+    Range,
+    Tick,
+    Watch,
+    decode_get_result,
+    decode_query,
+    decode_range_result,
+    decode_result,
+    decode_watch_result,
+    encode_command,
+    encode_query,
+)
+
+
+def run(m: KVMachine, cmd: Command, t: int = 0):  # type: ignore[no-untyped-def]
+    return decode_result(m.apply(encode_command(cmd, t)))
+
+
+def get(m: KVMachine, key: str):  # type: ignore[no-untyped-def]
+    return decode_get_result(m.query(encode_query(Get(key))))[1]
+
+
+def test_put_get_delete_and_revisions() -> None:
+    m = KVMachine()
+    r1 = run(m, Put("a", b"1"))
+    r2 = run(m, Put("a", b"2"))
+    assert (r1.revision, r2.revision, r2.existed) == (1, 2, True)
+    kv = get(m, "a")
+    assert kv is not None and (kv.value, kv.create_revision, kv.mod_revision, kv.version) == (b"2", 1, 2, 2)
+    assert run(m, Delete("a")).ok and get(m, "a") is None
+    assert not run(m, Delete("a")).ok
+
+
+def test_cas_and_append() -> None:
+    m = KVMachine()
+    assert run(m, Cas("k", None, b"x")).ok, "absent matches None"
+    failed = run(m, Cas("k", b"y", b"z"))
+    assert not failed.ok and failed.value == b"x"
+    assert run(m, Cas("k", b"x", b"z")).ok
+    assert run(m, Append("k", b"!")).value == b"z!"
+    assert run(m, Append("new", b"a")).value == b"a"
+
+
+def test_ttl_expires_on_the_log_clock() -> None:
+    m = KVMachine()
+    run(m, Put("t", b"v", ttl_ms=100), t=1_000)
+    run(m, Put("keep", b"v"), t=1_000)
+    assert get(m, "t") is not None
+    run(m, Tick(), t=1_050)
+    assert get(m, "t") is not None
+    run(m, Tick(), t=1_100)
+    assert get(m, "t") is None and get(m, "keep") is not None
+    run(m, Tick(), t=900)  # a slower proposer clock never moves time back
+    assert m.clock_ms == 1_100
+    events = decode_watch_result(m.query(encode_query(Watch("t", 0))))[1]
+    assert events is not None and [e.kind for e in events] == [EventKind.PUT, EventKind.DELETE]
+
+
+def test_overwrite_clears_an_old_expiry() -> None:
+    m = KVMachine()
+    run(m, Put("t", b"v", ttl_ms=10), t=0)
+    run(m, Put("t", b"w"), t=5)
+    run(m, Tick(), t=100)
+    kv = get(m, "t")
+    assert kv is not None and kv.value == b"w"
+
+
+def test_prefix_range_with_paging() -> None:
+    m = KVMachine()
+    for k in ["a/1", "a/2", "a/3", "b/1", "a"]:
+        run(m, Put(k, k.encode()))
+    _, rows = decode_range_result(m.query(encode_query(Range("a/", limit=2))))
+    assert [r.key for r in rows] == ["a/1", "a/2"]
+    _, rows = decode_range_result(m.query(encode_query(Range("a/", limit=2, start_after="a/2"))))
+    assert [r.key for r in rows] == ["a/3"]
+    _, rows = decode_range_result(m.query(encode_query(Range(""))))
+    assert len(rows) == 5
+
+
+def test_watch_history_is_bounded_and_says_so() -> None:
+    m = KVMachine(KVConfig(history_events=3))
+    for i in range(5):
+        run(m, Put(f"k{i}", b"v"))
+    rev, events, compacted = decode_watch_result(m.query(encode_query(Watch("", 3))))
+    assert rev == 5 and events is not None and [e.revision for e in events] == [4, 5]
+    _, events, compacted = decode_watch_result(m.query(encode_query(Watch("", 1))))
+    assert events is None and compacted == 2
+
+
+_keys = st.sampled_from(["a", "b", "c", "a/x", "b/y"])
+_vals = st.binary(max_size=4)
+_commands = st.one_of(
+    st.builds(Put, _keys, _vals, st.none() | st.integers(1, 50)),
+    st.builds(Delete, _keys),
+    st.builds(Cas, _keys, st.none() | _vals, _vals),
+    st.builds(Append, _keys, _vals),
+    st.just(Tick()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_commands, st.integers(0, 30)), max_size=40), st.integers(0, 40))
+def test_a_restored_snapshot_behaves_identically(cmds: list[tuple[Command, int]], cut: int) -> None:
+    a, b = KVMachine(KVConfig(history_events=8)), KVMachine(KVConfig(history_events=8))
+    t = 0
+    for i, (cmd, dt) in enumerate(cmds):
+        t += dt
+        if i == cut:
+            b.restore(a.snapshot())
+        ra, rb = a.apply(encode_command(cmd, t)), b.apply(encode_command(cmd, t))
+        if i >= cut:
+            assert ra == rb
+    b.restore(a.snapshot())
+    assert a.snapshot() == b.snapshot()
+    for q in (Range(""), Watch("", 0), Get("a")):
+        assert a.query(encode_query(q)) == b.query(encode_query(q))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_garbage_never_decodes_into_anything_but_decode_error(data: bytes) -> None:
+    m = KVMachine()
+    for fn in (m.apply, m.query, decode_result, m.restore):
+        with contextlib.suppress(DecodeError):
+            fn(data)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [1, 1, 0, "", b"v", None],  # empty key
+        [1, 1, 0, "k", "not-bytes", None],
+        [1, 1, 0, "k", b"v", 0],  # ttl must be positive
+        [1, 1, True, "k", b"v", None],  # bool is not a time
+        [2, 1, 0, "k", b"v", None],  # unknown version
+        [1, 99, 0],
+        [1, 1, 0, "k" * 2000, b"v", None],
+    ],
+)
+def test_malformed_commands_are_refused(obj: list[object]) -> None:
+    data = msgpack.packb(obj, use_bin_type=True)
+    with pytest.raises(DecodeError):
+        KVMachine().apply(data)
+    with pytest.raises(DecodeError):
+        decode_query(data)
