@@ -87,11 +87,16 @@ class ClientReply:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """Notification: this replica applied entry ``index`` (for cross-replica checks)."""
+    """Notification: this replica applied entry ``index`` (for cross-replica checks).
+
+    ``known_by_term`` is this replica's term when it applied the entry: the entry was
+    committed in that term or an earlier one (terms only grow), an upper bound checkers use.
+    """
 
     index: int
     term: int
     data: bytes
+    known_by_term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +113,28 @@ class Restored:
 
 @dataclass(frozen=True, slots=True)
 class Elected:
-    """Notification: this replica became leader of ``term``."""
+    """Notification: this replica became leader of ``term``.
+
+    ``log_terms`` is its log at that moment as runs ``(first_index, term)`` after its snapshot
+    at ``snapshot_index``, through ``last_index``: enough for a checker to verify Leader
+    Completeness (an entry committed in an earlier term is in the new leader's log).
+    """
 
     term: int
     leader: NodeId
+    snapshot_index: int = 0
+    last_index: int = 0
+    log_terms: tuple[tuple[int, int], ...] = ()
+
+    def term_at(self, index: int) -> int | None:
+        if not self.snapshot_index < index <= self.last_index:
+            return None
+        found = None
+        for first, term in self.log_terms:
+            if first > index:
+                break
+            found = term
+        return found
 
 
 ReplicaOutput = ClientReply | Committed | Restored | Elected | VoteGranted
@@ -218,7 +241,7 @@ class RaftReplica:
         match out:
             case ApplyEntry(entry=entry):
                 self.applied = entry.index
-                self._out.append(Committed(entry.index, entry.term, entry.data))
+                self._out.append(Committed(entry.index, entry.term, entry.data, self.raft.term))
                 if entry.kind is EntryKind.NORMAL:
                     self._apply(entry.data)
             case RestoreSnapshot(index=index, data=data):
@@ -237,7 +260,7 @@ class RaftReplica:
                 self._out.append(out)
             case LeaderChanged(term=term, leader=leader):
                 if leader == self.raft.id:
-                    self._out.append(Elected(term, leader))
+                    self._out.append(self._elected(term, leader))
                 else:
                     # Our proposals may still commit under the next leader, or not: unknown.
                     for client, request_id in self._writes:
@@ -248,6 +271,14 @@ class RaftReplica:
                         del ctx
                     self._reads.clear()
                     self._ready_reads.clear()
+
+    def _elected(self, term: int, leader: NodeId) -> Elected:
+        log = self.raft.log
+        runs: list[tuple[int, int]] = []
+        for entry in log.entries_from(log.first_index):
+            if not runs or runs[-1][1] != entry.term:
+                runs.append((entry.index, entry.term))
+        return Elected(term, leader, log.snap_index, log.last_index, tuple(runs))
 
     def _apply(self, data: bytes) -> None:
         result = self.sessions.apply(data)

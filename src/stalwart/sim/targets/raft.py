@@ -84,6 +84,7 @@ class RaftInvariants(Invariants):
 
     * State Machine Safety: an index is applied with the same entry everywhere.
     * Election Safety (5.2): at most one leader per term, cluster-wide.
+    * Leader Completeness (5.4.3): a new leader holds every entry committed in earlier terms.
     * One vote per term (5.2): a node never votes for two candidates in a term, even after a
       crash (what persisting the vote guarantees).
     * Applied in order: each node applies index i + 1 after i, and a snapshot from a leader
@@ -95,11 +96,13 @@ class RaftInvariants(Invariants):
         self._leaders: dict[int, NodeId] = {}
         self._votes: dict[tuple[NodeId, int], NodeId] = {}
         self._frontier: dict[NodeId, int] = {}
+        self._known: dict[int, int] = {}  # index -> a term by which it was surely committed
 
     def on_output(self, node: NodeId, output: object, now_us: int) -> str | None:
         del now_us
         match output:
-            case Committed(index=index, term=term, data=data):
+            case Committed(index=index, term=term, data=data, known_by_term=known):
+                self._known[index] = min(known, self._known.get(index, known))
                 first = self._seen.setdefault(index, (term, data))
                 if first != (term, data):
                     return f"committed entry {index} is {(term, data)!r} at {node} but {first!r} elsewhere"
@@ -115,10 +118,26 @@ class RaftInvariants(Invariants):
                 other = self._leaders.setdefault(term, leader)
                 if other != leader:
                     return f"two leaders in term {term}: {other} and {leader}"
+                return self._complete(output)
             case VoteGranted(term=term, candidate=candidate):
                 other = self._votes.setdefault((node, term), candidate)
                 if other != candidate:
                     return f"{node} voted for {other} and {candidate} in term {term}"
+        return None
+
+    def _complete(self, elected: Elected) -> str | None:
+        """Leader Completeness (5.4.3): an entry committed in term k is in every leader's log
+        of a term above k. Applied entries carry a term by which they were surely committed
+        (an upper bound on k), so checking only leaders above that bound is sound."""
+        for index, (term, _) in self._seen.items():
+            if self._known[index] >= elected.term or index <= elected.snapshot_index:
+                continue
+            theirs = elected.term_at(index)
+            if theirs != term:
+                return (
+                    f"{elected.leader} won term {elected.term} holding term {theirs} at index {index},"
+                    f" where term {term} was committed by term {self._known[index]}"
+                )
         return None
 
     def at_end(self, nodes: Mapping[NodeId, Any]) -> list[str]:
