@@ -149,3 +149,14 @@ def test_failures_are_saved_for_the_checker(tmp_path: Path) -> None:
 
     ops = read_history(str(history)).operations
     assert len(ops) > 100 and {op.f for op in ops} == {"read", "write", "cas"}
+
+
+def test_shrink_finds_fewer_ops_that_still_fail() -> None:
+    code, out = _run("register", "--mutate", "read-from-backup", "--seed", "3", "--shrink", "--json")
+    assert code == 1
+    failure = json.loads(out)["violations"][0]
+    assert failure["shrunk_from_ops"] == 100 and failure["ops"] < 100
+    assert f"--ops {failure['ops']} " in failure["replay"]
+    # The shrunk replay fails on its own.
+    code, _ = _run(*failure["replay"].split()[2:])
+    assert code == 1

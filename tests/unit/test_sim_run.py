@@ -200,3 +200,17 @@ def test_forbidding_one_fault_leaves_the_rest_of_the_swarm_world_alone() -> None
         assert no_loss.faults == full.faults - {Fault.LOSS}
         assert no_loss.loss_p == 0.0
         assert replace(no_loss, faults=full.faults, loss_p=full.loss_p) == full
+
+
+def test_shrinking_keeps_a_passing_run_out_and_returns_the_original_when_nothing_smaller_fails() -> None:
+    from stalwart.sim import shrink_ops
+
+    register = load_target("register")
+    spec = RunSpec(register, ops=40, mutation="read-from-backup")
+    failed = run_seed(spec, 3)
+    assert not failed.ok
+    small = shrink_ops(spec, failed)
+    assert not small.ok and small.ops < 40 and small.shrunk_from == 40
+    one = run_seed(RunSpec(register, ops=1, mutation="read-from-backup"), 3)
+    if not one.ok:  # nothing smaller than one operation to try
+        assert shrink_ops(RunSpec(register, ops=1, mutation="read-from-backup"), one) is one

@@ -29,7 +29,7 @@ from stalwart.sim._nemesis import (
 )
 from stalwart.sim._registry import UnknownTargetError, available_targets, load_target, target_names
 from stalwart.sim._rng import derive_seed, stream
-from stalwart.sim._run import RunSpec, SeedResult, Summary, run_seed, run_seeds
+from stalwart.sim._run import RunSpec, SeedResult, Summary, run_seed, run_seeds, shrink_ops
 from stalwart.sim._target import ALL_FAULTS, Call, Fault, Invariants, Outcome, Reply, SimTarget
 from stalwart.sim._world import SimAbort, World
 
@@ -69,6 +69,7 @@ __all__ = [
     "run_seeds",
     "schedule_from_json",
     "shape_links",
+    "shrink_ops",
     "stream",
     "swarm_knobs",
     "target_names",

@@ -20,7 +20,7 @@ from stalwart.errors import ConfigError, StalwartError
 from stalwart.sim._knobs import parse_faults
 from stalwart.sim._nemesis import NemesisEvent, schedule_from_json
 from stalwart.sim._registry import available_targets, load_target
-from stalwart.sim._run import RunSpec, SeedResult, Summary, run_seed
+from stalwart.sim._run import RunSpec, SeedResult, Summary, run_seed, shrink_ops
 
 MAX_REPORTED = 10
 """Failing seeds printed in full; the rest are counted."""
@@ -59,6 +59,7 @@ MAX_REPORTED = 10
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--timing", is_flag=True, help="Also print wall-clock figures (not deterministic).")
+@click.option("--shrink", is_flag=True, help="For each failing seed, find a smaller --ops that still fails.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing seed.")
 @click.option("--list", "list_targets", is_flag=True, help="List the targets and their mutations.")
 @click.pass_context
@@ -76,6 +77,7 @@ def command(  # noqa: PLR0917 (click passes options positionally)
     save_dir: str | None,
     as_json: bool,
     timing: bool,
+    shrink: bool,
     fail_fast: bool,
     list_targets: bool,
 ) -> None:
@@ -126,6 +128,7 @@ def command(  # noqa: PLR0917 (click passes options positionally)
             as_json=as_json,
             timing=timing,
             fail_fast=fail_fast,
+            shrink=shrink,
         )
     )
 
@@ -139,6 +142,7 @@ def _run(
     as_json: bool,
     timing: bool,
     fail_fast: bool,
+    shrink: bool,
 ) -> int:
     summary = Summary(spec.target.name)
     started = time.perf_counter()
@@ -155,6 +159,8 @@ def _run(
                 click.echo("".join(traceback.format_exception(exc)), err=True)
                 click.echo(f"replay: {spec.replay_command(seed)}", err=True)
                 return 2
+            if shrink and not result.ok:
+                result = shrink_ops(spec, result)
             summary.add(result)
             if trace_file is not None and result.trace is not None:
                 trace_file.write(f"# seed {seed} {result.knobs.describe()}\n")
@@ -183,12 +189,11 @@ def _save_failure(spec: RunSpec, result: SeedResult, save_dir: str) -> None:
     os.makedirs(save_dir, exist_ok=True)
     stem = os.path.join(save_dir, f"{spec.target.name}-seed-{result.seed}")
     write_jsonl(sorted(result.history, key=lambda op: (op.invoke_time, op.process)), stem + ".jsonl")
-    traced = (
-        result if result.trace is not None else run_seed(dataclasses.replace(spec, trace=True), result.seed)
-    )
+    if result.trace is None:  # re-run the same seed (and --ops) with tracing on: the same run
+        result.trace = run_seed(dataclasses.replace(spec, trace=True, ops=result.ops), result.seed).trace
     with open(stem + ".trace", "w", encoding="utf-8") as out:
         out.write(f"# {result.replay}\n# {result.knobs.describe()}\n")
-        out.write("\n".join(traced.trace or ()) + "\n")
+        out.write("\n".join(result.trace or ()) + "\n")
     result.saved = stem
 
 
@@ -245,6 +250,8 @@ def _print_failure(result: SeedResult) -> None:
     click.echo(f"FAILED seed {result.seed}: {result.knobs.describe()}")
     for violation in result.violations:
         click.echo(f"  {violation}")
+    if result.shrunk_from is not None:
+        click.echo(f"  shrunk: still fails with --ops {result.ops} (of {result.shrunk_from})")
     click.echo(f"  replay: {result.replay}")
     if result.saved:
         click.echo(f"  saved: {result.saved}.jsonl (stalwart check --model ...) and {result.saved}.trace")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stalwart.check import MODELS, Model, Operation, Status, Verdict, check_operations
@@ -72,6 +72,8 @@ class SeedResult:
     trace: list[str] | None = None
     replay: str = ""
     saved: str = ""  # path stem of the saved history and trace (CLI --save-failures)
+    ops: int = 0  # the --ops of this run
+    shrunk_from: int | None = None  # the --ops of the run this one was shrunk from
 
     @property
     def ok(self) -> bool:
@@ -130,6 +132,7 @@ def run_seed(spec: RunSpec, seed: int) -> SeedResult:
         history=load.history,
         trace=world.trace,
         replay=spec.replay_command(seed),
+        ops=spec.ops,
     )
 
 
@@ -195,6 +198,8 @@ class Summary:
                     "replay": r.replay,
                     "knobs": r.knobs.describe(),
                     "saved": r.saved or None,
+                    "ops": r.ops,
+                    "shrunk_from_ops": r.shrunk_from,
                 }
                 for r in self.failures
             ],
@@ -210,3 +215,30 @@ def run_seeds(spec: RunSpec, seeds: Sequence[int], stop_on_failure: bool = False
         if stop_on_failure and not result.ok:
             break
     return summary
+
+
+MAX_SHRINK_RUNS = 16
+"""A shrink re-runs the seed at most this many times (a binary search over --ops needs ~7)."""
+
+
+def shrink_ops(spec: RunSpec, failed: SeedResult) -> SeedResult:
+    """The failing run of ``failed.seed`` with the fewest safety-phase operations found.
+
+    A seed's world (knobs, nemesis, network draws) does not depend on ``ops``, so a run with
+    fewer operations is the same run cut short: a bug hit early still shows. Binary search over
+    ``1..spec.ops``; the failure need not be monotonic in ``ops``, so the answer is a small
+    failing count, not always the smallest. Returns ``failed`` itself when nothing smaller fails.
+    """
+    best, lo, hi = failed, 1, spec.ops - 1
+    runs = 0
+    while lo <= hi and runs < MAX_SHRINK_RUNS:
+        mid = (lo + hi) // 2
+        runs += 1
+        attempt = run_seed(replace(spec, ops=mid), failed.seed)
+        if attempt.ok:
+            lo = mid + 1
+        else:
+            best, hi = attempt, mid - 1
+    if best is not failed:
+        best.shrunk_from = failed.ops
+    return best
