@@ -17,7 +17,7 @@ from stalwart.check._result import PartitionResult, Verdict
 
 _LANE_PX = 26
 _BAR_PX = 18
-_STEP_PX = 14  # horizontal pixels per distinct event time
+_STEP_PX = 30  # horizontal pixels per distinct event time
 _LEFT_PX = 60
 _MAX_OPS = 20_000  # limit on what one page draws; larger partitions are truncated, and say so
 
@@ -56,8 +56,9 @@ def render_timeline(part: PartitionResult, model: Model, title: str) -> str:
         x1 = right - 10 if is_info or op.complete_time is None else x_of[op.complete_time]
         y = 10 + lane[op.process] * _LANE_PX
         cls = _css_class(id(op), order, unplaced, blocking) + (" info" if is_info else "")
-        label = model.describe_op(op)
-        tip = f"{label}  [{op.invoke_time}, {op.complete_time if op.complete_time is not None else '...'}]"
+        label = _compact(model.describe_op(op), op.process, part.key)
+        end = "..." if is_info or op.complete_time is None else op.complete_time
+        tip = f"{model.describe_op(op)}  [{op.invoke_time}, {end}]"
         if id(op) in order:
             tip += f"  linearized #{order[id(op)] + 1}"
             label = f"#{order[id(op)] + 1} {label}"
@@ -77,6 +78,12 @@ def _css_class(key: int, order: dict[int, int], unplaced: set[int], blocking: in
     if key in unplaced:
         return "bad"
     return "lin" if key in order else "other"
+
+
+def _compact(text: str, process: int, key: str | None) -> str:
+    """The label without what the lane (process) and the page (key) already say."""
+    text = text.removeprefix(f"p{process} ")
+    return text.replace(f"[{key}]", "", 1) if key is not None else text
 
 
 def _fit(label: str, width_px: int) -> str:
