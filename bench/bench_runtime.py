@@ -73,6 +73,14 @@ class Counter:
             self.done.set()
 
 
+async def wait_all(counter: Counter) -> None:
+    try:
+        async with asyncio.timeout(120):
+            await counter.done.wait()
+    except TimeoutError:
+        raise SystemExit(f"receiver: only {counter.count} of {counter.total} messages arrived") from None
+
+
 async def recv_raw(total: int, chunked: bool) -> dict[str, Any]:
     counter = Counter(total)
 
@@ -105,7 +113,7 @@ async def recv_raw(total: int, chunked: bool) -> dict[str, Any]:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
-    await counter.done.wait()
+    await wait_all(counter)
     server.close()
     return {
         "elapsed_s": counter.last - counter.first,
@@ -144,7 +152,7 @@ async def recv_stalwart(total: int) -> dict[str, Any]:
         await transport.start(tg)
         assert transport.address is not None
         print(json.dumps({"port": transport.address[1]}), flush=True)
-        await counter.done.wait()
+        await wait_all(counter)
         await transport.close()
     stats = transport.stats
     return {
@@ -158,7 +166,13 @@ async def recv_stalwart(total: int) -> dict[str, Any]:
 
 async def send_stalwart(port: int, total: int) -> dict[str, Any]:
     transport: Transport[object] = Transport(
-        SEND, KEY, lambda src, msg: None, (), listen=None, peers={RECV: ("127.0.0.1", port)}
+        SEND,
+        KEY,
+        lambda src, msg: None,
+        (),
+        listen=None,
+        peers={RECV: ("127.0.0.1", port)},
+        config=TransportConfig(flush_timeout_ms=30_000),
     )
     async with asyncio.TaskGroup() as tg:
         await transport.start(tg)
@@ -171,7 +185,6 @@ async def send_stalwart(port: int, total: int) -> dict[str, Any]:
                 await transport.wait_drained(RECV)
         await transport.wait_drained(RECV)
         send_s, send_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-        await asyncio.sleep(0.2)
         await transport.close()
     s = transport.stats
     return {

@@ -32,6 +32,7 @@ from stalwart.runtime import (
     QueueLimits,
     RuntimeConfig,
     RuntimeConfigError,
+    Transport,
     TransportConfig,
 )
 from stalwart.sansio import DurableState, NodeId
@@ -362,3 +363,58 @@ async def test_a_node_whose_disk_holds_a_bad_state_refuses_to_start(tmp_path: Pa
             pass
     async with Cluster(tmp_path, (N2,)).node(N2):  # nothing leaked: the loop and other nodes are fine
         pass
+
+
+SENDER_SCRIPT = """
+import asyncio, sys
+from stalwart.gossip import TotalReply
+from stalwart.runtime import Transport, TransportConfig
+from stalwart.sansio import NodeId
+
+async def main(port: int, total: int) -> None:
+    peer = NodeId("n1")
+    t = Transport(NodeId("client-9"), KEY, lambda s, m: None, (), listen=None,
+                  peers={peer: ("127.0.0.1", port)}, config=TransportConfig(flush_timeout_ms=20_000))
+    async with asyncio.TaskGroup() as tg:
+        await t.start(tg)
+        await t.wait_connected(peer)
+        for i in range(total):
+            t.send(peer, TotalReply(i, i))
+            if i % 1000 == 999 and t.queued(peer) > 5000:
+                await t.wait_drained(peer)
+        await t.close()
+    print(t.stats.drops_shutdown, flush=True)
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+@aio
+async def test_a_process_that_exits_right_after_close_delivered_everything(tmp_path: Path) -> None:
+    """close() hands every socket buffer to the kernel before returning, even to a slow reader."""
+    import sys
+
+    total = 60_000
+    got: list[object] = []
+    reading = asyncio.Event()
+
+    async def slow_start() -> None:
+        await reading.wait()  # the receiver does not read at first: buffers fill up
+
+    receiver: Transport[object] = Transport(
+        N1, KEY, lambda s, m: got.append(m), (TotalReply,), listen=("127.0.0.1", 0), inbound_space=slow_start
+    )
+    async with asyncio.TaskGroup() as tg:
+        await receiver.start(tg)
+        assert receiver.address is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", f"KEY = {KEY!r}\n" + SENDER_SCRIPT, str(receiver.address[1]), str(total),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.sleep(1.5)
+        reading.set()
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0 and out.strip() == b"0"  # nothing dropped at shutdown
+        await until(lambda: len(got) == total, timeout_s=20)
+        await receiver.close()
+    assert got[-1] == TotalReply(total - 1, total - 1)

@@ -123,3 +123,23 @@ def test_a_short_key_or_a_bad_node_id_is_refused_before_any_socket() -> None:
     for key, node in ((b"short", "a"), (b"k" * 16, ""), (b"k" * 16, "x" * 300)):
         with pytest.raises(ConfigError):
             Transport(NodeId(node), key, lambda s, m: None, (), listen=None)
+
+
+def test_wait_drained_waits_while_anything_is_queued() -> None:
+    import asyncio
+
+    from stalwart.gossip import TotalReply
+    from stalwart.runtime import Transport
+    from stalwart.sansio import NodeId
+
+    async def scenario() -> None:
+        peer = NodeId("b")
+        t: Transport[object] = Transport(
+            NodeId("a"), b"k" * 16, lambda s, m: None, (), listen=None, peers={peer: ("127.0.0.1", 1)}
+        )
+        await asyncio.wait_for(t.wait_drained(peer), 1)  # nothing queued: returns at once
+        t.send(peer, TotalReply(1, 1))  # nobody writes it (not even started)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(t.wait_drained(peer), 0.1)
+
+    asyncio.run(scenario())

@@ -47,6 +47,9 @@ class OutboundQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
     @property
     def nbytes(self) -> int:
         return self._nbytes

@@ -97,8 +97,8 @@ class _Peer:
         self.has_data = asyncio.Event()
         self.drained = asyncio.Event()
         self.drained.set()
-        # idle <=> nothing queued and the writer knows it (has_data clear, drained set): lets
-        # send() skip both events on its hot path while the writer is busy.
+        # idle => nothing queued, has_data clear, drained set (the writer found the queue empty):
+        # send() touches the two events only on that transition, off its hot path.
         self.idle = True
         self.conn: _Conn | None = None
         self.connected = asyncio.Event()
@@ -211,21 +211,38 @@ class Transport(Generic[I]):
         return {pid for pid, peer in self._peers.items() if peer.conn is not None}
 
     async def close(self) -> None:
-        """Stop accepting, flush queues for up to ``flush_timeout_ms``, drop the rest, close all."""
+        """Stop accepting; flush for up to ``flush_timeout_ms``; drop the rest; close everything.
+
+        Flushing means: every queue written out *and* every socket's buffer handed to the
+        kernel (``wait_closed``), so a process may exit right after. What is still queued at
+        the deadline is dropped and counted; sockets still busy are aborted.
+        """
         if self._closing:
             return
         self._closing = True
         if self._server is not None:
             self._server.close()
-        with contextlib.suppress(TimeoutError):
+        conns = [peer.conn for peer in self._peers.values() if peer.conn is not None]
+        flushed: set[_Conn] = set()
+        try:
             async with asyncio.timeout(self._config.flush_timeout_ms / 1000):
-                for peer in self._peers.values():
-                    if peer.conn is not None:
-                        await peer.drained.wait()
+                for conn in conns:
+                    await conn.peer.drained.wait()
+                for conn in conns:
+                    conn.writer.close()
+                for conn in conns:
+                    with contextlib.suppress(ConnectionError, OSError):  # the peer left first
+                        await conn.writer.wait_closed()
+                    flushed.add(conn)
+        except TimeoutError:
+            log.warning(
+                "shutdown flush timed out node=%s flushed=%d of %d", self.node_id, len(flushed), len(conns)
+            )
+        for conn in conns:
+            if conn not in flushed:
+                conn.writer.transport.abort()  # never wait on a peer that does not read
         for peer in self._peers.values():
             self.stats.drops_shutdown += peer.queue.clear()
-            if peer.conn is not None:
-                peer.conn.writer.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -312,8 +329,10 @@ class Transport(Generic[I]):
             peer.conn.writer.close()
         peer.conn = conn
         peer.connected.set()
-        peer.idle = False
-        peer.has_data.set()  # flush whatever queued while disconnected
+        if peer.queue:  # flush whatever queued while disconnected
+            peer.idle = False
+            peer.has_data.set()
+            peer.drained.clear()
         self.stats.connects += 1
         log.info("connected node=%s peer=%s remote=%s", self.node_id, peer.id, remote)
         try:
@@ -452,6 +471,7 @@ class Transport(Generic[I]):
                 frames.append(wire.encode_frame(session.seal(b"".join(batch))))
                 count += len(batch)
             if not frames:
+                assert not peer.queue, "idle only with nothing queued"
                 peer.has_data.clear()
                 peer.drained.set()
                 peer.idle = True
