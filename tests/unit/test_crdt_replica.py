@@ -51,6 +51,7 @@ def test_two_nodes_converge_through_gossip_and_acks() -> None:
     disks = {n: DurableState() for n in CLUSTER}
     nodes[CLUSTER[0]].step(NodeId("c0"), ClientOp(1, "add", "x"))
     nodes[CLUSTER[1]].step(NodeId("c1"), ClientOp(2, "decr", 2))
+    nodes[CLUSTER[1]].step(NodeId("c1"), ClientOp(4, "madd", ("cart", "pear")))
     for _ in range(4):
         for name, node in nodes.items():
             node.tick()
@@ -61,7 +62,7 @@ def test_two_nodes_converge_through_gossip_and_acks() -> None:
     assert a.crdts == b.crdts
     a.step(NodeId("c0"), ClientOp(3, "read", None))
     _, _, outs = _drain(a, disks[CLUSTER[0]])
-    assert outs == [ClientResult(3, "read", (["x"], -2))]
+    assert outs == [ClientResult(3, "read", (["x"], -2, {"cart": ["pear"]}))]
 
 
 def test_bad_gossip_is_dropped_and_unknown_ops_refused() -> None:
@@ -86,3 +87,15 @@ def test_gossip_messages_are_wire_messages() -> None:
         assert wire.decode(wire.encode(m)) == m
     with pytest.raises(wire.DecodeError):
         wire.decode_as(wire.encode(msgs[1]), Gossip)
+
+
+def test_restart_keeps_the_context_of_a_set_whose_elements_were_all_removed() -> None:
+    # Regression (found by `stalwart sim crdt`): an empty ORSet is falsy, and restoring it with
+    # `state or fresh` dropped its causal context, so the node reissued old dots.
+    n1 = CRDTReplicaNode(CLUSTER[0], CLUSTER, DurableState())
+    n1.step(NodeId("c0"), ClientOp(1, "add", "x"))
+    n1.step(NodeId("c0"), ClientOp(2, "remove", "x"))
+    disk, _, _ = _drain(n1, DurableState())
+    again = CRDTReplicaNode(CLUSTER[0], CLUSTER, disk)
+    assert again.crdt("set") == n1.crdt("set")
+    assert again.crdt("set").context.state()[0] == {"n1": 1}

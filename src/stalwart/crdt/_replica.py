@@ -17,6 +17,7 @@ from stalwart.clocks import _codec as c
 from stalwart.crdt._base import CRDT
 from stalwart.crdt._counters import PNCounter
 from stalwart.crdt._dotfun import ORSet
+from stalwart.crdt._ormap import ORMap
 from stalwart.crdt._sync import DeltaAck, DeltaGroup, DeltaSync
 from stalwart.errors import DecodeError, ProtocolError
 from stalwart.sansio import DurableState, Envelope, NodeId, PutMeta, Ready
@@ -30,7 +31,7 @@ MAX_PENDING_MESSAGES = 4_096  # a limit on everything: beyond this, gossip waits
 @dataclass(frozen=True, slots=True)
 class ClientOp:
     request_id: int
-    f: str  # "add" | "remove" (set), "incr" | "decr" (counter), "read"
+    f: str  # "add" | "remove" (set), "incr" | "decr" (counter), "madd" | "mdel" (map), "read"
     value: Any
 
 
@@ -38,7 +39,7 @@ class ClientOp:
 class ClientResult:
     request_id: int
     f: str
-    value: Any  # for a read: (sorted set elements, counter value)
+    value: Any  # for a read: (sorted set elements, counter value, {key: sorted elements})
 
 
 @message(682)
@@ -56,11 +57,18 @@ class GossipAck:
 
 
 Message = ClientOp | Gossip | GossipAck
-DEFAULT_TYPES: Mapping[str, Callable[[str], CRDT]] = {"set": ORSet, "counter": PNCounter}
+
+
+def _cart_map(replica: str) -> ORMap:
+    return ORMap(replica, ORSet)
+
+
+DEFAULT_TYPES: Mapping[str, Callable[[str], CRDT]] = {"set": ORSet, "counter": PNCounter, "map": _cart_map}
 
 
 class CRDTReplicaNode:
-    """One replica: a set (``ORSet``) and a counter (``PNCounter``) by default."""
+    """One replica: a set (``ORSet``), a counter (``PNCounter``) and a map of sets
+    (``ORMap`` of ``ORSet``) by default; ``types`` must keep those three names."""
 
     def __init__(
         self,
@@ -82,7 +90,7 @@ class CRDTReplicaNode:
         peers = [p for p in cluster if p != node_id]
         self._syncs: dict[str, DeltaSync[CRDT]] = {
             name: DeltaSync(
-                states.get(name) or make(node_id),
+                states[name] if name in states else make(node_id),  # (an empty ORSet is falsy)
                 peers,
                 epoch=self._epoch,
                 max_buffered_deltas=max_buffered_deltas,
@@ -148,7 +156,7 @@ class CRDTReplicaNode:
                     self._syncs[name].on_ack(ack)
 
     def _client(self, op: ClientOp) -> None:
-        s, n = self._syncs["set"], self._syncs["counter"]
+        s, n, m = self._syncs["set"], self._syncs["counter"], self._syncs["map"]
         match op.f:
             case "add" | "remove":
                 s.record(getattr(s.crdt, op.f)(op.value))
@@ -158,8 +166,16 @@ class CRDTReplicaNode:
             case "decr":
                 n.record(n.crdt.decrement(op.value))  # type: ignore[attr-defined]
                 self.decrements += op.value
+            case "madd":  # value: (key, element)
+                key, item = op.value
+                m.record(m.crdt.update(key, lambda inner: inner.add(item)))  # type: ignore[attr-defined]
+            case "mdel":  # value: key
+                m.record(m.crdt.remove(op.value))  # type: ignore[attr-defined]
             case "read":
-                self._outputs.append(ClientResult(op.request_id, op.f, (sorted(s.crdt.value), n.crdt.value)))
+                mapped = {k: sorted(v) for k, v in m.crdt.value.items()}
+                self._outputs.append(
+                    ClientResult(op.request_id, op.f, (sorted(s.crdt.value), n.crdt.value, mapped))
+                )
                 return
             case _:
                 raise ProtocolError(f"unknown operation {op.f!r}")

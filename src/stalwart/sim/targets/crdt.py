@@ -1,6 +1,7 @@
 """The simulation target for CRDT replicas gossiping deltas (``stalwart sim crdt``).
 
-Each node hosts an OR-Set and a PN-Counter (:class:`stalwart.crdt.CRDTReplicaNode`) and
+Each node hosts an OR-Set, a PN-Counter and an OR-Map of OR-Sets
+(:class:`stalwart.crdt.CRDTReplicaNode`) and
 gossips delta groups to every peer over the simulated network (loss, duplication, reordering,
 partitions, crashes, pauses). There is no linearizability model: CRDTs promise convergence.
 After the faults are healed and the cluster has settled, :class:`Converged` requires that every
@@ -15,11 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from stalwart.check.convergence import check_convergence
-from stalwart.crdt import ClientOp, ClientResult, CRDTReplicaNode, ORSet, PNCounter
+from stalwart.crdt import ClientOp, ClientResult, CRDTReplicaNode, ORMap, ORSet, PNCounter
 from stalwart.sansio import DurableState, NodeId, Rng
 from stalwart.sim._target import ALL_FAULTS, Call, Invariants, Outcome, Reply, SimTarget
 
 ELEMENTS = 6  # a small domain: adds and removes of the same element collide often
+KEYS = 3  # map keys: updates and reset-removes of the same key collide often
 
 
 class SumMergePNCounter(PNCounter):
@@ -56,7 +58,7 @@ class Converged(Invariants):
             return []
         problems: list[str] = []
         oracle = sum(n.increments - n.decrements for n in live.values())
-        for name in ("set", "counter"):
+        for name in ("set", "counter", "map"):
             states = {k: n.crdt(name) for k, n in live.items()}
             expected = oracle if name == "counter" else None
             kwargs: dict[str, Any] = {"require_already_equal": True}
@@ -70,7 +72,7 @@ class Converged(Invariants):
 
 class CRDTTarget(SimTarget):
     name = "crdt"
-    summary = "OR-Set and PN-Counter replicas gossiping delta groups; must converge once healed"
+    summary = "OR-Set, PN-Counter and OR-Map replicas gossiping delta groups; must converge once healed"
     node_counts = (3, 5)
     clients = 3
     tick_ms = 10
@@ -91,7 +93,7 @@ class CRDTTarget(SimTarget):
         mutation: str | None,
     ) -> CRDTReplicaNode:
         del rng  # replicas draw no random numbers
-        types: dict[str, Any] = {"set": ORSet, "counter": PNCounter}
+        types: dict[str, Any] = {"set": ORSet, "counter": PNCounter, "map": lambda r: ORMap(r, ORSet)}
         if mutation == "sum-merge":
             types["counter"] = SumMergePNCounter
         elif mutation == "no-remove-merge":
@@ -100,7 +102,7 @@ class CRDTTarget(SimTarget):
 
     def new_call(self, rng: Rng, process: int) -> Call:
         del process
-        match rng.randrange(6):
+        match rng.randrange(9):
             case 0 | 1:
                 return Call("add", None, rng.randrange(ELEMENTS))
             case 2:
@@ -109,6 +111,10 @@ class CRDTTarget(SimTarget):
                 return Call("incr", None, 1 + rng.randrange(5))
             case 4:
                 return Call("decr", None, 1 + rng.randrange(3))
+            case 5 | 6:
+                return Call("madd", None, (rng.randrange(KEYS), rng.randrange(ELEMENTS)))
+            case 7:
+                return Call("mdel", None, rng.randrange(KEYS))
             case _:
                 return Call("read", None, None)
 
