@@ -105,22 +105,22 @@ def test_scripts_are_addressed_by_their_sha1() -> None:
 
 def test_wakeups_route_to_one_anyone_or_the_ticket() -> None:
     async def body() -> None:
-        waker = Waker(None, 1.0)  # type: ignore[arg-type]  # _deliver never touches the client
+        waker = Waker(None, 1.0)  # _deliver never touches the connection
         channel = b"stalwart:lock:{n}:wake"
         from stalwart.lock._waker import Waiter
 
         a, b, c = Waiter(channel, b"ta"), Waiter(channel, b"tb"), Waiter(channel, None)
         waker._waiters[channel] = {a: None, b: None, c: None}
-        waker._deliver({"type": "message", "channel": channel, "data": b"1"})
+        waker._deliver(channel, b"1")
         assert [w.event.is_set() for w in (a, b, c)] == [True, False, False]  # the oldest one
-        waker._deliver({"type": "message", "channel": channel, "data": b"1"})
+        waker._deliver(channel, b"1")
         assert [w.event.is_set() for w in (a, b, c)] == [True, True, False]  # the next idle one
         for w in (a, b, c):
             w.event.clear()
-        waker._deliver({"type": "message", "channel": channel, "data": b"tb"})
+        waker._deliver(channel, b"tb")
         assert [w.event.is_set() for w in (a, b, c)] == [False, True, False]
-        waker._deliver({"type": "message", "channel": channel, "data": b"*"})
+        waker._deliver(channel, b"*")
         assert all(w.event.is_set() for w in (a, b, c))
-        waker._deliver({"type": "message", "channel": b"other", "data": b"*"})  # unknown: ignored
+        waker._deliver(b"other", b"*")  # unknown: ignored
 
     asyncio.run(body())

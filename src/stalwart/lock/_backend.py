@@ -20,6 +20,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._conn import ConnPool
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable
 from stalwart.lock._held import Held
+from stalwart.lock._resp import RedisAddress
 from stalwart.lock._scripts import Script
 from stalwart.lock._waker import Waker
 from stalwart.lock._watchdog import Watchdog
@@ -99,7 +100,7 @@ class RedisBackend:
             )
         )
         self.watchdog = Watchdog(self._renew_batch)
-        self.waker = Waker(self.redis, op_timeout_s)
+        self.waker = Waker(RedisAddress(url), op_timeout_s)
         self.closed = False
 
     async def __aenter__(self) -> RedisBackend:

@@ -7,13 +7,12 @@ import random
 import weakref
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import unquote, urlparse
 
 from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable, LockError
 from stalwart.lock._held import Held
-from stalwart.lock._resp import RespConnection, RespError, pack
+from stalwart.lock._resp import RedisAddress, RespConnection, RespError, pack
 from stalwart.lock._scripts import RENEW, Script
 from stalwart.lock._watchdog import Watchdog
 
@@ -22,24 +21,6 @@ MAX_SERVERS = 15
 _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], RedlockClient]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-class _Server:
-    """Where one server is and how to log in; parsed once from its redis:// URL."""
-
-    def __init__(self, url: str) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme != "redis" or not parsed.hostname:
-            raise ConfigError(f"Redlock needs redis://host:port[/db] URLs, got {url!r}")
-        self.url = url
-        self.host = parsed.hostname
-        self.port = parsed.port or 6379
-        path = parsed.path.strip("/")
-        if path and not path.isdigit():
-            raise ConfigError(f"bad database number in {url!r}")
-        self.db = int(path or 0)
-        self.username = unquote(parsed.username) if parsed.username else None
-        self.password = unquote(parsed.password) if parsed.password else None
 
 
 class RedlockClient:
@@ -59,7 +40,7 @@ class RedlockClient:
         if server_timeout_s <= 0 or connect_timeout_s <= 0:
             raise ConfigError("timeouts must be positive")
         self.urls = tuple(urls)
-        self._servers = [_Server(u) for u in urls]
+        self._servers = [RedisAddress(u) for u in urls]
         self.quorum = len(urls) // 2 + 1
         self.server_timeout_s = server_timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -170,22 +151,7 @@ class RedlockClient:
         return await asyncio.shield(task)
 
     async def _open(self, i: int) -> RespConnection:
-        server = self._servers[i]
-        conn = await RespConnection.open(server.host, server.port, self.connect_timeout_s)
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                if server.password is not None:
-                    auth = (
-                        ("AUTH", server.username, server.password)
-                        if server.username
-                        else ("AUTH", server.password)
-                    )
-                    _expect_ok(await conn.request(pack(cast(Sequence[str], auth))), server.url)
-                if server.db:
-                    _expect_ok(await conn.request(pack(("SELECT", server.db))), server.url)
-        except BaseException:
-            conn.close()
-            raise
+        conn = await RespConnection.open(self._servers[i], self.connect_timeout_s)
         self._conns[i] = conn
         return conn
 
@@ -203,11 +169,6 @@ class RedlockClient:
             else:
                 out.append(LockError(f"renewal reached only {yes} of {len(replies)} servers"))
         return out
-
-
-def _expect_ok(reply: Any, where: str) -> None:
-    if reply != b"OK":
-        raise BackendProtocolError(f"{where}: login or SELECT refused: {reply!r:.200}")
 
 
 def shared_redlock_client(urls: Sequence[str]) -> RedlockClient:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import unquote, urlparse
 
+from stalwart.errors import ConfigError
 from stalwart.lock._errors import BackendProtocolError, BackendUnavailable
 
 MAX_PENDING = 1024
@@ -103,23 +105,73 @@ def _int(line: bytes) -> int:
         raise BackendProtocolError(f"bad integer in reply: {line[:32]!r}") from None
 
 
-class RespConnection(asyncio.Protocol):
-    """One pipelined connection: ``request(packed)`` returns a future for its reply."""
+PushHandler = Callable[[list[Any]], None]
+CloseHandler = Callable[[BaseException], None]
 
-    def __init__(self, where: str) -> None:
+
+class RedisAddress:
+    """Where one server is and how to log in; parsed once from its redis:// URL."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "redis" or not parsed.hostname:
+            raise ConfigError(f"expected a redis://host:port[/db] URL, got {url!r}")
+        self.url = url
+        self.host = parsed.hostname
+        self.port = parsed.port or 6379
+        path = parsed.path.strip("/")
+        if path and not path.isdigit():
+            raise ConfigError(f"bad database number in {url!r}")
+        self.db = int(path or 0)
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.password = unquote(parsed.password) if parsed.password else None
+
+
+class RespConnection(asyncio.Protocol):
+    """One pipelined connection: ``request(packed)`` returns a future for its reply.
+
+    With ``on_push`` it is a subscriber connection: ``message`` pushes go to the handler, and the
+    confirmations of SUBSCRIBE/UNSUBSCRIBE (one per channel, in order) answer their requests.
+    """
+
+    def __init__(
+        self, where: str, on_push: PushHandler | None = None, on_close: CloseHandler | None = None
+    ) -> None:
         self.where = where
+        self._on_push = on_push
+        self._on_close = on_close
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.broken: BaseException | None = None
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout_s: float) -> RespConnection:
+    async def open(
+        cls,
+        address: RedisAddress,
+        timeout_s: float,
+        *,
+        select_db: bool = True,
+        on_push: PushHandler | None = None,
+        on_close: CloseHandler | None = None,
+    ) -> RespConnection:
+        """Connect, log in and select the database, all within ``timeout_s``."""
         loop = asyncio.get_running_loop()
-        where = f"{host}:{port}"
+        where = f"{address.host}:{address.port}"
         try:
             async with asyncio.timeout(timeout_s):
-                _, proto = await loop.create_connection(lambda: cls(where), host, port)
+                _, proto = await loop.create_connection(
+                    lambda: cls(where, on_push, on_close), address.host, address.port
+                )
+                try:
+                    if address.password is not None:
+                        user = (address.username,) if address.username else ()
+                        _expect_ok(await proto.request(pack(("AUTH", *user, address.password))), where)
+                    if select_db and address.db:
+                        _expect_ok(await proto.request(pack(("SELECT", address.db))), where)
+                except BaseException:
+                    proto.close()
+                    raise
         except (OSError, TimeoutError) as exc:
             raise BackendUnavailable(f"{where}: cannot connect: {exc!r}") from exc
         return proto
@@ -157,6 +209,9 @@ class RespConnection(asyncio.Protocol):
         try:
             while pos < len(self._buf):
                 reply, pos = parse(self._buf, pos)
+                if self._on_push is not None and type(reply) is list and reply and reply[0] == b"message":
+                    self._on_push(reply)
+                    continue
                 if not self._pending:
                     raise BackendProtocolError(f"{self.where}: a reply nobody asked for")
                 fut = self._pending.popleft()
@@ -173,7 +228,8 @@ class RespConnection(asyncio.Protocol):
         self._break(BackendUnavailable(f"{self.where}: connection lost: {exc!r}"))
 
     def _break(self, exc: BaseException) -> None:
-        if self.broken is None:
+        first = self.broken is None
+        if first:
             self.broken = exc
         while self._pending:
             fut = self._pending.popleft()
@@ -182,6 +238,13 @@ class RespConnection(asyncio.Protocol):
         if self._transport is not None:
             with contextlib.suppress(RuntimeError):
                 self._transport.close()
+        if first and self._on_close is not None:
+            self._on_close(exc)
 
 
-__all__ = ["MAX_PENDING", "RespConnection", "RespError", "pack", "parse"]
+def _expect_ok(reply: Any, where: str) -> None:
+    if reply != b"OK":
+        raise BackendProtocolError(f"{where}: login or SELECT refused: {reply!r:.200}")
+
+
+__all__ = ["MAX_PENDING", "RedisAddress", "RespConnection", "RespError", "pack", "parse"]
