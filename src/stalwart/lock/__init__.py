@@ -31,6 +31,7 @@ from stalwart.lock._fence import FencedResource
 from stalwart.lock._held import Held, LostCallback
 from stalwart.lock._redis import RedisLock, close_shared
 from stalwart.lock._redlock import Redlock, RedlockClient
+from stalwart.lock._redlock_client import close_shared_redlock
 from stalwart.lock._rwsem import RedisRWLock, RedisSemaphore
 from stalwart.lock._zookeeper import ZooKeeperClient, ZooKeeperLock, close_shared_zk
 
@@ -57,6 +58,7 @@ __all__ = [
     "ZooKeeperClient",
     "ZooKeeperLock",
     "close_shared",
+    "close_shared_redlock",
     "close_shared_zk",
     "run_blocking",
 ]
