@@ -408,3 +408,28 @@ def test_dead_head_of_queue_stalls_at_most_its_handover_lease(url: str) -> None:
             await held.release()
 
     run(body)
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_blocking_threads_no_lost_updates(url: str, fair: bool) -> None:
+    import threading
+
+    lock = BlockingLock(RedisLock(url, f"brmw-{fair}", ttl=5.0, fair=fair))
+    shared = {"value": 0}
+    order: list[int] = []
+
+    def worker() -> None:
+        for _ in range(20):
+            with lock as held:
+                order.append(held.token)
+                value = shared["value"]
+                time.sleep(0.0002)  # let other threads run between the read and the write
+                shared["value"] = value + 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert shared["value"] == 8 * 20
+    assert order == sorted(order) and len(set(order)) == len(order)
