@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
@@ -18,39 +17,48 @@ from stalwart.runtime._errors import RuntimeConfigError
 
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=50))
 def test_batches_round_trip(items: list[bytes]) -> None:
-    assert unpack_batch(pack_batch(items), 50) == items
+    assert unpack_batch(pack_batch(items), 50, 300) == items
 
 
 @given(st.lists(st.binary(max_size=50), min_size=1, max_size=10), st.data())
 def test_a_cut_batch_is_refused(items: list[bytes], data: st.DataObject) -> None:
     body = pack_batch(items)
     cut = data.draw(st.integers(1, len(body)))
+    with pytest.raises(PeerProtocolError):
+        unpack_batch(body[:-cut], 50, 50)
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_are_a_batch_of_bytes_or_a_protocol_error(body: bytes) -> None:
     try:
-        got = unpack_batch(body[:-cut], 50)
+        items = unpack_batch(body, 10, 100)
     except PeerProtocolError:
         return
-    # Cutting exactly at an item boundary leaves a valid, shorter batch: a prefix of the items.
-    assert got == items[: len(got)] and len(got) < len(items)
+    assert isinstance(items, list) and 1 <= len(items) <= 10
+    # Items that are not bytes are possible (ints, nil...): wire.decode refuses those.
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"", "empty"),
-        (b"\x00\x00", "truncated"),
-        (struct.pack(">I", 10) + b"abc", "overruns"),
-        (b"\x00\x00\x00\x01ab", "truncated"),
-        (pack_batch([b"x"] * 4), "more than 3"),
+        (b"", "malformed"),
+        (b"\x92\xc4\x01a", "malformed"),  # an array of 2 with one item: truncated
+        (pack_batch([b"a"]) + b"\x00", "trailing"),
+        (pack_batch([b"x"] * 4), "malformed"),  # more than 3 messages
+        (pack_batch([b"x" * 11]), "malformed"),  # an item over 10 bytes
+        (pack_batch([]), "non-empty array"),
+        (b"\x01", "non-empty array"),
+        (b"\x81\x01\x02", "malformed"),  # a map
     ],
 )
 def test_malformed_batches_are_protocol_errors(body: bytes, reason: str) -> None:
     with pytest.raises(PeerProtocolError, match=reason):
-        unpack_batch(body, 3)
+        unpack_batch(body, 3, 10)
 
 
 def test_transport_config_bounds() -> None:
     with pytest.raises(RuntimeConfigError):
-        TransportConfig(max_frame_bytes=1000)  # the default batch would not fit a frame
+        TransportConfig(max_frame_bytes=200_000)  # the default batch (256 KiB) would not fit
     with pytest.raises(RuntimeConfigError):
         TransportConfig(keepalive_ms=1000, idle_timeout_ms=1500)
     with pytest.raises(RuntimeConfigError):
@@ -97,7 +105,9 @@ def test_send_drops_and_counts_what_cannot_be_sent() -> None:
     from stalwart.sansio import NodeId
 
     peer = NodeId("b")
-    tiny = TransportConfig(max_frame_bytes=1024 + 8, queue=QueueLimits(max_messages=2, batch_max_bytes=8))
+    limits = QueueLimits(max_messages=2, batch_max_messages=1, batch_max_bytes=8)
+    tiny = TransportConfig(max_frame_bytes=64 + 5 + 8, queue=limits)
+    assert tiny.max_message_bytes == 8
     transport: Transport[object] = Transport(
         NodeId("a"),
         b"k" * 16,

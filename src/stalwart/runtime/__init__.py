@@ -7,7 +7,7 @@ See docs/runtime.md.
 """
 
 from stalwart.runtime._backoff import Backoff, BackoffPolicy
-from stalwart.runtime._batch import frame_item, pack_batch, unpack_batch
+from stalwart.runtime._batch import pack_batch, unpack_batch
 from stalwart.runtime._client import Client
 from stalwart.runtime._errors import PeerProtocolError, RuntimeConfigError
 from stalwart.runtime._host import HostConfig, ProtocolHost, Sender, Storage
@@ -34,7 +34,6 @@ __all__ = [
     "Storage",
     "Transport",
     "TransportConfig",
-    "frame_item",
     "pack_batch",
     "unpack_batch",
 ]

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from stalwart import wire
 from stalwart.errors import AuthenticationError, DecodeError
 from stalwart.runtime._backoff import Backoff, BackoffPolicy
-from stalwart.runtime._batch import LENGTH_HEADER, unpack_batch
+from stalwart.runtime._batch import pack_batch, unpack_batch
 from stalwart.runtime._errors import PeerProtocolError, RuntimeConfigError
 from stalwart.runtime._queue import OutboundQueue, QueueLimits
 from stalwart.runtime._stats import RuntimeStats
@@ -40,9 +40,10 @@ log = logging.getLogger("stalwart.runtime.transport")
 I = TypeVar("I")  # noqa: E741  (the messages this transport delivers)
 Address = tuple[str, int]
 NONCE_BYTES = 32
-_pack_len = LENGTH_HEADER.pack
-_FRAME_OVERHEAD_BYTES = 1024
-"""Room in a frame for the frame header, the seal (MAC, counters) and batch headers."""
+_FRAME_FIXED_OVERHEAD_BYTES = 64
+"""Room in a frame for its length header, the seal's MAC and the batch's array header."""
+_ITEM_OVERHEAD_BYTES = 5
+"""A msgpack bin header is at most 5 bytes per batched message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,11 @@ class TransportConfig:
     max_frames_per_write: int = 8
 
     def __post_init__(self) -> None:
-        if self.queue.batch_max_bytes + _FRAME_OVERHEAD_BYTES > self.max_frame_bytes:
-            raise RuntimeConfigError("queue.batch_max_bytes must leave 1 KiB of room below max_frame_bytes")
+        if self.queue.batch_max_bytes + self.frame_overhead_bytes > self.max_frame_bytes:
+            raise RuntimeConfigError(
+                f"a full batch ({self.queue.batch_max_bytes} bytes + {self.frame_overhead_bytes} of headers) "
+                f"must fit max_frame_bytes ({self.max_frame_bytes})"
+            )
         if min(self.max_inbound_connections, self.max_client_peers, self.read_chunk_bytes) < 1:
             raise RuntimeConfigError("connection limits and read_chunk_bytes must be >= 1")
         if (
@@ -78,9 +82,14 @@ class TransportConfig:
             raise RuntimeConfigError("max_frames_per_write must be >= 1")
 
     @property
+    def frame_overhead_bytes(self) -> int:
+        """The most a frame adds to the messages it carries (headers, MAC)."""
+        return _FRAME_FIXED_OVERHEAD_BYTES + _ITEM_OVERHEAD_BYTES * self.queue.batch_max_messages
+
+    @property
     def max_message_bytes(self) -> int:
         """The largest encoded message that fits one frame."""
-        return self.max_frame_bytes - _FRAME_OVERHEAD_BYTES
+        return self.max_frame_bytes - self.frame_overhead_bytes
 
 
 class _Closed(Exception):
@@ -187,7 +196,7 @@ class Transport(Generic[I]):
             self.stats.drops_oversize += 1
             log.error("message too large node=%s peer=%s size=%d", self.node_id, to, len(data))
             return
-        dropped = peer.queue.push(_pack_len(len(data)) + data)  # framed now: a batch is one join
+        dropped = peer.queue.push(data)
         if dropped:
             self.stats.drops_overflow += dropped
         if peer.idle:
@@ -438,7 +447,7 @@ class Transport(Generic[I]):
         body = conn.session.open(frame)
         if not body:
             return  # a keepalive
-        items = unpack_batch(body, self._config.queue.batch_max_messages)
+        items = unpack_batch(body, self._config.queue.batch_max_messages, self._max_message_bytes)
         messages = [decode(item) for item in items]
         if not self._accept.issuperset(map(type, messages)):
             refused = next(m for m in messages if type(m) not in self._accept)
@@ -468,7 +477,7 @@ class Transport(Generic[I]):
             frames: list[bytes] = []
             count = 0
             while len(frames) < max_frames and (batch := peer.queue.pop_batch()):
-                frames.append(wire.encode_frame(session.seal(b"".join(batch))))
+                frames.append(wire.encode_frame(session.seal(pack_batch(batch))))
                 count += len(batch)
             if not frames:
                 assert not peer.queue, "idle only with nothing queued"
