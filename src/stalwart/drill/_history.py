@@ -55,6 +55,9 @@ class Recorder:
     def __init__(self) -> None:
         self._origin_ns = time.monotonic_ns()
         self.operations: list[Operation] = []
+        # refused cas calls: the checker's models read every failed cas as a compare that
+        # happened, so a cas that errored out before it ran is kept out of the checked history
+        self.refused: list[Operation] = []
         self.faults: list[FaultWindow] = []
         self.events: list[Event] = []
         self._next_process = 0
@@ -65,7 +68,11 @@ class Recorder:
 
     @property
     def full(self) -> bool:
-        return len(self.operations) >= MAX_OPERATIONS
+        return len(self.operations) + len(self.refused) >= MAX_OPERATIONS
+
+    def all_operations(self) -> list[Operation]:
+        """Checked and refused operations together, in invocation order (for counts and plots)."""
+        return sorted([*self.operations, *self.refused], key=lambda op: op.invoke_time)
 
     def new_process(self) -> int:
         self._next_process += 1
@@ -74,7 +81,9 @@ class Recorder:
     def invoke(self, process: int, f: str, key: str | None, value: Any) -> Pending:
         return Pending(process, f, key, value, self.now())
 
-    def complete(self, pending: Pending, status: Status, output: Any = None) -> Operation:
+    def complete(
+        self, pending: Pending, status: Status, output: Any = None, *, refused: bool = False
+    ) -> Operation:
         end = None if status is Status.INFO else self.now()
         op = Operation(
             process=pending.process,
@@ -86,7 +95,7 @@ class Recorder:
             invoke_time=pending.invoke_time,
             complete_time=end,
         )
-        self.operations.append(op)
+        (self.refused if refused else self.operations).append(op)
         return op
 
     def fault_started(self, kind: str, description: str, nodes: tuple[int, ...]) -> int:

@@ -217,14 +217,21 @@ def write_report(
     ops: Sequence[Operation],
     faults: Sequence[FaultWindow],
     events: Sequence[Event],
+    *,
+    plotted: Sequence[Operation] | None = None,
 ) -> Path:
-    """Write every report file into ``out``; returns the path of report.html."""
+    """Write every report file into ``out``; returns the path of report.html.
+
+    ``ops`` is the checked history (written to history.jsonl); ``plotted`` (default ``ops``)
+    also holds operations kept out of the check, such as refused cas calls.
+    """
+    plotted = ops if plotted is None else plotted
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(ops, str(out / "history.jsonl"))
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     end_s = max([summary.duration_s, *((op.complete_time or op.invoke_time) / 1e9 for op in ops)])
-    plot_latency(ops, faults, out / "latency.png", end_s)
-    plot_rate(ops, faults, out / "rate.png", end_s)
+    plot_latency(plotted, faults, out / "latency.png", end_s)
+    plot_rate(plotted, faults, out / "rate.png", end_s)
     page = out / "report.html"
     page.write_text(_html_page(summary, events))
     return page

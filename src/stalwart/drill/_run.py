@@ -225,7 +225,7 @@ async def run_drill(cfg: DrillConfig, progress: Progress | None = None) -> Drill
     started = time.monotonic()
     result = check_operations(ops, model="kv", timeout_s=cfg.check_timeout_s)
     check_s = time.monotonic() - started
-    ok, failed, info, by_kind = count_ops(ops)
+    ok, failed, info, by_kind = count_ops(rec.all_operations())
     not_injected = sorted(n.value for n in cfg.nemeses - SUPPORTED)
     summary = DrillSummary(
         verdict=result.verdict.value,
@@ -250,7 +250,9 @@ async def run_drill(cfg: DrillConfig, progress: Progress | None = None) -> Drill
         notes=_notes(not_injected, sup),
     )
     progress.phase = "writing the report"
-    page = write_report(cfg.root / "report", summary, ops, rec.faults, rec.events)
+    page = write_report(
+        cfg.root / "report", summary, ops, rec.faults, rec.events, plotted=rec.all_operations()
+    )
     progress.phase = "done"
     return DrillOutcome(summary, page)
 

@@ -16,6 +16,8 @@ Outcomes, following the client's contract (docs/kv.md):
   worker then takes a fresh process id, since the old one may still be "running" that operation
   as far as the checker knows;
 * any other ``StalwartError`` (a request refused as malformed) -> ``FAIL``: it did not happen.
+  A refused ``cas`` is kept apart (``Recorder.refused``): in the checker's models a failed
+  ``cas`` is a compare that happened and did not match, which a refused one is not.
 
 A read that fails in any way is ``FAIL`` (a read that did not return has no effect to account for).
 """
@@ -130,6 +132,11 @@ class Worker:
             outcome.append(ok)
 
         status = await self._write(call())
+        if status is Status.FAIL:
+            # refused before it ran; kept out of the checked history, where a failed cas means
+            # "compared and did not match"
+            self._rec.complete(pending, status, refused=True)
+            return
         if status is Status.OK and not outcome[0]:
             status = Status.FAIL  # a compare that did not match: it happened, and changed nothing
             self._seen.pop(key, None)
