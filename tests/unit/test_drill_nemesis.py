@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,7 +47,7 @@ def test_schedule_is_seeded_disjoint_and_leaves_a_quiet_tail(
             assert f.target is Target.LEADER
         if f.shape is PartitionShape.BRIDGE:
             assert nodes >= 5
-    for x, y in zip(a, a[1:], strict=False):
+    for x, y in itertools.pairwise(a):
         assert x.end_s < y.start_s
 
 

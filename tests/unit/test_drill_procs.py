@@ -12,7 +12,10 @@ import pytest
 from stalwart.drill import DrillError, Supervisor
 
 SLEEPER = "import time, sys; print('up', flush=True); time.sleep(60)"
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('up', flush=True); time.sleep(60)"
+)
 
 
 def _state(pid: int) -> str:
