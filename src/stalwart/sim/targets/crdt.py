@@ -45,9 +45,20 @@ class NoRemoveORSet(ORSet):
         self._ctx.join(other._ctx)
 
 
+class SilentRemoveORMap(ORMap):
+    """Mutation: ``remove(key)`` removes locally but returns an empty delta (peers never hear)."""
+
+    __slots__ = ()
+
+    def remove(self, key: object) -> ORMap:
+        super().remove(key)
+        return SilentRemoveORMap(self.replica, self.value_type)
+
+
 MUTATIONS = {
     "sum-merge": "the counter's merge sums counts instead of taking the max (not idempotent)",
     "no-remove-merge": "the set's merge ignores the other side's removals",
+    "silent-map-remove": "the map's remove returns an empty delta: peers never learn of it",
 }
 
 
@@ -98,6 +109,8 @@ class CRDTTarget(SimTarget):
             types["counter"] = SumMergePNCounter
         elif mutation == "no-remove-merge":
             types["set"] = NoRemoveORSet
+        elif mutation == "silent-map-remove":
+            types["map"] = lambda r: SilentRemoveORMap(r, ORSet)
         return CRDTReplicaNode(node_id, cluster, durable, types=types)
 
     def new_call(self, rng: Rng, process: int) -> Call:
