@@ -1,0 +1,364 @@
+"""AsyncKVClient: leader discovery, redirects, bounded jittered retries, exactly-once writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+
+from stalwart.client._conn import DEFAULT_MAX_INFLIGHT, Connection
+from stalwart.client._errors import (
+    ConnectionLostError,
+    KVCompactedError,
+    KVRequestError,
+    KVTimeoutError,
+    KVUnavailableError,
+)
+from stalwart.client._protocol import (
+    Consistency,
+    ReadRequest,
+    Request,
+    Response,
+    ResponseStatus,
+    StatusRequest,
+    WriteRequest,
+)
+from stalwart.errors import ConfigError, DecodeError
+from stalwart.kv import (
+    Append,
+    Cas,
+    Command,
+    Delete,
+    Event,
+    Get,
+    KeyValue,
+    Put,
+    Query,
+    Range,
+    Watch,
+    WriteResult,
+    decode_command,
+    decode_get_result,
+    decode_range_result,
+    decode_result,
+    decode_watch_result,
+    encode_command,
+    encode_query,
+)
+
+__all__ = ["AsyncKVClient", "ClientConnection", "Connector"]
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 64  # per call, across redirects and reconnects; the timeout usually ends it first
+BACKOFF_BASE_S = 0.01
+BACKOFF_CAP_S = 0.5
+WATCH_POLL_S = 0.1
+WATCH_BATCH = 1_000
+
+
+class ClientConnection(Protocol):
+    """What the client needs of a connection (a real :class:`Connection` or a test fake)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send(self, build: Callable[[int], Request]) -> Response: ...
+
+    async def close(self) -> None: ...
+
+
+Connector = Callable[[str, str], Awaitable[ClientConnection]]  # (endpoint, connection label)
+
+
+def _consistency(value: str | Consistency) -> Consistency:
+    try:
+        return Consistency(value)
+    except ValueError:
+        raise KVRequestError(f"consistency must be one of {[c.value for c in Consistency]}") from None
+
+
+class AsyncKVClient:
+    """``async with AsyncKVClient(["127.0.0.1:7101", ...], cluster_key=key) as kv: ...``.
+
+    Every call runs inside one timeout scope of ``timeout_s`` (:class:`KVTimeoutError` when it
+    ends: a write's outcome is then unknown). Inside it, the call goes to the believed leader,
+    follows redirects (``leader_hint``), tries the other endpoints when a node is unreachable,
+    and backs off with full jitter when no leader is known, at most ``MAX_ATTEMPTS`` times
+    (then :class:`KVUnavailableError`). A write keeps its (client id, sequence number) across
+    every retry, so the cluster applies it at most once however often it is resent.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        cluster_key: bytes,
+        client_id: str | None = None,
+        timeout_s: float = 5.0,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        connector: Connector | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ConfigError("AsyncKVClient needs at least one endpoint")
+        if timeout_s <= 0:
+            raise ConfigError("timeout_s must be positive")
+        self.endpoints = [e.strip() for e in endpoints]
+        self.timeout_s = timeout_s
+        self._key = cluster_key
+        self._client_id = client_id or f"c-{uuid.uuid4().hex[:20]}"
+        self._label = f"{self._client_id}"
+        self._max_inflight = max_inflight
+        self._connector = connector or self._connect_real
+        self._rng = rng or random.Random()
+        self._conns: dict[str, ClientConnection] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+        self._ids: dict[str, str] = {}  # node id -> endpoint
+        self._leader: str | None = None  # endpoint
+        self._seq = 0
+        self._open_seqs: set[int] = set()
+        self.retries = 0  # how many times a call was re-sent (for tests and metrics)
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    async def _connect_real(self, endpoint: str, label: str) -> ClientConnection:
+        return await Connection.open(
+            endpoint, key=self._key, client_id=label, max_inflight=self._max_inflight
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            await conn.close()
+
+    # ---- connections and routing -----------------------------------------------------------
+
+    async def _conn(self, endpoint: str) -> ClientConnection:
+        conn = self._conns.get(endpoint)
+        if conn is not None and not conn.closed:
+            return conn
+        lock = self._connecting.setdefault(endpoint, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(endpoint)
+            if conn is None or conn.closed:
+                conn = await self._connector(endpoint, self._label)
+                self._conns[endpoint] = conn
+                self._ids[conn.node_id] = endpoint
+            return conn
+
+    def _forget(self, endpoint: str) -> None:
+        self._conns.pop(endpoint, None)
+        if self._leader == endpoint:
+            self._leader = None
+
+    def _next_endpoint(self, after: str | None) -> str:
+        if after is None or after not in self.endpoints:
+            return self.endpoints[self._rng.randrange(len(self.endpoints))]
+        return self.endpoints[(self.endpoints.index(after) + 1) % len(self.endpoints)]
+
+    async def _backoff(self, attempt: int) -> None:
+        self.retries += 1
+        await asyncio.sleep(self._rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
+
+    async def _call(self, build: Callable[[int], Request], *, pinned: str | None = None) -> Response:
+        """Send until a final answer; redirects and lost connections are handled here."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._route(build, pinned)
+        except TimeoutError:
+            raise KVTimeoutError(
+                f"no answer within {self.timeout_s}s (a write's outcome is unknown)"
+            ) from None
+
+    async def _route(self, build: Callable[[int], Request], pinned: str | None) -> Response:
+        endpoint = pinned or self._leader or self._next_endpoint(None)
+        last_error = "no attempt"
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                conn = await self._conn(endpoint)
+                response = await conn.send(build)
+            except ConnectionLostError as exc:
+                last_error = str(exc)
+                self._forget(endpoint)
+                if pinned is not None:
+                    raise KVUnavailableError(last_error) from None
+                endpoint = self._next_endpoint(endpoint)
+                await self._backoff(attempt)
+                continue
+            match response.status:
+                case ResponseStatus.REDIRECT if pinned is None:
+                    hinted = self._ids.get(response.leader_hint or "")
+                    last_error = f"{endpoint} is not the leader (hint: {response.leader_hint})"
+                    if hinted is not None and hinted != endpoint:
+                        self._leader = endpoint = hinted
+                        self.retries += 1
+                        continue
+                    self._leader = None
+                    endpoint = self._next_endpoint(endpoint)
+                    await self._backoff(attempt)
+                case ResponseStatus.BUSY | ResponseStatus.UNKNOWN:
+                    last_error = f"{endpoint} answered {response.status.value}: {response.error}"
+                    await self._backoff(attempt)  # an unknown write is resent as is: it applies once
+                case ResponseStatus.ERROR:
+                    raise KVRequestError(response.error or "request refused")
+                case _:
+                    if pinned is None:
+                        self._leader = endpoint
+                    return response  # OK, EXPIRED (the caller starts a new session), or pinned
+        raise KVUnavailableError(f"gave up after {MAX_ATTEMPTS} attempts: {last_error}")
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    async def _write(self, command: Command) -> WriteResult:
+        payload = encode_command(command, 0)
+        try:
+            decode_command(payload)  # the node would refuse it: say so before sending
+        except DecodeError as exc:
+            raise KVRequestError(str(exc)) from None
+        for _ in range(3):  # a new session after an expired one; it cannot expire again at once
+            client, seq = self._client_id, self._new_seq()
+            try:
+                response = await self._call(self._write_builder(client, seq, payload))
+            finally:
+                self._open_seqs.discard(seq)
+            if response.status is ResponseStatus.EXPIRED:
+                self._new_session(client)
+                continue
+            return _decode(decode_result, response)
+        raise KVUnavailableError("the session kept expiring")
+
+    def _write_builder(self, client: str, seq: int, payload: bytes) -> Callable[[int], Request]:
+        return lambda rid: WriteRequest(rid, client, seq, self._ack(), payload)
+
+    def _new_seq(self) -> int:
+        self._seq += 1
+        self._open_seqs.add(self._seq)
+        return self._seq
+
+    def _ack(self) -> int:
+        # Every seq below the oldest still open has its answer: the node may drop those.
+        return min(self._open_seqs, default=self._seq + 1)
+
+    def _new_session(self, expired: str) -> None:
+        if self._client_id == expired:  # not already renewed by a concurrent write
+            self._client_id = f"c-{uuid.uuid4().hex[:20]}"
+            self._seq = 0
+            self._open_seqs.clear()
+
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None) -> int:
+        """Set ``key``; returns the store revision of this write."""
+        ttl_ms = None if ttl_s is None else max(1, round(ttl_s * 1000))
+        return (await self._write(Put(key, bytes(value), ttl_ms))).revision
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        return (await self._write(Delete(key))).ok
+
+    async def cas(
+        self, key: str, expected: bytes | None, value: bytes, ttl_s: float | None = None
+    ) -> tuple[bool, int]:
+        """Set ``key`` to ``value`` if it currently holds ``expected`` (None: absent).
+
+        Returns (swapped, revision); the revision is the store's at the compare either way.
+        """
+        ttl_ms = None if ttl_s is None else max(1, round(ttl_s * 1000))
+        result = await self._write(Cas(key, expected, bytes(value), ttl_ms))
+        return result.ok, result.revision
+
+    async def append(self, key: str, suffix: bytes) -> bytes:
+        """Append to ``key`` (created if absent); returns the new value."""
+        result = await self._write(Append(key, bytes(suffix)))
+        assert result.value is not None, "an append answers with the new value"
+        return result.value
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    async def _read(self, query: Query, consistency: str | Consistency, pinned: str | None = None) -> bytes:
+        level = _consistency(consistency)
+        data = encode_query(query)
+        response = await self._call(lambda rid: ReadRequest(rid, data, level), pinned=pinned)
+        if response.status is not ResponseStatus.OK or response.result is None:
+            raise KVUnavailableError(f"read answered {response.status.value}: {response.error}")
+        return response.result
+
+    async def get(self, key: str, consistency: str | Consistency = "linearizable") -> KeyValue | None:
+        data = await self._read(Get(key), consistency)
+        return _parse(decode_get_result, data)[1]
+
+    async def get_with_revision(
+        self, key: str, consistency: str | Consistency = "linearizable"
+    ) -> tuple[int, KeyValue | None]:
+        """The store revision the read observed, and the key."""
+        return _parse(decode_get_result, await self._read(Get(key), consistency))
+
+    async def range(
+        self, prefix: str, limit: int = 1000, consistency: str | Consistency = "linearizable"
+    ) -> list[KeyValue]:
+        """Keys starting with ``prefix`` in key order, at most ``limit`` (<= 10 000)."""
+        return _parse(decode_range_result, await self._read(Range(prefix, limit), consistency))[1]
+
+    async def watch(self, prefix: str, since_revision: int = 0) -> AsyncGenerator[Event, None]:
+        """Every change to keys under ``prefix`` after ``since_revision``, in revision order.
+
+        Polls the history the store keeps (bounded); raises :class:`KVCompactedError` when the
+        asked-for revisions are gone. Runs until the caller stops iterating.
+        """
+        since = since_revision
+        while True:
+            data = await self._read(Watch(prefix, since, WATCH_BATCH), Consistency.LINEARIZABLE)
+            _, events, compacted = _parse(decode_watch_result, data)
+            if events is None:
+                raise KVCompactedError(since, compacted)
+            if len(events) >= WATCH_BATCH and events[0].revision != events[-1].revision:
+                # A full batch may cut one revision's events in two: keep whole revisions only.
+                last = events[-1].revision
+                events = [e for e in events if e.revision != last]
+            for event in events:
+                yield event
+                since = event.revision
+            if not events:
+                await asyncio.sleep(WATCH_POLL_S)
+
+    async def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        """The status of ``endpoint`` (default: the leader, or any node)."""
+        response = await self._call(StatusRequest, pinned=endpoint)
+        if response.status is not ResponseStatus.OK or response.result is None:
+            raise KVUnavailableError(f"status answered {response.status.value}")
+        try:
+            status = json.loads(response.result)
+        except ValueError as exc:
+            raise KVUnavailableError(f"unreadable status: {exc}") from None
+        if not isinstance(status, dict):
+            raise KVUnavailableError("unreadable status")
+        return status
+
+
+def _parse(decoder: Callable[[bytes], T], data: bytes) -> T:
+    try:
+        return decoder(data)
+    except DecodeError as exc:
+        raise KVUnavailableError(f"a node answered garbage: {exc}") from None
+
+
+def _decode(decoder: Callable[[bytes], WriteResult], response: Response) -> WriteResult:
+    if response.result is None:
+        raise KVUnavailableError("a write answer carried no result")
+    return _parse(decoder, response.result)

@@ -1,0 +1,169 @@
+"""The binary client protocol: typed request/response messages and the authenticated stream.
+
+A client connection is a TCP stream of frames (``wire.encode_frame``) exactly like the peer
+transport's: the wire handshake with the cluster key (a hello each way, then an empty sealed
+confirmation each way), then sealed frames whose bodies are batches of encoded messages
+(``runtime.pack_batch``). Requests carry a ``request_id`` chosen by the client, unique on its
+connection; responses carry it back, in any order, so many requests are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import struct
+from dataclasses import dataclass
+from typing import Annotated
+
+from stalwart import wire
+from stalwart.errors import AuthenticationError, DecodeError, StalwartError
+from stalwart.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from stalwart.wire import MaxLen, message
+
+__all__ = [
+    "MAX_BATCH_MESSAGES",
+    "MAX_CLIENT_ID_CHARS",
+    "MAX_FRAME_BYTES",
+    "Consistency",
+    "ReadRequest",
+    "Request",
+    "Response",
+    "ResponseStatus",
+    "StatusRequest",
+    "WriteRequest",
+    "handshake",
+    "pack_batch",
+    "unpack_batch",
+]
+
+MAX_COMMAND_BYTES = MAX_VALUE_BYTES * 2 + MAX_KEY_BYTES + 256  # a CAS carries two values
+MAX_FRAME_BYTES = 4 * MAX_VALUE_BYTES  # refused from the header alone beyond this
+MAX_BATCH_MESSAGES = 1024
+MAX_ERROR_CHARS = 512
+NONCE_BYTES = 32
+MAX_CLIENT_ID_CHARS = 128
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+class Consistency(enum.StrEnum):
+    LINEARIZABLE = "linearizable"  # ReadIndex: confirmed by a quorum, no clock assumption
+    LEASE = "lease"  # the leader's lease: no round trip, assumes bounded clock drift
+    STALE = "stale"  # any node's applied state: may be behind, never ahead of the log
+
+
+class ResponseStatus(enum.StrEnum):
+    OK = "ok"
+    REDIRECT = "redirect"  # not run here; the leader is leader_hint (None: unknown)
+    UNKNOWN = "unknown"  # the write may or may not have run (leadership changed before it applied)
+    EXPIRED = "expired"  # not run: the client's session expired; use a new client id
+    ERROR = "error"  # refused as malformed or out of bounds; `error` says why; nothing changed
+    BUSY = "busy"  # not run: the node has too many requests pending; retry later
+
+
+@message(540)
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """A kv command (``kv.encode_command(cmd, 0)``; the node stamps its own clock)."""
+
+    request_id: int
+    client: Annotated[str, MaxLen(MAX_CLIENT_ID_CHARS)]  # the session id (exactly-once scope)
+    seq: int  # the session sequence number: kept across retries, so the write applies once
+    ack: int  # every response below this seq was received
+    command: Annotated[bytes, MaxLen(MAX_COMMAND_BYTES)]
+
+
+@message(541)
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    request_id: int
+    query: Annotated[bytes, MaxLen(4 * MAX_KEY_BYTES)]  # kv.encode_query(...)
+    consistency: Consistency
+
+
+@message(542)
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    request_id: int
+
+
+@message(543)
+@dataclass(frozen=True, slots=True)
+class Response:
+    request_id: int
+    status: ResponseStatus
+    result: bytes | None = None
+    leader_hint: str | None = None
+    error: Annotated[str, MaxLen(MAX_ERROR_CHARS)] = ""
+
+
+Request = WriteRequest | ReadRequest | StatusRequest
+
+
+_LEN = struct.Struct(">I")
+
+
+def pack_batch(items: list[bytes]) -> bytes:
+    """Many encoded messages in one frame body: ``(u32 length | message)*``."""
+    return b"".join([_LEN.pack(len(item)) + item for item in items])
+
+
+def unpack_batch(body: bytes) -> list[bytes]:
+    """The items of a batch body; :class:`DecodeError` unless it is exactly one."""
+    items: list[bytes] = []
+    offset, end = 0, len(body)
+    while offset < end:
+        if offset + 4 > end:
+            raise DecodeError(f"batch truncated in a length header at offset {offset}")
+        (size,) = _LEN.unpack_from(body, offset)
+        offset += 4
+        if offset + size > end:
+            raise DecodeError(f"batch item at offset {offset} overruns the frame")
+        items.append(body[offset : offset + size])
+        offset += size
+        if len(items) > MAX_BATCH_MESSAGES:
+            raise DecodeError(f"a batch holds more than {MAX_BATCH_MESSAGES} messages")
+    if not items:
+        raise DecodeError("empty batch")
+    return items
+
+
+class HandshakeError(StalwartError):
+    """The other side closed or spoke garbage during the handshake."""
+
+
+async def _next_frame(
+    reader: asyncio.StreamReader, decoder: wire.FrameDecoder, frames: list[bytes]
+) -> list[bytes]:
+    while not frames:
+        data = await reader.read(1 << 16)
+        if not data:
+            raise HandshakeError("connection closed during the handshake")
+        frames = decoder.feed(data)
+    return frames
+
+
+async def handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    decoder: wire.FrameDecoder,
+    *,
+    key: bytes,
+    my_id: str,
+    initiator: bool,
+) -> tuple[wire.AuthSession, list[bytes]]:
+    """The runtime transport's handshake: hellos, then an empty sealed confirmation each way.
+
+    Returns the session and any frames that arrived after it. Raises AuthenticationError for a
+    wrong key, HandshakeError for a closed or silent peer, DecodeError for garbage.
+    """
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+        hs = wire.Handshake(key, my_id, os.urandom(NONCE_BYTES), initiator)
+        writer.write(wire.encode_frame(hs.hello()))
+        frames = await _next_frame(reader, decoder, [])
+        session = hs.receive_hello(frames.pop(0))
+        writer.write(wire.encode_frame(session.seal(b"")))
+        frames = await _next_frame(reader, decoder, frames)
+        if session.open(frames.pop(0)) != b"":
+            raise AuthenticationError("the handshake confirmation frame must be empty")
+    return session, frames
