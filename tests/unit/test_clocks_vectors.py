@@ -13,6 +13,7 @@ from stalwart.clocks import (
     DecodeError,
     DottedVersionVector,
     DVVSet,
+    HLCTimestamp,
     LamportClock,
     Ordering,
     VectorClock,
@@ -94,7 +95,29 @@ def test_vectors_round_trip(x: VectorClock) -> None:
 @settings(max_examples=200)
 @given(st.binary(max_size=40))
 def test_vector_decoding_raises_only_decode_error(data: bytes) -> None:
-    for cls in (VectorClock, VersionVector, DVVSet):
+    for cls in (VectorClock, VersionVector, DVVSet, HLCTimestamp):
+        with contextlib.suppress(DecodeError):
+            cls.from_bytes(data)
+
+
+@settings(max_examples=200)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.text(max_size=4)
+        | st.binary(max_size=4),
+        lambda inner: st.lists(inner, max_size=4),
+        max_leaves=12,
+    ),
+    st.sampled_from([601, 602, 603, 604]),
+)
+def test_clock_decoding_of_wrong_shapes_raises_only_decode_error(body: object, tag: int) -> None:
+    import msgpack
+
+    data = msgpack.packb([tag, 1, body], use_bin_type=True)
+    for cls in (VectorClock, VersionVector, DVVSet, HLCTimestamp):
         with contextlib.suppress(DecodeError):
             cls.from_bytes(data)
 
