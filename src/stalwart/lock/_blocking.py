@@ -128,7 +128,7 @@ class BlockingHeld:
         self.held.ensure()
 
     def release(self) -> None:
-        if self._fast is not None and self.held.depth <= 1:
+        if self._fast is not None:  # fast-path handles are never reentrant
             self._fast.release(self.held)
         else:
             _LOOP.run(self.held.release())
@@ -144,7 +144,7 @@ class BlockingLock:
         self._fast_ready = not (isinstance(lock, RedisLock) and isinstance(lock._target, str))
 
     def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> BlockingHeld:
-        fast = self._fast_path()
+        fast = self._fast if self._fast_ready else self._fast_path()
         if fast is not None:
             held = fast.try_acquire()
             if held is not None:

@@ -52,40 +52,49 @@ def sync_client(url: str, op_timeout_s: float) -> redis.Redis:
 
 
 class Handover:
-    """Queues fast-path leases for the loop thread's watchdog (see the module doc)."""
+    """Queues fast-path leases for the loop thread's watchdog (see the module doc).
+
+    Lock-free: it relies only on single dict operations being atomic (the GIL guarantees it), and
+    on the orders below, which make every interleaving of add/withdraw/drain end with a released
+    lease out of the watchdog and a held one in it.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, backend: RedisBackend) -> None:
         self._loop = loop
         self._backend = backend
-        self._lock = threading.Lock()
         self._pending: dict[Held, None] = {}
         self._scheduled = False
 
     def add(self, held: Held) -> None:
-        with self._lock:
-            self._pending[held] = None
-            if self._scheduled:
-                return
+        self._pending[held] = None
+        if not self._scheduled:  # two threads may both schedule: a second drain is harmless
             self._scheduled = True
-        delay_s = min(HANDOVER_S, held.ttl_s / 6)
-        self._loop.call_soon_threadsafe(self._loop.call_later, delay_s, self._drain)
+            delay_s = min(HANDOVER_S, held.ttl_s / 6)
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay_s, self._drain)
 
     def withdraw(self, held: Held) -> bool:
-        """Take a lease back before the loop saw it; False if the watchdog already has it."""
-        with self._lock:
-            return self._pending.pop(held, False) is None
+        """Take a lease back before the loop saw it; False if the watchdog may have it.
+
+        The caller has already marked the lease released.
+        """
+        return self._pending.pop(held, False) is None
 
     def _drain(self) -> None:  # on the loop thread
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            self._scheduled = False
-        for held in pending:
-            if not held.released:
+        self._scheduled = False  # before the snapshot: a later add schedules another drain
+        for held in list(self._pending):
+            if not held._released:
                 self._backend.watchdog.add(held)
+            self._pending.pop(held, None)
+            if held._released:  # released meanwhile, and its withdraw may have found it pending
+                self._backend.watchdog.remove(held)
 
 
 class FastPath:
-    """Acquire/release of one blocking RedisLock on a synchronous connection."""
+    """Acquire/release of one blocking RedisLock on a synchronous connection.
+
+    Everything that does not change per acquisition is computed once here: the hot path is as
+    close to two bare EVALSHA calls as Python allows.
+    """
 
     def __init__(self, lock: RedisLock, backend: RedisBackend, loop: asyncio.AbstractEventLoop) -> None:
         assert isinstance(lock._target, str), "the fast path is used only for URL targets"
@@ -94,14 +103,23 @@ class FastPath:
         self.loop = loop
         self.client = sync_client(lock._target, backend.op_timeout_s)
         self.handover = Handover(loop, backend)
+        self._releaser = lock._releaser(backend)
+        self._drift_s = drift_allowance_s(lock.ttl_s, backend.drift_factor)
+        self._acquire = ACQUIRE_FAIR if lock.fair else ACQUIRE_FAST
+        self._acquire_head = (self._acquire.sha, len(lock._acquire_keys), *lock._acquire_keys)
+        self._acquire_tail: tuple[Any, ...] = (lock._ttl_ms, 0) if lock.fair else (lock._ttl_ms,)
+        release = lock._release_script
+        self._release = release
+        self._release_head = (release.sha, len(lock._release_keys), *lock._release_keys)
+        self._renew_keys = (lock.key,)
 
-    def _run(self, script: Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    def _run(self, script: Script, head: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         try:
             try:
-                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return self.client.evalsha(*head, *args)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(script.source)
-                return self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return self.client.evalsha(*head, *args)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise map_error(exc, f"{script.name} on {self.backend.url}") from exc
 
@@ -109,39 +127,35 @@ class FastPath:
         lock = self.lock
         owner = lock.new_owner()
         sent_at = time.monotonic()
-        if lock.fair:
-            reply = self._run(ACQUIRE_FAIR, lock._acquire_keys, (owner, lock._ttl_ms, 0))
-        else:
-            reply = self._run(ACQUIRE_FAST, lock._acquire_keys, (owner, lock._ttl_ms))
-        got, token = expect_pair(reply, "acquire")
+        got, token = expect_pair(
+            self._run(self._acquire, self._acquire_head, (owner, *self._acquire_tail)), "acquire"
+        )
         if got != 1:
             return None
         if token < 1:
             raise LockError(f"acquire returned a non-positive fencing token {token}")
-        drift_s = drift_allowance_s(lock.ttl_s, self.backend.drift_factor)
         held = Held(
             name=lock.name,
             owner=owner,
             token=token,
             ttl_s=lock.ttl_s,
             sent_at=sent_at,
-            drift_s=drift_s,
-            releaser=lock._releaser(self.backend),
+            drift_s=self._drift_s,
+            releaser=self._releaser,
             on_lost=lock._on_lost,
-            renew_data=(RENEW, (lock.key,), (owner, lock._ttl_ms)),
+            renew_data=(RENEW, self._renew_keys, (owner, lock._ttl_ms)),
         )
         if lock._auto_renew:
             self.handover.add(held)
         return held
 
     def release(self, held: Held) -> None:
-        if held.released:
+        if held._released:
             return
         held._released = True
         if not self.handover.withdraw(held):
             self.loop.call_soon_threadsafe(self.backend.watchdog.remove, held)
-        lock = self.lock
-        reply = self._run(lock._release_script, lock._release_keys, (held.owner, lock.channel))
+        reply = self._run(self._release, self._release_head, (held.owner, self.lock.channel))
         if expect_int(reply, "release") != 1:
             mark = functools.partial(
                 held._mark_lost, "the lease had already expired at release", at_release=True

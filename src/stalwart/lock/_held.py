@@ -90,8 +90,11 @@ class Held:
         #: Backend-specific data the watchdog hands back to the backend's renew call.
         self.renew_data = renew_data
         self._drift_s = drift_s
-        self._deadline = sent_at + ttl_s - drift_s if math.isfinite(ttl_s) else math.inf
-        self._renew_at = sent_at + ttl_s / 3 if math.isfinite(ttl_s) else math.inf
+        if ttl_s < math.inf:
+            self._deadline = sent_at + ttl_s - drift_s
+            self._renew_at = sent_at + ttl_s / 3
+        else:  # a session-based lease (ZooKeeper): no deadline of its own
+            self._deadline = self._renew_at = math.inf
         self._releaser = releaser
         self._on_lost = on_lost
         self._lost_reason: str | None = None
