@@ -210,3 +210,12 @@ def test_an_oversized_vector_does_not_even_decode() -> None:
     big = GossipVector(tuple(f"n{i}" for i in range(300)), (0,) * 300)
     with pytest.raises(wire.EncodeError):
         wire.encode(big)
+
+
+def test_it_is_a_sans_io_protocol() -> None:
+    from stalwart.gossip import GossipInput
+    from stalwart.sansio import SansIOProtocol
+
+    # mypy --strict checks this assignment structurally: the runtime and the simulator rely on it.
+    proto: SansIOProtocol[GossipInput, GossipMessage, TotalChanged] = make(N1)
+    assert proto.node_id == N1

@@ -14,7 +14,7 @@ from stalwart.runtime._host import HostConfig, ProtocolHost, Sender, Storage
 from stalwart.runtime._node import Node, RuntimeConfig
 from stalwart.runtime._queue import OutboundQueue, QueueLimits
 from stalwart.runtime._stats import RuntimeStats
-from stalwart.runtime._transport import Address, Transport, TransportConfig
+from stalwart.runtime._transport import Address, LinkState, PeerStatus, Transport, TransportConfig
 
 __all__ = [
     "Address",
@@ -22,9 +22,11 @@ __all__ = [
     "BackoffPolicy",
     "Client",
     "HostConfig",
+    "LinkState",
     "Node",
     "OutboundQueue",
     "PeerProtocolError",
+    "PeerStatus",
     "ProtocolHost",
     "QueueLimits",
     "RuntimeConfig",

@@ -84,8 +84,8 @@ class DemoOptions:
     gossip_every_ticks: int
 
 
-async def run_node(opts: DemoOptions) -> dict[str, int | float]:
-    """Run the node until SIGTERM/SIGINT; return its final stats."""
+async def run_node(opts: DemoOptions) -> dict[str, Any]:
+    """Run the node until SIGTERM/SIGINT; return its final stats and peer links."""
     from stalwart.gossip import INPUT_TYPES, GossipCounter, TotalChanged
     from stalwart.storage import NodeStorage
 
@@ -120,7 +120,16 @@ async def run_node(opts: DemoOptions) -> dict[str, int | float]:
         )
         await stop.wait()
         logging.getLogger("stalwart.runtime").info("stopping node=%s reason=signal", node_id)
-    return node.stats.snapshot()
+        links = [
+            {
+                "peer": st.peer_id,
+                "state": st.state.value,
+                "queued": st.queued_messages,
+                "client": st.is_client,
+            }
+            for st in node.transport.peer_status()
+        ]
+    return {"stats": node.stats.snapshot(), "links": links}
 
 
 @click.command(name="demo-node")
@@ -162,5 +171,5 @@ def command(  # noqa: PLR0917  (click passes options positionally)
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise first from group
-    emit("stopped", node=node_id, stats=stats)
+    emit("stopped", node=node_id, **stats)
     ctx.exit(0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import random
@@ -92,6 +93,27 @@ class TransportConfig:
         return self.max_frame_bytes - self.frame_overhead_bytes
 
 
+class LinkState(enum.Enum):
+    """Where the link to one peer stands."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"  # this side is dialling or in the handshake
+    CONNECTED = "connected"  # authenticated; messages flow
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One peer (or connected client) as an operator sees it."""
+
+    peer_id: NodeId
+    state: LinkState
+    dials: bool
+    is_client: bool
+    queued_messages: int
+    queued_bytes: int
+    remote: str | None
+
+
 class _Closed(Exception):
     """Internal: the connection ended (EOF, replaced or shut down)."""
 
@@ -109,6 +131,7 @@ class _Peer:
         # idle => nothing queued, has_data clear, drained set (the writer found the queue empty):
         # send() touches the two events only on that transition, off its hot path.
         self.idle = True
+        self.dialing = False
         self.conn: _Conn | None = None
         self.connected = asyncio.Event()
 
@@ -219,6 +242,28 @@ class Transport(Generic[I]):
     def connected_peers(self) -> set[NodeId]:
         return {pid for pid, peer in self._peers.items() if peer.conn is not None}
 
+    def peer_status(self) -> list[PeerStatus]:
+        """Every configured peer and connected client, sorted by id."""
+        out = []
+        for pid in sorted(self._peers):
+            peer = self._peers[pid]
+            if peer.conn is not None:
+                state = LinkState.CONNECTED
+            else:
+                state = LinkState.CONNECTING if peer.dialing else LinkState.DISCONNECTED
+            out.append(
+                PeerStatus(
+                    pid,
+                    state,
+                    self._dials(peer),
+                    peer.address is None,
+                    len(peer.queue),
+                    peer.queue.nbytes,
+                    peer.conn.remote if peer.conn is not None else None,
+                )
+            )
+        return out
+
     async def close(self) -> None:
         """Stop accepting; flush for up to ``flush_timeout_ms``; drop the rest; close everything.
 
@@ -292,6 +337,7 @@ class Transport(Generic[I]):
         ever_connected = False
         while not self._closing:
             authenticated = False
+            peer.dialing = True
             try:
                 async with asyncio.timeout(self._config.connect_timeout_ms / 1000):
                     reader, writer = await asyncio.open_connection(*peer.address)
@@ -303,6 +349,8 @@ class Transport(Generic[I]):
                     self.stats.reconnects += 1
                 authenticated = await self._serve(reader, writer, expected=peer.id)
                 ever_connected = ever_connected or authenticated
+            finally:
+                peer.dialing = False
             if authenticated:
                 backoff.reset()
             await asyncio.sleep(backoff.next_delay_ms(loop.time() * 1000) / 1000)
@@ -503,4 +551,4 @@ def _remote(writer: asyncio.StreamWriter) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
-__all__ = ["Address", "Transport", "TransportConfig"]
+__all__ = ["Address", "LinkState", "PeerStatus", "Transport", "TransportConfig"]
