@@ -156,3 +156,33 @@ def test_watchdog_marks_lost_on_refusal_and_on_errors_past_deadline() -> None:
         assert not dog2.running
 
     asyncio.run(body())
+
+
+def test_fast_path_handover_reaches_the_watchdog_only_if_still_held() -> None:
+    from types import SimpleNamespace
+
+    from stalwart.lock._fastsync import Handover
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        dog = Watchdog(FakeRenewer([True]))
+        handover = Handover(loop, SimpleNamespace(watchdog=dog))  # type: ignore[arg-type]
+        quick = make_held(ttl_s=0.6)
+        handover.add(quick)
+        quick._released = True
+        assert handover.withdraw(quick)  # released before the loop saw it: never reaches it
+        kept = make_held(ttl_s=0.6)
+        handover.add(kept)
+        await asyncio.sleep(0.15)  # the drain runs within min(HANDOVER_S, ttl/6)
+        assert dog.leases == 1 and dog.running
+        kept._released = True
+        assert not handover.withdraw(kept)  # the watchdog has it: the caller must remove it
+        dog.remove(kept)
+        assert not dog.running
+        late = make_held(ttl_s=0.6)
+        handover.add(late)
+        late._released = True  # released, but withdraw not called yet when the drain runs
+        await asyncio.sleep(0.15)
+        assert dog.leases == 0 and not dog.running
+
+    asyncio.run(body())
