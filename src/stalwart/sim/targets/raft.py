@@ -15,8 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from stalwart.errors import DecodeError
-from stalwart.raft import MUTATIONS, RaftConfig, VoteGranted
+from stalwart.errors import DecodeError, ProtocolError
+from stalwart.raft import MUTATIONS, ConfChange, RaftConfig, Role, VoteGranted
 from stalwart.raft.replica import (
     ClientRead,
     ClientReply,
@@ -155,6 +155,48 @@ class RaftInvariants(Invariants):
         return problems
 
 
+P_TRANSFER = 0.01  # per leader tick: hand leadership to a random voter
+P_RECONFIGURE = 0.01  # per leader tick: one membership step (remove, add learner, promote)
+
+
+class ChaosReplica(RaftReplica):
+    """A replica whose leader now and then transfers leadership or changes the membership
+    (remove a voter, possibly itself; add it back as a learner; promote it once caught up),
+    so that transfer and single-server changes run under every fault too."""
+
+    def __init__(self, cluster: tuple[NodeId, ...], chaos: Rng, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cluster = cluster
+        self._chaos = chaos
+
+    def tick(self) -> None:
+        super().tick()
+        raft = self.raft
+        if raft.role is not Role.LEADER:
+            return
+        roll = self._chaos.random()
+        try:
+            if roll < P_TRANSFER:
+                others = sorted(raft.membership.voters - {raft.id})
+                if others:
+                    raft.transfer_leadership(others[self._chaos.randrange(len(others))])
+            elif roll < P_TRANSFER + P_RECONFIGURE:
+                self._reconfigure()
+        except ProtocolError:
+            pass  # refused (a change pending, a learner behind): nothing changed; try later
+
+    def _reconfigure(self) -> None:
+        m = self.raft.membership
+        missing = sorted(set(self._cluster) - m.members)
+        if missing:
+            self.raft.change_membership(ConfChange.ADD_LEARNER, missing[0])
+        elif m.learners:
+            self.raft.change_membership(ConfChange.PROMOTE, sorted(m.learners)[0])
+        else:
+            voters = sorted(m.voters)
+            self.raft.change_membership(ConfChange.REMOVE, voters[self._chaos.randrange(len(voters))])
+
+
 class RaftTarget(SimTarget):
     name = "raft"
     summary = "Raft replicated kv through client sessions (ReadIndex reads, snapshots)"
@@ -175,7 +217,7 @@ class RaftTarget(SimTarget):
         durable: DurableState,
         rng: Rng,
         mutation: str | None,
-    ) -> RaftReplica:
+    ) -> ChaosReplica:
         config = RaftConfig(
             node_id=node_id,
             voters=frozenset(cluster),
@@ -189,7 +231,9 @@ class RaftTarget(SimTarget):
             snapshot_resend_ticks=5,
             mutations=frozenset() if mutation is None else frozenset({mutation}),
         )
-        return RaftReplica(
+        return ChaosReplica(
+            cluster,
+            rng,
             config,
             rng,
             durable,
