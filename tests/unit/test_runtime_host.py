@@ -348,3 +348,33 @@ async def test_inbound_backpressure() -> None:
 def test_bad_host_config_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(RuntimeConfigError):
         HostConfig(**kwargs)  # type: ignore[arg-type]
+
+
+class BusyProtocol(FakeProtocol):
+    """Always has something to send: the host must still let other tasks run."""
+
+    def ready(self) -> Ready[str, str]:
+        self.in_ready = True
+        return Ready(messages=(Envelope(B, "again"),))
+
+
+@aio
+async def test_a_busy_protocol_does_not_starve_the_event_loop() -> None:
+    log = Log()
+    sender = FakeSender(log)
+    host: ProtocolHost[str, str, str] = ProtocolHost(
+        lambda d: BusyProtocol(log, d), FakeStorage(log), sender, lambda o: None, config=HostConfig(tick_ms=1)
+    )
+    # If the host never yielded, only this thread could stop it (by the flag the loop checks).
+    watchdog = threading.Timer(3, host.stop)
+    watchdog.start()
+    start = time.monotonic()
+    task = asyncio.create_task(host.run())
+    await host.wait_started()
+    await asyncio.sleep(0.1)  # returns only if the busy host yields between cycles
+    elapsed = time.monotonic() - start
+    watchdog.cancel()
+    host.stop()
+    await task
+    await host.close()
+    assert elapsed < 2 and len(sender.sent) > 10

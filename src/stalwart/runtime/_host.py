@@ -155,6 +155,10 @@ class ProtocolHost(Generic[I, M, O]):
                         pass
                 if self.stopping:
                     break
+            else:
+                # More work is ready at once: still let the transports run between cycles, so a
+                # busy protocol can never starve the sockets (a cycle may not suspend at all).
+                await asyncio.sleep(0)
             ticks, next_tick = self._due_ticks(loop.time(), next_tick, tick_s)
             busy = await self._cycle(ticks)
 
