@@ -320,6 +320,8 @@ async def _watch(api: HttpApi, request: web.Request) -> web.StreamResponse:
             body = json.dumps({"since": since, "compacted_revision": compacted})
             await resp.write(f"event: compacted\ndata: {body}\n\n".encode())
             return resp
+        if len(events) >= 1000 and events[0].revision != events[-1].revision:
+            events = [e for e in events if e.revision != events[-1].revision]  # whole revisions only
         for event in events:
             await resp.write(f"id: {event.revision}\nevent: {event.kind.name.lower()}\n"
                              f"data: {json.dumps(event_json(event))}\n\n".encode())  # fmt: skip
