@@ -178,3 +178,28 @@ def test_dvvset_refuses_a_context_from_the_future() -> None:
     s: DVVSet[str] = DVVSet()
     with pytest.raises(ClockError):
         s.update("srv", VersionVector({"srv": 3}), "x")
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.integers(0, 2), st.booleans()), max_size=16))
+def test_dvvset_siblings_are_exactly_the_writes_no_known_write_has_seen(
+    ops: list[tuple[int, bool, int, bool]],
+) -> None:
+    # Model: a write is identified by its number; it has "seen" the writes its client read.
+    # A replica's siblings are the writes it knows that no write it knows has seen.
+    reps: list[DVVSet[int]] = [DVVSet(), DVVSet(), DVVSet()]
+    known: list[set[int]] = [set(), set(), set()]
+    seen: dict[int, set[int]] = {}
+    for i, (who, write, other, blind) in enumerate(ops):
+        if write:
+            # A client that read this replica (or, blind, read nothing) writes through it.
+            ctx = VersionVector() if blind else reps[who].context
+            seen[i] = set() if blind else set(known[who])
+            reps[who].update(f"s{who}", ctx, i)
+            known[who].add(i)
+        else:
+            reps[who].sync(reps[other])
+            known[who] |= known[other]
+        for r in range(3):
+            expected = {w for w in known[r] if not any(w in seen[x] for x in known[r])}
+            assert set(reps[r].values()) == expected
