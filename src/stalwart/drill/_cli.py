@@ -145,20 +145,22 @@ def command(  # noqa: PLR0917
             ),
             extra_node_args=node_args,
         )
-        console.print(f"drill: {cfg.nodes} nodes, {cfg.duration_s:.0f} s, seed {cfg.seed}, dir {root}")
+        console.print(
+            f"drill: {cfg.nodes} nodes, {cfg.duration_s:.0f} s, seed {cfg.seed}, dir {root}", soft_wrap=True
+        )
         outcome = asyncio.run(_run_with_bar(cfg, console))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every node the drill started has been stopped[/]")
         ctx.exit(130)
     except (DrillError, StalwartError) as exc:
         console.print(f"[bold red]drill error:[/] {exc}")
-        console.print(f"logs: {root / 'logs'}")
+        console.print(f"logs: {root / 'logs'}", soft_wrap=True)
         ctx.exit(2)
     console.print(render_summary(outcome.summary, outcome.report_path))
     for note in outcome.summary.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True)
     word, style = _word(outcome.summary.verdict)
-    console.print(f"[{style}]{word}[/]  report: {outcome.report_path}")
+    console.print(f"[{style}]{word}[/]  report: {outcome.report_path}", soft_wrap=True)
     ctx.exit(outcome.exit_code)
 
 

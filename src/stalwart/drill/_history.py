@@ -62,6 +62,13 @@ class Recorder:
         self.events: list[Event] = []
         self._next_process = 0
 
+    def restart_clock(self) -> None:
+        """Make "now" zero (before the first operation: the workload's start is the plots' 0)."""
+        # moving the origin after operations were recorded would reorder them against new ones
+        assert not self.operations and not self.refused and not self.faults
+        self._origin_ns = time.monotonic_ns()
+        self.events.clear()
+
     def now(self) -> int:
         """Nanoseconds since the recorder started (monotonic)."""
         return time.monotonic_ns() - self._origin_ns

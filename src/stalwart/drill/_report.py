@@ -106,7 +106,7 @@ def plot_latency(ops: Sequence[Operation], faults: Sequence[FaultWindow], path: 
         ax.scatter(
             xs,
             ys,
-            s=6,
+            s=10,
             marker=_KIND_MARKERS.get(kind, "."),
             color=_STATUS_COLOURS[status],
             alpha=0.6,

@@ -103,7 +103,7 @@ class _Nemesis:
                     for a in senders:
                         for b in receivers:
                             self._mesh.cut(a, b)
-                nodes = tuple(sorted({n for s, _ in cuts for n in s}))
+                nodes = tuple(sorted(cuts[0][0]))  # the minority / the isolated leader / one half
             case Nemesis.CLOCK:
                 return  # not injectable here: see docs/drill.md
         desc = f"{fault.describe()} on node {node}"
@@ -167,8 +167,9 @@ async def _drive(  # noqa: PLR0917
     for node in layout.node_ids:
         sup.start(node)
     progress.phase = "waiting for a leader"
-    await wait_serving(layout, SERVE_TIMEOUT_S)
-    rec.event("serving", "the cluster answered a write and a read")
+    took = await wait_serving(layout, SERVE_TIMEOUT_S)
+    rec.restart_clock()
+    rec.event("serving", f"the cluster answered a write and a read {took:.1f} s after start")
     schedule = build_schedule(cfg.nemeses, cfg.duration_s, seed=cfg.seed, nodes=cfg.nodes)
     nemesis = _Nemesis(cfg, layout, sup, mesh, rec)
     leaders: list[int] = []

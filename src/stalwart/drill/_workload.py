@@ -139,7 +139,6 @@ class Worker:
             return
         if status is Status.OK and not outcome[0]:
             status = Status.FAIL  # a compare that did not match: it happened, and changed nothing
-            self._seen.pop(key, None)
         elif status is Status.OK:
             self._seen[key] = new
         self._rec.complete(pending, status)
