@@ -244,7 +244,9 @@ def test_acknowledged_increments_survive_repeated_sigkill(tmp_path: Path) -> Non
         for _ in range(rounds):
             acked: list[int] = []
             stop = threading.Event()
-            loader = threading.Thread(target=_increment_until_failure, args=(ports["n1"], acked, stop))
+            loader = threading.Thread(
+                target=_increment_until_failure, args=(ports["n1"], acked, stop), daemon=True
+            )
             loader.start()
             time.sleep(rng.uniform(0.2, 0.6))  # increments (each an fsync) are in flight now
             assert n1.signal(signal.SIGKILL) == -signal.SIGKILL
