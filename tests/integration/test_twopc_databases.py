@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from stalwart.errors import ConfigError
 from stalwart.txn import (
     BlockingCoordinator,
     CoordinatorSettings,
@@ -18,6 +19,7 @@ from stalwart.txn import (
     PostgresResource,
     PreparedTransactionsDisabledError,
     TransactionAbortedError,
+    TransactionRefusedError,
     TwoPhaseCoordinator,
 )
 from tests.integration._bank import maria_sum, pg_sum, prepared_left, transfer
@@ -114,3 +116,52 @@ def test_twopc_blocking_wrapper(bank: tuple[str, dict[str, Any]], tmp_path: Path
             _ = 1 / 0
     assert (pg_sum(dsn), maria_sum(kw)) == (996, 1004)
     assert prepared_left(dsn, kw) == 0
+
+
+def test_twopc_swallowed_postgres_error_votes_no(bank: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """A statement failed inside the branch and the application caught it: PostgreSQL would
+    answer PREPARE with a silent ROLLBACK, so the branch must vote no and nothing apply."""
+    dsn, kw = bank
+
+    async def main() -> None:
+        resources = [PostgresResource("pg", dsn), MariaDBResource("maria", **kw)]
+        async with TwoPhaseCoordinator(resources, log_path=tmp_path / "log.db", settings=FAST) as coord:
+            with pytest.raises(TransactionAbortedError, match="INERROR"):
+                async with coord.transaction() as tx:
+                    await tx.execute("maria", "UPDATE accounts SET balance = balance + 10 WHERE id = 1")
+                    with contextlib.suppress(psycopg.errors.UndefinedTable):
+                        await tx.execute("pg", "UPDATE no_such_table SET x = 1")
+
+    asyncio.run(main())
+    assert (pg_sum(dsn), maria_sum(kw)) == (1000, 1000)
+    assert prepared_left(dsn, kw) == 0
+
+
+def test_twopc_refusal_rolls_back_and_log_is_exclusive(
+    bank: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    dsn, kw = bank
+    tight = CoordinatorSettings(vote_timeout_s=3, retry_interval_s=0.1, tick_ms=20, max_inflight=1)
+
+    async def main() -> None:
+        resources = [PostgresResource("pg", dsn), MariaDBResource("maria", **kw)]
+        async with TwoPhaseCoordinator(resources, log_path=tmp_path / "log.db", settings=tight) as coord:
+            with pytest.raises(ConfigError, match="another live coordinator"):
+                async with TwoPhaseCoordinator([PostgresResource("pg", dsn)], log_path=tmp_path / "log.db"):
+                    pass
+            results = await asyncio.gather(
+                *(transfer(coord, 1, src=i, dst=i) for i in (1, 2, 3)), return_exceptions=True
+            )
+            refused = [r for r in results if isinstance(r, TransactionRefusedError)]
+            assert refused, results
+            async with asyncio.timeout(10):
+                while prepared_left(dsn, kw) or coord._coord is None or coord._coord.inflight:
+                    await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert pg_sum(dsn) + maria_sum(kw) == 2000
+    with psycopg.connect(dsn) as c:
+        idle = c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+        ).fetchone()
+        assert idle is not None and idle[0] == 0, "a refused transaction left its branch open"

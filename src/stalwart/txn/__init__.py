@@ -23,6 +23,7 @@ from stalwart.txn._errors import (
     PreparedTransactionsDisabledError,
     TransactionAbortedError,
     TransactionError,
+    TransactionRefusedError,
 )
 from stalwart.txn._resources import MariaDBResource, PostgresResource, ResourceManager
 
@@ -43,5 +44,6 @@ __all__ = [
     "Transaction",
     "TransactionAbortedError",
     "TransactionError",
+    "TransactionRefusedError",
     "TwoPhaseCoordinator",
 ]

@@ -20,10 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from stalwart.errors import ConfigError
-from stalwart.sansio import Envelope, NodeId, StorageOp
+from stalwart.errors import ConfigError, StorageError
+from stalwart.sansio import Envelope, NodeId, PutMeta, StorageOp
 from stalwart.txn._decision_log import DecisionLog, SQLiteDecisionLog
-from stalwart.txn._errors import OutcomeUnknownError, TransactionAbortedError
+from stalwart.txn._errors import OutcomeUnknownError, TransactionAbortedError, TransactionRefusedError
 from stalwart.txn._resources import ResourceManager
 from stalwart.txn.twopc import (
     Ack,
@@ -44,13 +44,15 @@ from stalwart.txn.twopc import (
 )
 
 log = logging.getLogger("stalwart.txn")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+LOG_ID_KEY = "log_id"  # a random id stored in the decision log when it is created
 _PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _TICK = object()
 MAX_INBOX = 10_000
 MAX_BATCH = 1_024
 MAX_CALLS_PER_RESOURCE = 64
 MAX_DEFERRED_OPS = 512
+MAX_LOG_RETRY_DELAY_S = 5.0
 
 FaultHook = Callable[[str, str], None]
 """Called as ``hook(point, txid)`` at step boundaries (tests kill the process there). Points:
@@ -68,12 +70,30 @@ class CoordinatorSettings:
     max_inflight: int = 1_000
     shutdown_timeout_s: float = 10.0
 
+    def __post_init__(self) -> None:
+        durations = (
+            self.vote_timeout_s,
+            self.retry_interval_s,
+            self.outcome_timeout_s,
+            self.recovery_interval_s,
+        )
+        if self.tick_ms < 1 or min(durations) <= 0 or self.recovery_grace_s < 0 or self.max_inflight < 1:
+            raise ConfigError(
+                "coordinator settings: tick_ms >= 1, positive timeouts and intervals, grace >= 0"
+            )
+
     def to_config(self) -> CoordinatorConfig:
         return CoordinatorConfig(
             vote_timeout_ticks=max(1, round(self.vote_timeout_s * 1000 / self.tick_ms)),
             retry_interval_ticks=max(1, round(self.retry_interval_s * 1000 / self.tick_ms)),
             max_inflight=self.max_inflight,
         )
+
+
+class _Refused(TxDecided):
+    """The coordinator refused the commit request: nothing was prepared or decided."""
+
+    __slots__ = ()
 
 
 class Transaction:
@@ -121,8 +141,13 @@ class _TransactionScope:
         if exc is not None:
             await tx._rollback()
             return
-        if tx.participants:
+        if not tx.participants:
+            return
+        try:
             await self._host._commit(tx)
+        except TransactionRefusedError:
+            await tx._rollback()  # nothing was decided: the open branches must not linger
+            raise
 
 
 class TwoPhaseCoordinator:
@@ -143,7 +168,7 @@ class TwoPhaseCoordinator:
         fault_hook: FaultHook | None = None,
     ) -> None:
         if not _NAME_RE.match(name):
-            raise ConfigError(f"coordinator name {name!r}: 1-24 letters, digits, '_' or '-'")
+            raise ConfigError(f"coordinator name {name!r}: 1-16 letters, digits, '_' or '-'")
         names = [r.name for r in resources]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"participant names must be unique and non-empty: {names}")
@@ -167,14 +192,23 @@ class TwoPhaseCoordinator:
         self._first_seen: dict[str, float] = {}
         self._background: list[asyncio.Task[None]] = []
         self._deferred: list[StorageOp] = []
+        self._log_id = ""
+        self._foreign_seen: set[str] = set()
+
+    @property
+    def prefix(self) -> str:
+        """Every branch id of this coordinator and this decision log starts with this."""
+        return f"st:{self.name}.{self._log_id}:"
 
     def gid(self, txid: str, participant: str) -> str:
         """The branch id on one participant (<= 64 bytes, as XA requires).
 
-        It names the participant too: PostgreSQL's prepared transactions are server-wide, so two
+        It carries the decision log's id, so a coordinator never touches branches that another
+        log (another process that reused the name, a log that was lost) is responsible for, and
+        it names the participant: PostgreSQL's prepared transactions are server-wide, so two
         participants that are databases of one server need different ids.
         """
-        return f"st:{self.name}:{txid}:{participant}"
+        return f"{self.prefix}{txid}:{participant}"
 
     def resource(self, name: str) -> ResourceManager:
         try:
@@ -185,6 +219,8 @@ class TwoPhaseCoordinator:
     def transaction(self) -> _TransactionScope:
         if self._coord is None:
             raise ConfigError("use the coordinator inside `async with` (it must recover first)")
+        if self._driver_failed():
+            raise OutcomeUnknownError("-", "the coordinator has stopped; restart it")
         return _TransactionScope(self)
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -192,7 +228,13 @@ class TwoPhaseCoordinator:
     async def __aenter__(self) -> TwoPhaseCoordinator:
         for resource in self._resources.values():
             await resource.preflight()
+        await self._log.acquire()  # one live coordinator per log: refuses if another holds it
         durable = await self._log.load()
+        log_id = durable.meta.get(LOG_ID_KEY)
+        if log_id is None:
+            log_id = secrets.token_hex(3).encode()
+            await self._log.write([PutMeta(LOG_ID_KEY, log_id)])
+        self._log_id = log_id.decode()
         self._coord = Coordinator(NodeId(self.name), durable, self._settings.to_config())
         loop = asyncio.get_running_loop()
         self._background = [
@@ -223,9 +265,9 @@ class TwoPhaseCoordinator:
         for task in [*self._background, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
-        for fut in self._waiting.values():
+        for txid, fut in self._waiting.items():
             if not fut.done():
-                fut.set_exception(OutcomeUnknownError("?", "the coordinator shut down"))
+                fut.set_exception(OutcomeUnknownError(txid, "the coordinator shut down"))
         if self._deferred and not self._driver_failed():
             with contextlib.suppress(Exception):  # best effort: losing them only repeats phase 2
                 await self._log.write(self._deferred)
@@ -236,6 +278,8 @@ class TwoPhaseCoordinator:
     # -- the driver ------------------------------------------------------------------------------
 
     async def _commit(self, tx: Transaction) -> None:
+        if self._driver_failed():
+            raise TransactionRefusedError(tx.txid, "the coordinator has stopped; restart it")
         fut: asyncio.Future[TxDecided] = asyncio.get_running_loop().create_future()
         self._waiting[tx.txid] = fut
         self._tx_parts[tx.txid] = tx.participants
@@ -247,6 +291,8 @@ class TwoPhaseCoordinator:
             raise OutcomeUnknownError(tx.txid, "no decision in time; recovery will finish it") from None
         finally:
             self._waiting.pop(tx.txid, None)
+        if isinstance(decided, _Refused):
+            raise TransactionRefusedError(tx.txid, decided.reason)
         if decided.outcome is Outcome.ABORTED:
             raise TransactionAbortedError(tx.txid, decided.reason)
 
@@ -277,7 +323,7 @@ class TwoPhaseCoordinator:
         except TxRefusedError as exc:
             fut = self._waiting.get(message.txid)
             if fut is not None and not fut.done():
-                fut.set_result(TxDecided(message.txid, Outcome.ABORTED, str(exc)))
+                fut.set_result(_Refused(message.txid, Outcome.ABORTED, str(exc)))
 
     async def _ready_cycle(self, coord: Coordinator) -> None:
         ready = coord.ready()
@@ -288,7 +334,7 @@ class TwoPhaseCoordinator:
         # costing an fsync of their own; losing them in a crash only repeats phase 2.
         self._deferred.extend(ready.persist)
         if ready.must_sync or len(self._deferred) >= MAX_DEFERRED_OPS:
-            await self._log.write(self._deferred)
+            await self._write_log_until_it_works(self._deferred)
             self._deferred = []
         for decision in ready.outputs:
             if isinstance(decision, TxDecided) and decision.outcome is Outcome.COMMITTED:
@@ -308,6 +354,19 @@ class TwoPhaseCoordinator:
                 self._tx_parts.pop(out.txid, None)
                 log.debug("transaction %s finished: %s", out.txid, out.outcome)
         coord.advance(ready)
+
+    async def _write_log_until_it_works(self, ops: list[StorageOp]) -> None:
+        """A failed write (a busy SQLite, a dropped PostgreSQL connection) is retried with
+        backoff: nothing that depends on it has been sent, so waiting is always safe."""
+        delay_s = 0.05
+        while True:
+            try:
+                await self._log.write(ops)
+                return
+            except StorageError as exc:
+                log.error("decision log write failed, retrying in %.2f s: %s", delay_s, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, MAX_LOG_RETRY_DELAY_S)
 
     def _driver_failed(self) -> bool:
         return any(t.done() for t in self._background)
@@ -342,6 +401,8 @@ class TwoPhaseCoordinator:
                     reply = await self._prepare(resource, participant, txid, gid)
                 case Decide(txid=txid, commit=commit):
                     reply = await self._decide(resource, participant, txid, gid, commit)
+        # This call is over: a decision that the reply triggers must not be skipped as a duplicate.
+        self._calls.discard((participant, message.txid))
         if reply is not None:
             await self._inbox.put((NodeId(participant), reply))
 
@@ -392,22 +453,42 @@ class TwoPhaseCoordinator:
         """Roll back prepared branches with no COMMIT record, once older than the grace period.
 
         Branches of committed transactions are left to phase 2, which the coordinator resumed
-        from its log. Returns the number of branches rolled back.
+        from its log. Branches under this coordinator's name but another decision log's id are
+        never touched (another log decides them), only reported. A participant that fails does
+        not stop the scan of the others. Returns the number of branches rolled back.
         """
         coord = self._coord
         assert coord is not None
         loop = asyncio.get_running_loop()
-        prefix = f"st:{self.name}:"
+        ours, mine = self.prefix, f"st:{self.name}."
         rolled_back = 0
+        seen: set[str] = set()
         for name, resource in self._resources.items():
-            for gid in await resource.recover(prefix):
-                txid = TxId(gid[len(prefix) :].split(":", 1)[0])
+            try:
+                gids = await resource.recover(mine)
+            except Exception as exc:  # a down participant must not stop the scan of the others
+                log.warning("recovery scan of %s failed: %r", name, exc)
+                continue
+            for gid in gids:
+                if not gid.startswith(ours):
+                    if gid not in self._foreign_seen:
+                        self._foreign_seen.add(gid)
+                        log.warning(
+                            "%s holds prepared branch %s of another decision log; left alone", name, gid
+                        )
+                    continue
+                seen.add(gid)
+                txid = TxId(gid[len(ours) :].split(":", 1)[0])
                 if coord.phase_of(txid) is not None:
                     continue  # in flight here, or committed and being finished by phase 2
                 first = self._first_seen.setdefault(gid, loop.time())
-                if loop.time() - first >= self._settings.recovery_grace_s:
+                if loop.time() - first < self._settings.recovery_grace_s:
+                    continue
+                try:
                     log.info("rolling back orphan prepared branch %s on %s (presumed abort)", gid, name)
                     await resource.rollback(gid)
-                    self._first_seen.pop(gid, None)
                     rolled_back += 1
+                except Exception as exc:  # retried at the next scan
+                    log.warning("rollback of orphan %s on %s failed: %r", gid, name, exc)
+        self._first_seen = {g: t for g, t in self._first_seen.items() if g in seen}
         return rolled_back

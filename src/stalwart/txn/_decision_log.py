@@ -9,6 +9,8 @@ PostgreSQL's commit). Many transactions' records share one write: group commit.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +18,15 @@ from typing import Protocol
 
 import psycopg
 
-from stalwart.errors import StorageError
+from stalwart.errors import ConfigError, StorageError
 from stalwart.sansio import AppendLog, CompactLog, DurableState, PutMeta, PutSnapshot, StorageOp, TruncateLog
 
 
 class DecisionLog(Protocol):
     """Where a coordinator keeps its decisions."""
+
+    async def acquire(self) -> None:
+        """Become the only live coordinator on this log (ConfigError if another one is)."""
 
     async def load(self) -> DurableState: ...
 
@@ -44,6 +49,16 @@ class SQLiteDecisionLog:
         self._name = coordinator
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._lock_fd: int | None = None
+
+    async def acquire(self) -> None:
+        fd = os.open(self._path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"{self._path} is in use by another live coordinator") from None
+        self._lock_fd = fd
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -119,6 +134,9 @@ class SQLiteDecisionLog:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
 
 class PostgresDecisionLog:
@@ -129,6 +147,20 @@ class PostgresDecisionLog:
         self._name = coordinator
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._lock = asyncio.Lock()
+        self._owner: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+
+    async def acquire(self) -> None:
+        """A session advisory lock per coordinator name, held on a connection of its own for
+        as long as the coordinator lives (if that connection drops, the lock goes with it)."""
+        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        cur = await conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", ("stalwart-2pc:" + self._name,)
+        )
+        row = await cur.fetchone()
+        if row is None or not row[0]:
+            await conn.close()
+            raise ConfigError(f"coordinator {self._name!r} is already running on this PostgreSQL log")
+        self._owner = conn
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -171,12 +203,16 @@ class PostgresDecisionLog:
         if not ops:
             return
         async with self._lock:
-            conn = await self._connection()
+            try:
+                conn = await self._connection()
+            except psycopg.Error as exc:
+                raise StorageError(f"coordinator {self._name}: decision log unreachable: {exc}") from exc
             try:
                 async with conn.transaction():
                     for op in ops:
                         await self._apply(conn, op)
             except psycopg.Error as exc:
+                await conn.close()  # reconnect on the next write
                 raise StorageError(f"coordinator {self._name}: decision log write failed: {exc}") from exc
 
     async def _apply(self, conn: psycopg.AsyncConnection[tuple[object, ...]], op: StorageOp) -> None:
@@ -211,3 +247,6 @@ class PostgresDecisionLog:
             if self._conn is not None:
                 await self._conn.close()
                 self._conn = None
+            if self._owner is not None:
+                await self._owner.close()
+                self._owner = None

@@ -18,6 +18,11 @@ class TransactionAbortedError(TransactionError):
         self.reason = reason
 
 
+class TransactionRefusedError(TransactionAbortedError):
+    """The coordinator refused to start the commit (too busy, stopped); every branch was
+    rolled back and nothing was applied."""
+
+
 class OutcomeUnknownError(TransactionError):
     """The outcome could not be learned in time (the coordinator may be shutting down).
 

@@ -8,18 +8,26 @@ phase 2 can be retried after a crash or a cut connection until it succeeds.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import psycopg
 import pymysql
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
+from stalwart.errors import ConfigError
 from stalwart.txn._errors import ParticipantError, PreparedTransactionsDisabledError
+
+log = logging.getLogger("stalwart.txn")
 
 MAX_IDLE_CONNECTIONS = 64
 PG_UNDEFINED_OBJECT = "42704"  # COMMIT/ROLLBACK PREPARED of a gid that is not there
 MARIADB_XAER_NOTA = 1397  # XA COMMIT/ROLLBACK of an xid that is not there
+MAX_REMEMBERED_XIDS = 100_000
+MARIADB_MIN_VERSION = (10, 5)  # prepared XA branches survive their connection from 10.5 on
 
 
 class ResourceManager(Protocol):
@@ -63,6 +71,8 @@ class PostgresResource:
         self._timeout_s = connect_timeout_s
         self._branches: dict[str, psycopg.AsyncConnection[tuple[Any, ...]]] = {}
         self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+        self._xids: OrderedDict[str, str] = OrderedDict()  # gid -> xid of prepared branches
+        self.lost_branches: list[str] = []  # prepared branches someone else rolled back
 
     async def _connect(self, autocommit: bool) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         while self._idle:
@@ -110,14 +120,39 @@ class PostgresResource:
         if conn is None:
             return False, "no open branch (lost with a crash or a cut connection)"
         try:
-            await conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+            status = conn.info.transaction_status
+            if status is not TransactionStatus.INTRANS:
+                # INERROR: a statement failed (perhaps caught by the application); PostgreSQL
+                # would answer PREPARE with a silent ROLLBACK. Never vote yes for that.
+                await conn.close()
+                return False, f"the branch is {status.name}, not an open transaction"
+            # One round trip: the branch's xid (to tell later whether it committed), then PREPARE.
+            query = sql.SQL("SELECT pg_current_xact_id()::text; PREPARE TRANSACTION {}").format(
+                sql.Literal(gid)
+            )
+            cur = await conn.execute(query)
+            row = await cur.fetchone()
+            cur.nextset()
+            if cur.statusmessage != "PREPARE TRANSACTION" or row is None:
+                await conn.close()
+                return False, f"PREPARE TRANSACTION answered {cur.statusmessage!r}"
         except psycopg.Error as exc:
             await conn.close()
             return False, f"PREPARE TRANSACTION failed: {exc}"
+        except BaseException:  # cancelled (vote timeout): the connection's state is unknown
+            await conn.close()
+            raise
+        self._remember_xid(gid, str(row[0]))
         self._release(conn)
         return True, ""
 
-    async def _finish(self, verb: str, gid: str) -> None:
+    def _remember_xid(self, gid: str, xid: str) -> None:
+        self._xids[gid] = xid
+        while len(self._xids) > MAX_REMEMBERED_XIDS:
+            self._xids.popitem(last=False)
+
+    async def _finish(self, verb: str, gid: str) -> bool:
+        """Run COMMIT/ROLLBACK PREPARED; False when the gid was not there (42704)."""
         conn = await self._connect(autocommit=True)
         try:
             await conn.execute(sql.SQL(verb + " {}").format(sql.Literal(gid)))
@@ -125,10 +160,34 @@ class PostgresResource:
             if exc.sqlstate != PG_UNDEFINED_OBJECT:
                 await conn.close()
                 raise ParticipantError(f"participant {self.name!r}: {verb} {gid}: {exc}") from exc
+            self._release(conn)
+            return False
+        except BaseException:
+            await conn.close()
+            raise
         self._release(conn)
+        return True
 
     async def commit_prepared(self, gid: str) -> None:
-        await self._finish("COMMIT PREPARED", gid)
+        if await self._finish("COMMIT PREPARED", gid):
+            self._xids.pop(gid, None)
+            return
+        xid = self._xids.pop(gid, None)
+        if xid is None:
+            return  # committed by an earlier attempt (or before a restart): nothing left to do
+        conn = await self._connect(autocommit=True)
+        try:
+            cur = await conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,))
+            row = await cur.fetchone()
+        finally:
+            self._release(conn)
+        if row is not None and row[0] == "aborted":
+            # Someone outside this coordinator rolled the prepared branch back: the transaction
+            # is no longer atomic. Say so loudly; retrying cannot bring the branch back.
+            self.lost_branches.append(gid)
+            log.error(
+                "participant %s: prepared branch %s was rolled back outside the coordinator", self.name, gid
+            )
 
     async def rollback(self, gid: str) -> None:
         conn = self._branches.pop(gid, None)
@@ -136,6 +195,7 @@ class PostgresResource:
             await conn.close()
             return
         await self._finish("ROLLBACK PREPARED", gid)
+        self._xids.pop(gid, None)
 
     async def recover(self, prefix: str) -> list[str]:
         conn = await self._connect(autocommit=True)
@@ -188,8 +248,23 @@ class MariaDBResource:
             try:
                 with conn.cursor() as cur:
                     cur.execute("XA RECOVER")
+                    cur.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
+                    version, flush = cur.fetchone()
             finally:
                 conn.close()
+            numbers = tuple(int(x) for x in str(version).split("-")[0].split(".")[:2])
+            if numbers < MARIADB_MIN_VERSION:
+                raise ConfigError(
+                    f"participant {self.name!r}: MariaDB {version} loses prepared XA branches with their "
+                    "connection; two-phase commit needs MariaDB 10.5 or newer"
+                )
+            if int(flush) != 1:
+                log.warning(
+                    "participant %s: innodb_flush_log_at_trx_commit = %s, so a prepared branch may not "
+                    "survive a crash of the server; set it to 1",
+                    self.name,
+                    flush,
+                )
 
         await asyncio.to_thread(check)
 

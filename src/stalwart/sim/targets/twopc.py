@@ -65,6 +65,10 @@ class Atomicity(Invariants):
             for txid, outcome in ledger.outcomes.items():
                 if outcome is TxOutcome.COMMITTED and self._decided.get(txid) is not TxOutcome.COMMITTED:
                     problems.append(f"{ledger.node_id} holds {txid} committed without a commit decision")
+        for ledger in ledgers:
+            negative = {a: b for a, b in ledger.balances.items() if b < 0}
+            if negative:
+                problems.append(f"{ledger.node_id} overdrew {negative}")
         if len(ledgers) == len(self._participants) and not problems:
             total = sum(sum(ledger.balances.values()) for ledger in ledgers)
             expected = len(ledgers) * ACCOUNTS_PER_PARTICIPANT * INITIAL_BALANCE

@@ -174,7 +174,12 @@ class LedgerParticipant:
             self.outcomes.setdefault(txid, Outcome.ABORTED)
             self._messages.append(Envelope(coordinator, Vote(txid, False, "no work (lost in a crash?)")))
             return
-        overdrawn = [a for a, d in writes.items() if self.balances.get(a, 0) + d < 0]
+        # Debits already promised to other prepared transactions count: they may all commit.
+        pending: dict[str, int] = {}
+        for _, prepared_writes, _ in self._prepared.values():
+            for account, delta in prepared_writes.items():
+                pending[account] = pending.get(account, 0) + min(delta, 0)
+        overdrawn = [a for a, d in writes.items() if self.balances.get(a, 0) + pending.get(a, 0) + d < 0]
         if overdrawn and not self._config.allow_negative:
             self.outcomes[txid] = Outcome.ABORTED
             self._messages.append(Envelope(coordinator, Vote(txid, False, f"would overdraw {overdrawn[0]}")))
