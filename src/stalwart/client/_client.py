@@ -7,6 +7,7 @@ import json
 import random
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
@@ -29,6 +30,8 @@ from stalwart.client._protocol import (
 )
 from stalwart.errors import ConfigError, DecodeError
 from stalwart.kv import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
     Append,
     Cas,
     Command,
@@ -59,6 +62,20 @@ BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
 WATCH_POLL_S = 0.1
 WATCH_BATCH = 1_000
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One client session with at most one write in flight.
+
+    Raft's session table runs a session's commands in sequence order and refuses one whose seq
+    is below the last applied (it may have run). Concurrent writes of one client may reach the
+    log in any order, so each in-flight write uses a session of its own: the client is a pool
+    of sessions ``<client_id>.<n>``, as many as it has writes in flight at once.
+    """
+
+    session: str
+    seq: int = 0
 
 
 class ClientConnection(Protocol):
@@ -123,8 +140,8 @@ class AsyncKVClient:
         self._connecting: dict[str, asyncio.Lock] = {}
         self._ids: dict[str, str] = {}  # node id -> endpoint
         self._leader: str | None = None  # endpoint
-        self._seq = 0
-        self._open_seqs: set[int] = set()
+        self._free_slots: list[_Slot] = []  # sessions with no write in flight
+        self._sessions_made = 0
         self.retries = 0  # how many times a call was re-sent (for tests and metrics)
 
     @property
@@ -228,40 +245,37 @@ class AsyncKVClient:
     # ---- writes ------------------------------------------------------------------------------
 
     async def _write(self, command: Command) -> WriteResult:
+        _check_sizes(command)
         payload = encode_command(command, 0)
         try:
             decode_command(payload)  # the node would refuse it: say so before sending
         except DecodeError as exc:
             raise KVRequestError(str(exc)) from None
-        for _ in range(3):  # a new session after an expired one; it cannot expire again at once
-            client, seq = self._client_id, self._new_seq()
-            try:
-                response = await self._call(self._write_builder(client, seq, payload))
-            finally:
-                self._open_seqs.discard(seq)
-            if response.status is ResponseStatus.EXPIRED:
-                self._new_session(client)
-                continue
-            return _decode(decode_result, response)
-        raise KVUnavailableError("the session kept expiring")
+        slot = self._free_slots.pop() if self._free_slots else self._new_slot()
+        try:
+            for _ in range(3):  # a new session after an expired one; it cannot expire again at once
+                slot.seq += 1
+                response = await self._call(self._write_builder(slot.session, slot.seq, payload))
+                if response.status is ResponseStatus.EXPIRED:
+                    slot.session, slot.seq = self._session_name(), 0
+                    continue
+                return _decode(decode_result, response)
+            raise KVUnavailableError("the session kept expiring")
+        finally:
+            # Back to the pool even after a timeout: the slot's next seq is higher, so the
+            # unanswered write can still apply once, never after a later write of this slot.
+            self._free_slots.append(slot)
 
-    def _write_builder(self, client: str, seq: int, payload: bytes) -> Callable[[int], Request]:
-        return lambda rid: WriteRequest(rid, client, seq, self._ack(), payload)
+    def _write_builder(self, session: str, seq: int, payload: bytes) -> Callable[[int], Request]:
+        # One write in flight per session: everything below seq has its answer (ack = seq).
+        return lambda rid: WriteRequest(rid, session, seq, seq, payload)
 
-    def _new_seq(self) -> int:
-        self._seq += 1
-        self._open_seqs.add(self._seq)
-        return self._seq
+    def _session_name(self) -> str:
+        self._sessions_made += 1
+        return f"{self._client_id}.{self._sessions_made}"
 
-    def _ack(self) -> int:
-        # Every seq below the oldest still open has its answer: the node may drop those.
-        return min(self._open_seqs, default=self._seq + 1)
-
-    def _new_session(self, expired: str) -> None:
-        if self._client_id == expired:  # not already renewed by a concurrent write
-            self._client_id = f"c-{uuid.uuid4().hex[:20]}"
-            self._seq = 0
-            self._open_seqs.clear()
+    def _new_slot(self) -> _Slot:
+        return _Slot(self._session_name())
 
     async def put(self, key: str, value: bytes, ttl_s: float | None = None) -> int:
         """Set ``key``; returns the store revision of this write."""
@@ -349,6 +363,17 @@ class AsyncKVClient:
         if not isinstance(status, dict):
             raise KVUnavailableError("unreadable status")
         return status
+
+
+def _check_sizes(command: Command) -> None:
+    """Refuse what the node would refuse, with the reason (the codec's message is terser)."""
+    key = getattr(command, "key", "")
+    if isinstance(key, str) and not 0 < len(key.encode()) <= MAX_KEY_BYTES:
+        raise KVRequestError(f"a key is a non-empty string of at most {MAX_KEY_BYTES} bytes")
+    for name in ("value", "suffix", "expected"):
+        value = getattr(command, name, None)
+        if isinstance(value, bytes) and len(value) > MAX_VALUE_BYTES:
+            raise KVRequestError(f"{name} of {len(value)} bytes: values are at most {MAX_VALUE_BYTES} bytes")
 
 
 def _parse(decoder: Callable[[bytes], T], data: bytes) -> T:

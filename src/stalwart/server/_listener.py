@@ -19,6 +19,7 @@ import time
 from stalwart import wire
 from stalwart.client._protocol import (
     MAX_FRAME_BYTES,
+    HandshakeError,
     ReadRequest,
     Request,
     Response,
@@ -87,9 +88,10 @@ class ClientListener:
                                                   my_id=node, initiator=False)  # fmt: skip
             except (StalwartError, OSError, TimeoutError) as exc:
                 self.refused += 1
-                log.warning(
-                    "client refused node=%s remote=%s reason=%s: %s", node, remote, type(exc).__name__, exc
-                )
+                # A socket closed mid-handshake (a port probe) is routine; a wrong key is not.
+                level = logging.INFO if isinstance(exc, HandshakeError | OSError) else logging.WARNING
+                why = type(exc).__name__
+                log.log(level, "client refused node=%s remote=%s reason=%s: %s", node, remote, why, exc)
                 return
             conn = _ClientConn(self.server, writer, session, remote)
             try:

@@ -20,8 +20,8 @@ from typing import Any, Self
 
 from stalwart.client._protocol import Consistency, Response, ResponseStatus
 from stalwart.errors import DecodeError, StalwartError
+from stalwart.kv import MAX_VALUE_BYTES, KVMachine, Tick, decode_command, decode_query, encode_command
 from stalwart.kv import Cas as KvCas
-from stalwart.kv import KVMachine, Tick, decode_command, decode_query, encode_command
 from stalwart.kv import Put as KvPut
 from stalwart.raft import RaftConfig, RaftMessage, Role
 from stalwart.raft.replica import (
@@ -167,6 +167,10 @@ class KVServer:
         try:
             cmd, _ = decode_command(command)
         except DecodeError as exc:
+            if len(command) > MAX_VALUE_BYTES:
+                return _error(
+                    f"bad command of {len(command)} bytes: values are at most {MAX_VALUE_BYTES} bytes"
+                )
             return _error(f"bad command: {exc}")
         if isinstance(cmd, Tick):
             return _error("tick commands are internal to the cluster")

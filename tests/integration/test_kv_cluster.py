@@ -1,0 +1,424 @@
+"""The key-value store on real processes: `stalwart node` x 3 on loopback, SIGKILL, restarts,
+lost and corrupt data directories, malformed input, and the cluster key.
+
+Each test starts its own cluster under tmp_path (free ports, its own key) and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from stalwart import wire
+from stalwart.client import AsyncKVClient, KVRequestError, KVTimeoutError, KVUnavailableError
+from stalwart.client._protocol import (
+    Consistency,
+    ReadRequest,
+    Response,
+    ResponseStatus,
+    WriteRequest,
+    handshake,
+    pack_batch,
+    unpack_batch,
+)
+from stalwart.errors import AuthenticationError, StalwartError
+from stalwart.kv import MAX_VALUE_BYTES, Get, Put, encode_command, encode_query
+from stalwart.server._cluster import ClusterSpec, node_args, spawn_node, start_cluster, stop_cluster
+
+pytestmark = pytest.mark.integration
+
+FAST = {"tick_ms": 10, "election_ms": 400, "heartbeat_ms": 50}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterSpec]:
+    spec = start_cluster(tmp_path / "c", 3, **FAST)
+    try:
+        yield spec
+    finally:
+        stop_cluster(tmp_path / "c", timeout_s=5.0)
+
+
+def key_of(spec: ClusterSpec) -> bytes:
+    return Path(spec.key_file).read_bytes().strip()
+
+
+def client(spec: ClusterSpec, timeout_s: float = 10.0) -> AsyncKVClient:
+    return AsyncKVClient([n.client for n in spec.nodes], cluster_key=key_of(spec), timeout_s=timeout_s)
+
+
+async def statuses(spec: ClusterSpec) -> dict[str, dict[str, Any]]:
+    out = {}
+    async with client(spec, timeout_s=1.0) as kv:
+        for node in spec.nodes:
+            with contextlib.suppress(StalwartError):
+                out[node.id] = await kv.status(node.client)
+    return out
+
+
+async def wait_leader(spec: ClusterSpec, timeout_s: float = 15.0, exclude: str | None = None) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for node_id, st in (await statuses(spec)).items():
+            if st["role"] == "leader" and node_id != exclude:
+                return node_id
+        await asyncio.sleep(0.1)
+    raise AssertionError("no leader elected")
+
+
+def sigkill(spec: ClusterSpec, node_id: str) -> None:
+    node = spec.node(node_id)
+    assert node.pid is not None
+    os.kill(node.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{node.pid}").exists():
+        stat = Path(f"/proc/{node.pid}/stat").read_text() if Path(f"/proc/{node.pid}/stat").exists() else ""
+        if not stat or stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            break
+        time.sleep(0.02)
+    node.pid = None
+    spec.save()
+
+
+def restart(spec: ClusterSpec, node_id: str) -> None:
+    spawn_node(spec, node_id)
+    spec.save()
+
+
+# ---- SIGKILL the leader under load --------------------------------------------------------------
+
+
+async def _load(
+    kv: AsyncKVClient, worker: int, stop: asyncio.Event, acked: dict[str, bytes], out: dict[str, int]
+):
+    i = 0
+    appends = unknown = 0
+    while not stop.is_set():
+        i += 1
+        key, value = f"w{worker}/{i}", f"{worker}:{i}".encode()
+        try:
+            await kv.put(key, value)
+            acked[key] = value
+            await kv.append(f"count/{worker}", b"x")
+            appends += 1
+        except (KVTimeoutError, KVUnavailableError):
+            unknown += 1  # outcome unknown: not counted as acknowledged
+    out[f"appends/{worker}"] = appends
+    out[f"unknown/{worker}"] = unknown
+
+
+def test_sigkill_leader_under_load_loses_no_acknowledged_write(cluster: ClusterSpec) -> None:
+    async def main() -> None:
+        leader = await wait_leader(cluster)
+        acked: dict[str, bytes] = {}
+        counts: dict[str, int] = {}
+        stop = asyncio.Event()
+        async with client(cluster, timeout_s=3.0) as kv:
+            workers = [asyncio.create_task(_load(kv, w, stop, acked, counts)) for w in range(8)]
+            await asyncio.sleep(1.5)
+            before = len(acked)
+            sigkill(cluster, leader)
+            new_leader = await wait_leader(cluster, exclude=leader)
+            await asyncio.sleep(1.5)
+            stop.set()
+            await asyncio.gather(*workers)
+            assert before > 20 and len(acked) > before, "the load ran before and after the kill"
+            restart(cluster, leader)
+            for key, value in acked.items():
+                got = await kv.get(key)
+                assert got is not None and got.value == value, (
+                    f"acknowledged {key} lost (leader {new_leader})"
+                )
+            for w in range(8):
+                got = await kv.get(f"count/{w}")
+                length = 0 if got is None else len(got.value)
+                # Exactly once: every acknowledged append applied once; an unknown one at most once.
+                assert counts[f"appends/{w}"] <= length <= counts[f"appends/{w}"] + counts[f"unknown/{w}"] + 1
+            # The restarted old leader catches up with everything.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                st = (await statuses(cluster)).get(leader)
+                if st and st["applied"] >= (await kv.status())["commit"] - 5:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the restarted node did not catch up")
+
+    asyncio.run(main())
+
+
+# ---- restart every node at once ------------------------------------------------------------------
+
+
+def test_restart_every_node_at_once_keeps_the_data(cluster: ClusterSpec) -> None:
+    async def main() -> None:
+        async with client(cluster) as kv:
+            revisions = await asyncio.gather(*(kv.put(f"k{i}", f"v{i}".encode()) for i in range(200)))
+            await kv.put("ttl-free", b"stays")
+        for node in cluster.nodes:
+            sigkill(cluster, node.id)
+        for node in cluster.nodes:
+            restart(cluster, node.id)
+        await wait_leader(cluster)
+        async with client(cluster) as kv:
+            rows = await kv.range("k", limit=1000)
+            assert {r.key: r.value for r in rows} == {f"k{i}": f"v{i}".encode() for i in range(200)}
+            assert max(r.mod_revision for r in rows) == max(revisions)
+            assert (await kv.put("after", b"1")) > max(revisions)
+
+    asyncio.run(main())
+
+
+# ---- a lost data directory comes back through a snapshot ---------------------------------------
+
+
+def test_deleted_data_dir_rejoins_through_a_snapshot(tmp_path: Path) -> None:
+    spec = start_cluster(tmp_path / "c", 3, snapshot_every=50, **FAST)
+    try:
+
+        async def main() -> None:
+            leader = await wait_leader(spec)
+            victim = next(n for n in spec.nodes if n.id != leader)
+            async with client(spec) as kv:
+                await asyncio.gather(*(kv.put(f"a{i}", b"x" * 100) for i in range(300)))
+                sigkill(spec, victim.id)
+                shutil.rmtree(victim.data_dir)
+                await asyncio.gather(*(kv.put(f"b{i}", b"y") for i in range(100)))
+                commit = (await kv.status())["commit"]
+                restart(spec, victim.id)
+                deadline = time.monotonic() + 20
+                st: dict[str, Any] = {}
+                while time.monotonic() < deadline:
+                    st = (await statuses(spec)).get(victim.id, {})
+                    if st.get("applied", 0) >= commit:
+                        break
+                    await asyncio.sleep(0.2)
+                assert st.get("applied", 0) >= commit, f"{victim.id} did not catch up: {st}"
+                assert st["snapshot_index"] > 0, "it caught up through a snapshot"
+                stale = AsyncKVClient([victim.client], cluster_key=key_of(spec))
+                async with stale:
+                    got = await stale.get("a7", consistency="stale")
+                    assert got is not None and got.value == b"x" * 100
+                    assert len(await stale.range("b", consistency="stale")) == 100
+            log = Path(victim.log).read_text()
+            assert "boot=False" in log, "the state came from the leader's snapshot"
+
+        asyncio.run(main())
+    finally:
+        stop_cluster(tmp_path / "c", timeout_s=5.0)
+
+
+# ---- a corrupt WAL: that node refuses to start, the others serve -------------------------------
+
+
+def test_corrupt_wal_refuses_to_start_with_a_clear_message(cluster: ClusterSpec) -> None:
+    async def main() -> str:
+        leader = await wait_leader(cluster)
+        victim = next(n for n in cluster.nodes if n.id != leader)
+        async with client(cluster) as kv:
+            await asyncio.gather(*(kv.put(f"k{i}", b"v" * 64) for i in range(200)))
+        return victim.id
+
+    victim_id = asyncio.run(main())
+    victim = cluster.node(victim_id)
+    assert victim.pid is not None
+    proc_pid = victim.pid
+    os.kill(proc_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{proc_pid}/cmdline").exists():
+        stat = Path(f"/proc/{proc_pid}/stat").read_text()
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    victim.pid = None
+    cluster.save()
+    segment = sorted((Path(victim.data_dir) / "wal").glob("*.wal"))[0]
+    data = bytearray(segment.read_bytes())
+    assert len(data) > 4000, "there are records after the damaged one (not a torn tail)"
+    data[40] ^= 0xFF  # inside the first record: corruption before the tail
+    segment.write_bytes(bytes(data))
+    result = subprocess.run(node_args(cluster, victim), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: corrupt storage, refusing to start:"), last
+    assert str(segment) in last and "offset" in last
+
+    async def still_serving() -> None:
+        async with client(cluster) as kv:
+            assert await kv.put("after-corruption", b"1") > 0
+            got = await kv.get("k5")
+            assert got is not None and got.value == b"v" * 64
+
+    asyncio.run(still_serving())
+
+
+# ---- malformed and oversized input ---------------------------------------------------------------
+
+
+async def _raw_session(
+    address: str, key: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.AuthSession]:
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    decoder = wire.FrameDecoder(1 << 24)
+    session, _ = await handshake(reader, writer, decoder, key=key, my_id="raw-test", initiator=True)
+    return reader, writer, session
+
+
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: wire.AuthSession,
+                     msg: object) -> Response:  # fmt: skip
+    writer.write(wire.encode_frame(session.seal(pack_batch([wire.encode(msg)]))))
+    decoder = wire.FrameDecoder(1 << 24)
+    while True:
+        data = await asyncio.wait_for(reader.read(1 << 16), 5)
+        assert data, "the node closed the connection"
+        for frame in decoder.feed(data):
+            body = session.open(frame)
+            if body:
+                (item,) = unpack_batch(body)
+                response = wire.decode(item)
+                assert isinstance(response, Response)
+                return response
+
+
+async def _closed_by_node(reader: asyncio.StreamReader) -> bool:
+    try:
+        while await asyncio.wait_for(reader.read(1 << 16), 5):
+            pass
+    except ConnectionError:
+        return True
+    return True
+
+
+def test_malformed_and_oversized_requests_get_clear_errors(cluster: ClusterSpec) -> None:
+    key = key_of(cluster)
+
+    async def main() -> None:
+        leader_id = await wait_leader(cluster)
+        leader = cluster.node(leader_id)
+        async with client(cluster) as kv:
+            with pytest.raises(KVRequestError, match="at most"):
+                await kv.put("big", b"x" * (MAX_VALUE_BYTES + 1))
+            with pytest.raises(KVRequestError):
+                await kv.put("", b"empty key")
+        reader, writer, session = await _raw_session(leader.client, key)
+        bad = await _roundtrip(reader, writer, session, WriteRequest(1, "raw", 1, 0, b"\xc1garbage"))
+        assert bad.status is ResponseStatus.ERROR and "bad command" in bad.error
+        huge = encode_command(Put("k", b"x" * (MAX_VALUE_BYTES + 10)), 0)
+        bad = await _roundtrip(reader, writer, session, WriteRequest(2, "raw", 2, 0, huge))
+        assert bad.status is ResponseStatus.ERROR and "values are at most" in bad.error
+        ok = await _roundtrip(
+            reader, writer, session, ReadRequest(3, encode_query(Get("k")), Consistency.STALE)
+        )
+        assert ok.status is ResponseStatus.OK, "the connection survived the refused requests"
+        # A frame announcing 1 GiB: the connection is dropped from the header alone.
+        writer.write((1 << 30).to_bytes(4, "big"))
+        assert await _closed_by_node(reader)
+        writer.close()
+        # Garbage instead of a handshake.
+        host, _, port = leader.client.rpartition(":")
+        r2, w2 = await asyncio.open_connection(host, int(port))
+        w2.write(os.urandom(4096))
+        assert await _closed_by_node(r2)
+        w2.close()
+        # HTTP: oversized and malformed bodies.
+        async with aiohttp.ClientSession() as http:
+            base = f"http://{leader.http}"
+            async with http.put(f"{base}/v1/kv/big", data=b"x" * (MAX_VALUE_BYTES + 1)) as resp:
+                assert resp.status == 400 and "at most" in (await resp.json())["error"]
+            async with http.put(f"{base}/v1/kv/huge", data=b"x" * (3 * MAX_VALUE_BYTES)) as resp:
+                assert resp.status == 413
+            async with http.post(f"{base}/v1/kv/a/cas", data=b"{not json") as resp:
+                assert resp.status == 400 and "bad CAS body" in (await resp.json())["error"]
+            async with http.get(f"{base}/v1/kv?limit=0") as resp:
+                assert resp.status == 400
+        async with client(cluster) as kv:
+            assert await kv.put("still", b"serving") > 0
+        log = Path(leader.log).read_text()
+        assert "FrameTooLargeError" in log and "client refused" in log
+
+    asyncio.run(main())
+
+
+# ---- the cluster key -----------------------------------------------------------------------------
+
+
+def test_client_and_peer_without_the_key_are_refused(cluster: ClusterSpec) -> None:
+    async def main() -> None:
+        leader_id = await wait_leader(cluster)
+        wrong = AsyncKVClient([n.client for n in cluster.nodes], cluster_key=b"w" * 32, timeout_s=3.0)
+        async with wrong:
+            with pytest.raises(AuthenticationError):
+                await wrong.put("intruder", b"1")
+        # A "peer" with the wrong key dials a node's peer port.
+        from stalwart.raft import Heartbeat
+        from stalwart.runtime import Client
+
+        target = cluster.node(leader_id)
+        host, _, port = target.peer.rpartition(":")
+        fake = Client("n9", b"z" * 32, {target.id: (host, int(port))}, accept=(Heartbeat,))  # type: ignore[arg-type]
+        async with fake:
+            with pytest.raises(StalwartError):
+                await fake.connected(target.id, 1.5)  # type: ignore[arg-type]
+        async with client(cluster) as kv:
+            assert await kv.get("intruder") is None
+            assert await kv.put("member", b"1") > 0
+        log = Path(target.log).read_text()
+        assert "client refused" in log and "AuthenticationError" in log
+        assert "peer refused" in log
+
+    asyncio.run(main())
+
+
+def test_sigterm_exits_zero_and_the_cli_works(tmp_path: Path) -> None:
+    spec = start_cluster(tmp_path / "c", 1, **FAST)
+    try:
+        env = {**os.environ, "STALWART_CLUSTER_KEY": ""}
+        run = lambda *a: subprocess.run(  # noqa: E731
+            [sys.executable, "-m", "stalwart", "kv", "--dir", str(tmp_path / "c"), *a],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 10
+        while (put := run("put", "greeting", "hello")).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert put.returncode == 0, put.stderr
+        assert run("get", "greeting").stdout == "hello\n"
+        assert run("get", "missing").returncode == 1
+        assert run("cas", "greeting", "nope", "x").returncode == 1
+        assert run("cas", "greeting", "hello", "bye").returncode == 0
+        assert run("del", "greeting").returncode == 0 and run("del", "greeting").returncode == 1
+        assert run("--endpoints", "127.0.0.1:1", "get", "x").returncode == 2  # --dir and --endpoints
+        node = spec.nodes[0]
+        # Stop the node we started ourselves to see its exit status.
+        stop_cluster(tmp_path / "c", timeout_s=5.0)
+        proc = subprocess.Popen(node_args(spec, node), stderr=subprocess.PIPE, text=True)
+        host, _, port = node.client.rpartition(":")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, int(port)), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err[-2000:]
+        assert "node stopping" in err
+    finally:
+        stop_cluster(tmp_path / "c", timeout_s=5.0)
