@@ -226,3 +226,18 @@ def test_unreachable_port_is_unavailable_fast() -> None:
             assert time.monotonic() - t0 < 1.5
 
     run(body)
+
+
+def test_unreachable_zookeeper_is_unavailable_within_the_connect_timeout() -> None:
+    from stalwart.lock import ZooKeeperClient, ZooKeeperLock
+    from tests.servers.redis import free_port
+
+    async def body() -> None:
+        client = ZooKeeperClient(f"127.0.0.1:{free_port()}", connect_timeout_s=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await ZooKeeperLock(client, "x").acquire()
+        assert time.monotonic() - t0 < 3.0
+        await client.aclose()
+
+    run(body)
