@@ -1,0 +1,149 @@
+"""One load-generator process for bench_kv: ``CONCURRENCY`` closed-loop writers for ``SECONDS``.
+
+Run by bench_kv, several at once, each as ``python -m bench._kv_gen SPEC_JSON OUT_JSON``. Every
+writer puts a 64-byte value to one of 10,000 keys, waits for the acknowledgement, and goes again
+(a closed loop: in-flight requests = writers). The process writes its count, errors, sampled
+latencies and its own CPU time, so bench_kv can tell whether the generator was the bottleneck
+(CPU time / wall time near 1.0 means it was).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+VALUE = b"v" * 64
+KEYS = 10_000
+#: The most latencies a generator keeps (a uniform reservoir beyond it).
+MAX_SAMPLES = 100_000
+
+Put = Callable[[str, bytes], Awaitable[None]]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.samples: list[float] = []
+        self.rng = random.Random(7)
+
+    def add(self, latency_s: float) -> None:
+        self.count += 1
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append(latency_s)
+        else:
+            slot = self.rng.randrange(self.count)
+            if slot < MAX_SAMPLES:
+                self.samples[slot] = latency_s
+
+
+async def _loop(put: Put, stats: Stats, prefix: str, deadline: float) -> None:
+    rng = random.Random(prefix)
+    while time.monotonic() < deadline:
+        key = f"{prefix}{rng.randrange(KEYS)}"
+        start = time.monotonic()
+        try:
+            await put(key, VALUE)
+        except Exception:
+            stats.errors += 1
+            await asyncio.sleep(0.01)
+            continue
+        stats.add(time.monotonic() - start)
+
+
+async def _stalwart(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[None]]]:
+    from stalwart.client import AsyncKVClient
+
+    client = AsyncKVClient(
+        spec["endpoints"], cluster_key=spec["key"].encode(), timeout_s=10.0, max_inflight=4096
+    )
+
+    async def put(key: str, value: bytes) -> None:
+        await client.put(key, value)
+
+    return put, client.close
+
+
+async def _etcd(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[None]]]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0), timeout=aiohttp.ClientTimeout(total=10)
+    )
+    urls = [f"http://{e}/v3/kv/put" for e in spec["endpoints"]]
+    counter = [0]
+
+    async def put(key: str, value: bytes) -> None:
+        counter[0] += 1
+        body = {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(value).decode()}
+        async with session.post(urls[counter[0] % len(urls)], json=body) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"etcd answered {resp.status}")
+            await resp.read()
+
+    return put, session.close
+
+
+async def _pysyncobj(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[None]]]:
+    # one connection per writer (a closed loop: one request in flight per connection)
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for i in range(spec["concurrency"]):
+        host, port = spec["endpoints"][i % len(spec["endpoints"])].split(":")
+        pool.put_nowait(await asyncio.open_connection(host, int(port)))
+
+    async def put(key: str, value: bytes) -> None:
+        reader, writer = await pool.get()
+        try:
+            writer.write(key.encode() + b" " + value + b"\n")
+            line = await asyncio.wait_for(reader.readline(), 10)
+            if line != b"ok\n":
+                raise RuntimeError(f"pysyncobj answered {line!r}")
+        finally:
+            pool.put_nowait((reader, writer))
+
+    async def close() -> None:
+        while not pool.empty():
+            pool.get_nowait()[1].close()
+
+    return put, close
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    make = {"stalwart": _stalwart, "etcd": _etcd, "pysyncobj": _pysyncobj}[spec["system"]]
+    put, close = await make(spec)
+    await asyncio.sleep(max(0.0, spec["start_at"] - time.time()))  # all generators start together
+    stats = Stats()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = time.monotonic()
+    deadline = wall0 + spec["seconds"]
+    prefix = f"g{spec['index']}-"
+    await asyncio.gather(*(_loop(put, stats, f"{prefix}{w}-", deadline) for w in range(spec["concurrency"])))
+    wall = time.monotonic() - wall0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    await close()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {
+        "count": stats.count,
+        "errors": stats.errors,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "samples": stats.samples,
+    }
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    result = asyncio.run(run(spec))
+    with open(sys.argv[2], "w") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
