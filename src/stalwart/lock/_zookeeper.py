@@ -83,7 +83,9 @@ class ZooKeeperClient:
             # start_async returns a threading.Event: wait for it off the loop, bounded.
             ok = await self._loop.run_in_executor(None, live.wait, self.connect_timeout_s)
             if not ok:
-                await self._loop.run_in_executor(None, self._stop_kazoo)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.op_timeout_s):
+                        await self._loop.run_in_executor(None, self._stop_kazoo)
                 raise BackendUnavailable(
                     f"ZooKeeper {self.hosts}: no session within {self.connect_timeout_s} s"
                 )
@@ -99,7 +101,10 @@ class ZooKeeperClient:
         for held in list(self._held):
             held._mark_lost("the ZooKeeper client was closed")
         self._held.clear()
-        await asyncio.get_running_loop().run_in_executor(None, self._stop_kazoo)
+        # kazoo's stop joins its threads: off the loop, and not waited on forever.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.op_timeout_s):
+                await asyncio.get_running_loop().run_in_executor(None, self._stop_kazoo)
 
     def _on_state(self, state: str) -> None:
         """Kazoo's thread: hand state changes to the event loop."""
