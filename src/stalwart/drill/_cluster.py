@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stalwart.drill._errors import DrillError
+from stalwart.drill._errors import DrillConfigError, DrillError
 from stalwart.drill._network import ProxyMesh
 from stalwart.drill._procs import Supervisor
 
@@ -54,6 +54,9 @@ class ClusterLayout:
 
     @classmethod
     def create(cls, root: Path, nodes: int, extra_node_args: Sequence[str] = ()) -> ClusterLayout:
+        if root.exists() and any(root.glob("node-*")):
+            # old data would make the first reads see values this history never wrote
+            raise DrillConfigError(f"{root} already holds a cluster's data: give the drill an empty --dir")
         root.mkdir(parents=True, exist_ok=True)
         key_path = root / "cluster.key"
         if not key_path.exists():
@@ -117,8 +120,8 @@ def leader_from_status(status: dict[str, Any]) -> int | None:
                 return int(value)
     role = str(status.get("role", "")).lower()
     if role == "leader":
-        for name in ("id", "node_id", "node"):
-            with contextlib.suppress(TypeError, ValueError):
+        for name in ("node", "node_id", "id"):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
                 return int(status[name])
     return None
 
