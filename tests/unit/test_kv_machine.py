@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from stalwart.errors import DecodeError
 from stalwart.kv import (
+    MAX_VALUE_BYTES,
     Append,
     Cas,
     Command,
@@ -23,6 +24,7 @@ from stalwart.kv import (
     Range,
     Tick,
     Watch,
+    decode_command,
     decode_get_result,
     decode_query,
     decode_range_result,
@@ -31,6 +33,7 @@ from stalwart.kv import (
     encode_command,
     encode_query,
 )
+from stalwart.kv._commands import MAX_TTL_MS
 
 
 def run(m: KVMachine, cmd: Command, t: int = 0):  # type: ignore[no-untyped-def]
@@ -161,6 +164,49 @@ def test_garbage_never_decodes_into_anything_but_decode_error(data: bytes) -> No
 def test_malformed_commands_are_refused(obj: list[object]) -> None:
     data = msgpack.packb(obj, use_bin_type=True)
     with pytest.raises(DecodeError):
-        KVMachine().apply(data)
+        decode_command(data)
     with pytest.raises(DecodeError):
         decode_query(data)
+    m = KVMachine()
+    before = m.snapshot()
+    result = decode_result(m.apply(data))  # a committed entry never crashes a replica
+    assert not result.ok and result.value is not None and result.value.startswith(b"error")
+    assert m.snapshot() == before
+
+
+def test_revision_moves_only_when_something_changes() -> None:
+    m = KVMachine()
+    assert run(m, Put("a", b"1")).revision == 1
+    assert run(m, Cas("a", b"nope", b"2")).revision == 1
+    assert run(m, Delete("zzz")).revision == 1
+    assert run(m, Tick()).revision == 1
+    assert run(m, Append("a", b"2")).revision == 2
+
+
+def test_append_cannot_grow_a_value_past_the_limit() -> None:
+    m = KVMachine()
+    run(m, Put("big", b"x" * MAX_VALUE_BYTES))
+    result = run(m, Append("big", b"y"))
+    assert not result.ok
+    KVMachine().restore(m.snapshot())
+
+
+def test_one_wild_clock_cannot_expire_everything() -> None:
+    m = KVMachine(KVConfig(max_clock_step_ms=1_000))
+    run(m, Put("t", b"v", ttl_ms=3_600_000), t=10_000)
+    run(m, Put("x", b"v"), t=2**60)  # a proposer whose clock is off by decades
+    assert get(m, "t") is not None and m.clock_ms == 11_000
+    for i in range(5):
+        run(m, Tick(), t=12_000 + i)  # time comes back to normal; the key lives on
+    assert get(m, "t") is not None
+    run(m, Put("huge", b"v", ttl_ms=MAX_TTL_MS), t=2**61)
+    KVMachine().restore(m.snapshot())
+
+
+def test_a_watch_page_never_cuts_a_revision() -> None:
+    m = KVMachine()
+    for i in range(5):
+        run(m, Put(f"t{i}", b"v", ttl_ms=10), t=0)
+    run(m, Tick(), t=100)  # all five expire in one revision
+    _, events, _ = decode_watch_result(m.query(encode_query(Watch("", 5, limit=2))))
+    assert events is not None and len(events) == 5 and {e.revision for e in events} == {6}

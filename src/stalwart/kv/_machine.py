@@ -2,10 +2,12 @@
 
 It plugs under any consensus log through the ``apply(payload) -> bytes`` / ``query(q) -> bytes``
 / ``snapshot()`` / ``restore()`` interface (``stalwart.raft.sessions.StateMachine``). Every
-applied command bumps the store revision, as etcd's does; each key keeps its create and mod
-revision and a version count. TTL keys expire against the state machine's clock, which is the
-largest proposer timestamp seen in the log, so every replica expires the same keys at the same
-log position. A bounded history of events serves watches.
+command that changes something bumps the store revision, as etcd's does (all changes of one
+command, TTL expiries included, share it); each key keeps its create and mod revision and a
+version count. A TTL counts from the proposer's timestamp in the command; keys expire against the
+state machine's clock, the largest proposer timestamp seen in the log (moving at most
+``max_clock_step_ms`` per command, so one wild clock cannot expire everything), so every replica
+expires the same keys at the same log position. A bounded history of events serves watches.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import msgpack
 from stalwart.errors import DecodeError
 from stalwart.kv._commands import (
     MAX_RANGE_LIMIT,
+    MAX_VALUE_BYTES,
     Append,
     Cas,
     Delete,
@@ -42,12 +45,18 @@ from stalwart.kv._commands import (
 )
 
 SNAPSHOT_VERSION = 1
+MAX_TIME_MS = 2**62
 DEFAULT_HISTORY_EVENTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class KVConfig:
     history_events: int = DEFAULT_HISTORY_EVENTS  # events kept for watches; older ones compact away
+    max_clock_step_ms: int = 60_000  # how far one command may move the log clock forward
+
+
+def _expiry(time_ms: int, ttl_ms: int | None) -> int | None:
+    return None if ttl_ms is None else min(time_ms + ttl_ms, MAX_TIME_MS)
 
 
 class KVMachine:
@@ -60,53 +69,69 @@ class KVMachine:
         self._expiry: list[tuple[int, str]] = []  # heap of (expires_at_ms, key); stale entries skipped
         self._history: deque[Event] = deque()
         self._compacted = 0  # every event at or below this revision has been dropped
+        self._last_change_revision = 0
 
     # -- commands --------------------------------------------------------------------------------
 
     def apply(self, payload: bytes) -> bytes:
-        command, time_ms = decode_command(payload)
-        self.clock_ms = max(self.clock_ms, time_ms)
-        self.revision += 1
-        self._expire()
+        """Apply one committed command; the same bytes on every replica give the same result.
+
+        A command that cannot be decoded (it passed through a node of another version, say)
+        changes nothing and answers an error result, deterministically: a committed entry must
+        never make one replica fail where another succeeds.
+        """
+        try:
+            command, time_ms = decode_command(payload)
+        except DecodeError as exc:
+            return encode_result(WriteResult(False, self.revision, f"error: {exc}".encode()[:200]))
+        # One proposer with a wild clock must not expire every key at once: the log clock moves
+        # forward by at most max_clock_step_ms per command (like an HLC's max-offset guard).
+        # TTLs count from the proposer's own timestamp, so a lagging log clock expires keys late,
+        # never early.
+        step_ms = self._config.max_clock_step_ms if self.clock_ms else MAX_TIME_MS
+        self.clock_ms = max(self.clock_ms, min(time_ms, self.clock_ms + step_ms))
+        rev = self.revision + 1  # the revision of every change this command makes
+        changed = self._expire(rev)
         match command:
             case Put(key, value, ttl):
-                result = self._put(key, value, ttl)
+                result = self._put(key, value, _expiry(time_ms, ttl), rev)
             case Delete(key):
-                existed = self._delete(key, self.revision)
-                result = WriteResult(existed, self.revision, existed=existed)
+                existed = self._delete(key, rev)
+                result = WriteResult(existed, rev if existed else self.revision, existed=existed)
             case Cas(key, expected, value, ttl):
                 current = self._data.get(key)
                 now = None if current is None else current.value
                 if now != expected:
-                    result = WriteResult(False, self.revision, now, current is not None)
+                    result = WriteResult(False, rev if changed else self.revision, now, current is not None)
                 else:
-                    result = self._put(key, value, ttl)
+                    result = self._put(key, value, _expiry(time_ms, ttl), rev)
             case Append(key, suffix):
                 current = self._data.get(key)
                 value = (b"" if current is None else current.value) + suffix
-                ttl_left = None
-                if current is not None and current.expires_at_ms is not None:
-                    ttl_left = current.expires_at_ms - self.clock_ms
-                self._put(key, value, ttl_left)
-                result = WriteResult(True, self.revision, value, current is not None)
+                if len(value) > MAX_VALUE_BYTES:
+                    result = WriteResult(False, rev if changed else self.revision, None, current is not None)
+                else:
+                    self._put(key, value, None if current is None else current.expires_at_ms, rev)
+                    result = WriteResult(True, rev, value, current is not None)
             case Tick():
-                result = WriteResult(True, self.revision)
+                result = WriteResult(True, rev if changed else self.revision)
+        if self._last_change_revision == rev:
+            self.revision = rev
         self._check()
         return encode_result(result)
 
-    def _put(self, key: str, value: bytes, ttl_ms: int | None) -> WriteResult:
+    def _put(self, key: str, value: bytes, expires: int | None, rev: int) -> WriteResult:
         current = self._data.get(key)
-        expires = None if ttl_ms is None else self.clock_ms + ttl_ms
         if current is None:
             bisect.insort(self._keys, key)
-            kv = KeyValue(key, value, self.revision, self.revision, 1, expires)
+            kv = KeyValue(key, value, rev, rev, 1, expires)
         else:
-            kv = KeyValue(key, value, current.create_revision, self.revision, current.version + 1, expires)
+            kv = KeyValue(key, value, current.create_revision, rev, current.version + 1, expires)
         self._data[key] = kv
         if expires is not None:
             heapq.heappush(self._expiry, (expires, key))
-        self._record(Event(self.revision, EventKind.PUT, key, value))
-        return WriteResult(True, self.revision, existed=current is not None)
+        self._record(Event(rev, EventKind.PUT, key, value))
+        return WriteResult(True, rev, existed=current is not None)
 
     def _delete(self, key: str, revision: int) -> bool:
         if self._data.pop(key, None) is None:
@@ -115,14 +140,17 @@ class KVMachine:
         self._record(Event(revision, EventKind.DELETE, key))
         return True
 
-    def _expire(self) -> None:
+    def _expire(self, rev: int) -> bool:
+        changed = False
         while self._expiry and self._expiry[0][0] <= self.clock_ms:
             at, key = heapq.heappop(self._expiry)
             kv = self._data.get(key)
             if kv is not None and kv.expires_at_ms == at:  # not overwritten since
-                self._delete(key, self.revision)
+                changed = self._delete(key, rev) or changed
+        return changed
 
     def _record(self, event: Event) -> None:
+        self._last_change_revision = event.revision
         self._history.append(event)
         while len(self._history) > self._config.history_events:
             self._compacted = self._history.popleft().revision
@@ -151,7 +179,9 @@ class KVMachine:
         lo = bisect.bisect_right(self._keys, start_after) if start_after is not None else 0
         lo = max(lo, bisect.bisect_left(self._keys, prefix))
         out: list[KeyValue] = []
-        for key in self._keys[lo:]:
+        keys = self._keys
+        for i in range(lo, len(keys)):
+            key = keys[i]
             if not key.startswith(prefix) or len(out) >= limit:
                 break
             kv = self._live(key)
@@ -163,12 +193,13 @@ class KVMachine:
         """Events after ``since_revision`` for keys under ``prefix``; None if compacted away."""
         if since_revision < self._compacted:
             return None
-        out = []
+        out: list[Event] = []
         for event in self._history:
             if event.revision > since_revision and event.key.startswith(prefix):
-                out.append(event)
-                if len(out) >= limit:
+                # Never cut a revision in two: a watcher resumes after the last revision it saw.
+                if len(out) >= limit and event.revision != out[-1].revision:
                     break
+                out.append(event)
         return out
 
     def get(self, key: str) -> KeyValue | None:
