@@ -151,7 +151,11 @@ class BlockingLock:
                 return BlockingHeld(held, fast)
             if not blocking:
                 raise NotAcquired(fast.lock.name)
+            return _LOOP.run(self._wait(fast.lock, timeout))
         return _LOOP.run(self._acquire(timeout, blocking))
+
+    async def _wait(self, lock: RedisLock, timeout: float | None) -> BlockingHeld:
+        return BlockingHeld(await lock._acquire(timeout, True, first_try=False))
 
     def _fast_path(self) -> FastPath | None:
         """A plain RedisLock on a URL acquires and releases without hopping threads."""

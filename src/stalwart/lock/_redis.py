@@ -240,16 +240,21 @@ class RedisLock(_LockBase):
 
         ``blocking=False`` tries once and raises :class:`NotAcquired` at once if it is taken.
         """
+        return await self._acquire(timeout, blocking, first_try=True)
+
+    async def _acquire(self, timeout: float | None, blocking: bool, *, first_try: bool) -> Held:
+        """``first_try=False``: the caller has just tried (the blocking fast path): go straight
+        to waiting, whose first step after subscribing is a try anyway."""
         held = self._reentry()
         if held is not None:
             return held
         backend = self._backend()
         owner = self.new_owner()
-        queue = blocking and self.fair
         attempt = _Attempt()
-        result = await self._try(backend, owner, queue, attempt)
-        if isinstance(result, Held):
-            return result
+        if first_try or not blocking:
+            result = await self._try(backend, owner, blocking and self.fair, attempt)
+            if isinstance(result, Held):
+                return result
         if not blocking:
             raise NotAcquired(self.name)
         try:
