@@ -220,3 +220,67 @@ def test_every_record_is_in_the_log(tmp_path: Path) -> None:
     kinds = asyncio.run(records())
     assert kinds[0] is Kind.SAGA_STARTED and kinds[-1] is Kind.FINISHED
     assert kinds.count(Kind.STEP_STARTED) == 4 and kinds.count(Kind.STEP_DONE) == 4
+
+
+def test_saga_ids_are_never_reused_and_owners_are_exclusive(tmp_path: Path) -> None:
+    w = World()
+    db = tmp_path / "s.db"
+
+    async def main() -> None:
+        async with SagaOrchestrator(SagaLog.sqlite(db), [order_saga(w)]) as orch:
+            await orch.run("order", saga_id="o-1")
+            with pytest.raises(ConfigError, match="already exists"):
+                await orch.start("order", saga_id="o-1")
+            with pytest.raises(ConfigError, match="another live orchestrator"):
+                async with SagaOrchestrator(SagaLog.sqlite(db), [order_saga(w)]):
+                    pass
+            async with SagaOrchestrator(SagaLog.sqlite(db), [order_saga(w)], owner="other") as second:
+                assert (await second.run("order")).status is SagaStatus.COMPLETED
+        async with SagaOrchestrator(SagaLog.sqlite(db), [order_saga(w)]) as orch:
+            with pytest.raises(ConfigError, match="never reused"):
+                await orch.start("order", saga_id="o-1")
+
+    asyncio.run(main())
+
+
+def test_a_failing_log_write_is_retried_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    w = World()
+    store = SagaLog.sqlite(tmp_path / "s.db")
+    real = store._write_sync
+    failures = [2]
+
+    def flaky(batch: Any) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        real(batch)
+
+    monkeypatch.setattr(store, "_write_sync", flaky)
+
+    async def main() -> None:
+        async with SagaOrchestrator(store, [order_saga(w)]) as orch:
+            assert (await orch.run("order")).status is SagaStatus.COMPLETED
+
+    asyncio.run(main())
+    assert failures == [0]
+
+
+def test_shutdown_cancels_running_steps(tmp_path: Path) -> None:
+    finished = []
+
+    async def slow(ctx: StepContext) -> None:
+        await asyncio.sleep(10)
+        finished.append(ctx.step)
+
+    saga = Saga("slow", [Step("s", slow, timeout_s=30)])
+
+    async def main() -> None:
+        async with SagaOrchestrator(SagaLog.sqlite(tmp_path / "s.db"), [saga]) as orch:
+            await orch.start("slow")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+    assert finished == []

@@ -13,6 +13,7 @@ from stalwart.txn.saga._orchestrator import (
     SagaOrchestrator,
     SagaParkedError,
     SagaResult,
+    SagaStoppedError,
     Step,
     StepContext,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "SagaResult",
     "SagaState",
     "SagaStatus",
+    "SagaStoppedError",
     "Step",
     "StepContext",
     "StepStatus",

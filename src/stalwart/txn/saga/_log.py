@@ -9,6 +9,10 @@ ask a running orchestrator to resume or abort one (it polls for those requests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -18,10 +22,12 @@ from typing import Any
 
 import psycopg
 
-from stalwart.errors import StorageError
+from stalwart.errors import ConfigError, StorageError
 from stalwart.txn.saga._state import Kind, Record
 
+log = logging.getLogger("stalwart.saga")
 MAX_BATCH_RECORDS = 4_096
+MAX_RETRY_DELAY_S = 5.0
 MAX_FIELD_CHARS = 1 << 20  # a step result or input larger than 1 MiB of JSON is refused
 
 _SCHEMA = [
@@ -30,7 +36,8 @@ _SCHEMA = [
     " at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS saga_records_by_id ON saga_records (saga_id, seq)",
     "CREATE TABLE IF NOT EXISTS saga_index (saga_id TEXT PRIMARY KEY, name TEXT NOT NULL,"
-    " status TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL)",
+    " status TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL,"
+    " owner TEXT NOT NULL)",
 ]
 _STATUS_OF = {
     Kind.SAGA_STARTED: "running",
@@ -54,6 +61,7 @@ class _Backend:
 
     placeholder = "?"
     serial = "INTEGER"
+    reconnect_on_error = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -75,6 +83,8 @@ class _Backend:
 
 
 class _SQLite(_Backend):
+    reconnect_on_error = False
+
     def __init__(self, path: str) -> None:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -94,6 +104,7 @@ class _SQLite(_Backend):
 class _Postgres(_Backend):
     placeholder = "%s"
     serial = "BIGSERIAL"
+    reconnect_on_error = True  # a dropped connection is replaced at the next call
 
     def __init__(self, dsn: str) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
@@ -109,8 +120,11 @@ class _Postgres(_Backend):
 class SagaLog:
     """Open with :meth:`sqlite` or :meth:`postgres`; use from one event loop."""
 
-    def __init__(self, backend_factory: Any, where: str) -> None:
+    def __init__(self, backend_factory: Any, where: str, lock: Any = None) -> None:
         self._factory = backend_factory
+        self._lock_factory = lock
+        self._lock_handle: Any = None
+        self.owner = "default"
         self.where = where
         self._backend: _Backend | None = None
         self._queue: list[tuple[str, Record, asyncio.Future[None]]] = []
@@ -119,11 +133,16 @@ class SagaLog:
 
     @classmethod
     def sqlite(cls, path: str | Path) -> SagaLog:
-        return cls(lambda: _SQLite(str(path)), str(path))
+        return cls(lambda: _SQLite(str(path)), str(path), lambda owner: _flock(f"{path}.{owner}.lock"))
 
     @classmethod
     def postgres(cls, dsn: str) -> SagaLog:
-        return cls(lambda: _Postgres(dsn), "postgresql")
+        return cls(lambda: _Postgres(dsn), "postgresql", lambda owner: _advisory_lock(dsn, owner))
+
+    async def acquire(self, owner: str) -> None:
+        """Own the sagas started under ``owner``: only one live orchestrator may (else ConfigError)."""
+        self._lock_handle = await asyncio.to_thread(self._lock_factory, owner)
+        self.owner = owner
 
     def _db(self) -> _Backend:
         if self._backend is None:
@@ -138,6 +157,11 @@ class SagaLog:
             try:
                 return await asyncio.to_thread(fn, *args)
             except (sqlite3.Error, psycopg.Error) as exc:
+                backend = self._backend
+                if backend is not None and backend.reconnect_on_error:
+                    self._backend = None
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(backend.close)
                 raise StorageError(f"saga log {self.where}: {exc}") from exc
 
     # -- appends, group-committed ----------------------------------------------------------------
@@ -153,15 +177,20 @@ class SagaLog:
         await fut
 
     async def _write_loop(self) -> None:
+        delay_s = 0.05
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH_RECORDS], self._queue[MAX_BATCH_RECORDS:]
             try:
                 await self._run(self._write_sync, [(n, r) for n, r, _ in batch])
-            except Exception as exc:
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            except StorageError as exc:
+                # Transient (a busy SQLite, a dropped PostgreSQL connection): the sagas wait for
+                # durability, so the batch is retried, with backoff, until it is written.
+                log.error("saga log write failed, retrying in %.2f s: %s", delay_s, exc)
+                self._queue = batch + self._queue
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, MAX_RETRY_DELAY_S)
                 continue
+            delay_s = 0.05
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
@@ -188,31 +217,41 @@ class SagaLog:
     def _index_sync(self, db: _Backend, name: str, r: Record, now: float) -> None:
         if r.kind is Kind.SAGA_STARTED:
             db.execute(
-                db.q("INSERT INTO saga_index VALUES (?, ?, ?, ?, ?) ON CONFLICT (saga_id) DO NOTHING"),
-                (r.saga_id, name, "running", now, now),
+                db.q("INSERT INTO saga_index VALUES (?, ?, ?, ?, ?, ?)"),
+                (r.saga_id, name, "running", now, now, self.owner),
+            )
+            return
+        if r.kind is Kind.FINISHED:
+            db.execute(
+                db.q("UPDATE saga_index SET status = ?, updated = ? WHERE saga_id = ?"),
+                (r.data.strip('"'), now, r.saga_id),
             )
             return
         status = _STATUS_OF.get(r.kind)
-        if r.kind is Kind.FINISHED:
-            status = r.data.strip('"')
-        if status is not None:
+        if status is not None:  # a late request never reopens a finished saga
             db.execute(
-                db.q("UPDATE saga_index SET status = ?, updated = ? WHERE saga_id = ?"),
+                db.q(
+                    "UPDATE saga_index SET status = ?, updated = ? WHERE saga_id = ?"
+                    " AND status NOT IN ('completed', 'compensated')"
+                ),
                 (status, now, r.saga_id),
             )
 
     # -- reads -----------------------------------------------------------------------------------
 
     async def unfinished(self) -> dict[str, list[LoggedRecord]]:
-        """Every saga that has not finished, with all its records in order."""
+        """Every saga of this log's owner that has not finished, with its records in order."""
         return await self._run(self._unfinished_sync)  # type: ignore[no-any-return]
 
     def _unfinished_sync(self) -> dict[str, list[LoggedRecord]]:
         db = self._db()
         rows = db.execute(
-            "SELECT r.seq, r.saga_id, r.name, r.kind, r.step, r.data, r.at FROM saga_records r"
-            " JOIN saga_index i ON i.saga_id = r.saga_id"
-            " WHERE i.status NOT IN ('completed', 'compensated') ORDER BY r.seq"
+            db.q(
+                "SELECT r.seq, r.saga_id, r.name, r.kind, r.step, r.data, r.at FROM saga_records r"
+                " JOIN saga_index i ON i.saga_id = r.saga_id"
+                " WHERE i.status NOT IN ('completed', 'compensated') AND i.owner = ? ORDER BY r.seq"
+            ),
+            (self.owner,),
         )
         out: dict[str, list[LoggedRecord]] = {}
         for row in rows:
@@ -271,12 +310,50 @@ class SagaLog:
 
         return await self._run(run)  # type: ignore[no-any-return]
 
+    async def exists(self, saga_id: str) -> bool:
+        def run() -> list[tuple[Any, ...]]:
+            db = self._db()
+            return db.execute(db.q("SELECT 1 FROM saga_index WHERE saga_id = ?"), (saga_id,))
+
+        return bool(await self._run(run))
+
     async def close(self) -> None:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         if self._backend is not None:
             backend, self._backend = self._backend, None
             await asyncio.to_thread(backend.close)
+        if self._lock_handle is not None:
+            handle, self._lock_handle = self._lock_handle, None
+            await asyncio.to_thread(handle.close)
+
+
+class _FileLock:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)  # releases the flock
+
+
+def _flock(path: str) -> _FileLock:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"another live orchestrator owns the sagas of {path}") from None
+    return _FileLock(fd)
+
+
+def _advisory_lock(dsn: str, owner: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(dsn, autocommit=True)
+    key = "stalwart-saga:" + owner
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+    if row is None or not row[0]:
+        conn.close()
+        raise ConfigError(f"another live orchestrator owns the sagas of {owner!r}")
+    return conn
 
 
 def _logged(row: tuple[Any, ...]) -> LoggedRecord:

@@ -28,14 +28,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stalwart.errors import ConfigError
+from stalwart.errors import ConfigError, DecodeError
 from stalwart.txn._errors import TransactionError
-from stalwart.txn.saga._log import SagaLog
+from stalwart.txn.saga._log import MAX_FIELD_CHARS, SagaLog
 from stalwart.txn.saga._state import Kind, Record, SagaState, SagaStatus, Work
 
 log = logging.getLogger("stalwart.saga")
 MAX_ACTIVE_SAGAS = 10_000
-MAX_REMEMBERED_RESULTS = 10_000  # finished sagas whose result wait() can still return
+MAX_REMEMBERED_RESULTS = 10_000
+REQUEST_WINDOW = 1_000
+MAX_REMEMBERED_REQUESTS = 10_000  # finished sagas whose result wait() can still return
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,10 @@ class SagaParkedError(TransactionError):
     """A compensation kept failing; the saga waits for an operator."""
 
 
+class SagaStoppedError(TransactionError):
+    """The orchestrator could not go on with a saga (a bug); it resumes at the next start."""
+
+
 FaultHook = Callable[[str, str, str], None]
 """``hook(point, saga_id, step)`` at before-action, after-action, before-compensation,
 after-compensation (tests SIGKILL the process there)."""
@@ -149,6 +155,7 @@ class SagaOrchestrator:
         alert: Callable[[str, str, str], None] | None = None,
         fault_hook: FaultHook | None = None,
         seed: int | None = None,
+        owner: str = "default",
     ) -> None:
         self._log = log_store
         self._sagas = {s.name: s for s in sagas}
@@ -165,8 +172,12 @@ class SagaOrchestrator:
         self._poller: asyncio.Task[None] | None = None
         self._last_seq = 0
         self._finished: OrderedDict[str, SagaResult] = OrderedDict()
+        self._owner = owner
+        self._reserved: set[str] = set()
+        self._handled_requests: OrderedDict[int, None] = OrderedDict()
 
     async def __aenter__(self) -> SagaOrchestrator:
+        await self._log.acquire(self._owner)  # only one live orchestrator per owner
         self._last_seq = await self._log.last_seq()
         for saga_id, records in (await self._log.unfinished()).items():
             name = records[0].name
@@ -175,8 +186,12 @@ class SagaOrchestrator:
                 log.warning("saga %s of unknown type %r left alone (register it to resume it)", saga_id, name)
                 continue
             state = SagaState(saga_id, name, saga.layout())
-            for logged in records:
-                state.apply(logged.record)
+            try:
+                for logged in records:
+                    state.apply(logged.record)
+            except DecodeError as exc:  # e.g. a step was renamed: this saga needs an operator
+                log.error("saga %s cannot be resumed: %s", saga_id, exc)
+                continue
             self._start_driver(state)
         self._poller = asyncio.get_running_loop().create_task(self._poll_requests())
         return self
@@ -197,12 +212,19 @@ class SagaOrchestrator:
             raise ConfigError(f"no saga named {name!r}; have {sorted(self._sagas)}")
         if len(self._drivers) >= MAX_ACTIVE_SAGAS:
             raise TransactionError(f"{MAX_ACTIVE_SAGAS} sagas active; try again later")
+        chosen = saga_id is not None
         saga_id = saga_id or secrets.token_hex(8)
-        if saga_id in self._states:
+        if saga_id in self._states or saga_id in self._reserved or saga_id in self._finished:
             raise ConfigError(f"saga {saga_id} already exists")
-        state = SagaState(saga_id, name, saga.layout())
         record = Record(saga_id, Kind.SAGA_STARTED, data=_to_json(saga_input, f"saga {name} input"))
-        await self._log.append(name, record)
+        self._reserved.add(saga_id)  # before any await: two starts of one id cannot both pass
+        try:
+            if chosen and await self._log.exists(saga_id):
+                raise ConfigError(f"saga {saga_id} already exists in the log; saga ids are never reused")
+            await self._log.append(name, record)
+        finally:
+            self._reserved.discard(saga_id)
+        state = SagaState(saga_id, name, saga.layout())
         state.apply(record)
         self._start_driver(state)
         return saga_id
@@ -242,8 +264,26 @@ class SagaOrchestrator:
         task.add_done_callback(forget)
 
     async def _drive(self, state: SagaState) -> None:
-        saga = self._sagas[state.name]
         running: dict[str, asyncio.Task[None]] = {}
+        try:
+            await self._drive_steps(state, running)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.error("saga %s stopped: %r (it resumes when the orchestrator restarts)", state.saga_id, exc)
+            for fut in self._waiters.pop(state.saga_id, []):
+                if not fut.done():
+                    fut.set_exception(SagaStoppedError(f"saga {state.saga_id} stopped: {exc!r}"))
+            self._states.pop(state.saga_id, None)
+            self._wake.pop(state.saga_id, None)
+        finally:
+            # Shutdown or failure: no step of this saga keeps running behind our back.
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+
+    async def _drive_steps(self, state: SagaState, running: dict[str, asyncio.Task[None]]) -> None:
+        saga = self._sagas[state.name]
         while True:
             for step, work in state.next_work(frozenset(running)):
                 running[step] = asyncio.get_running_loop().create_task(self._do(saga, state, step, work))
@@ -309,6 +349,10 @@ class SagaOrchestrator:
                 async with asyncio.timeout(step.timeout_s):
                     result = await fn(ctx)
                 data = _to_json(result, f"step {step_name} result")
+                if len(data) > MAX_FIELD_CHARS:
+                    raise ConfigError(
+                        f"step {step_name} returned {len(data)} characters of JSON (max {MAX_FIELD_CHARS})"
+                    )
             except Exception as exc:  # any failure of user code is retried, then handled by policy
                 attempt += 1
                 error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -323,6 +367,8 @@ class SagaOrchestrator:
                 if await self._give_up(saga, state, step, (attempt, error), compensating):
                     return
                 await asyncio.sleep(step.retry.delay_s(attempt, self._rng))
+                if not compensating and state.status is not SagaStatus.RUNNING:
+                    return  # aborted meanwhile: the step stays "started" and is compensated
                 continue
             self._fault("after-compensation" if compensating else "after-action", state, step_name)
             done = Kind.COMP_DONE if compensating else Kind.STEP_DONE
@@ -339,8 +385,8 @@ class SagaOrchestrator:
                 return False
             await self._append(state, Record(state.saga_id, Kind.STEP_FAILED, name, json.dumps(error)))
             return True
-        if self._alert is not None and attempt >= step.retry.max_attempts:
-            self._alert(state.saga_id, name, error)
+        if self._alert is not None and attempt % step.retry.max_attempts == 0:
+            self._alert(state.saga_id, name, error)  # once per exhausted round of retries
         if saga.compensation_policy is CompensationPolicy.RETRY_FOREVER or attempt < step.retry.max_attempts:
             return False
         await self._append(state, Record(state.saga_id, Kind.COMP_FAILED, name, json.dumps(error)))
@@ -360,11 +406,18 @@ class SagaOrchestrator:
         while True:
             await asyncio.sleep(self._poll_s)
             try:
-                requests = await self._log.requests_since(self._last_seq)
+                # A window behind the last seq: on PostgreSQL a request can commit after one with
+                # a higher seq; seqs already handled are skipped.
+                requests = await self._log.requests_since(max(0, self._last_seq - REQUEST_WINDOW))
             except Exception as exc:  # a failing poll must not stop the sagas
                 log.warning("saga request poll failed: %r", exc)
                 continue
             for logged in requests:
+                if logged.seq in self._handled_requests:
+                    continue
+                self._handled_requests[logged.seq] = None
+                while len(self._handled_requests) > MAX_REMEMBERED_REQUESTS:
+                    self._handled_requests.popitem(last=False)
                 self._last_seq = max(self._last_seq, logged.seq)
                 state = self._states.get(logged.record.saga_id)
                 if state is not None:
