@@ -123,6 +123,8 @@ class AsyncKVClient:
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         connector: Connector | None = None,
         rng: random.Random | None = None,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_cap_s: float = BACKOFF_CAP_S,
     ) -> None:
         if not endpoints:
             raise ConfigError("AsyncKVClient needs at least one endpoint")
@@ -142,6 +144,7 @@ class AsyncKVClient:
         self._leader: str | None = None  # endpoint
         self._free_slots: list[_Slot] = []  # sessions with no write in flight
         self._sessions_made = 0
+        self._backoff_base_s, self._backoff_cap_s = backoff_base_s, backoff_cap_s
         self.retries = 0  # how many times a call was re-sent (for tests and metrics)
 
     @property
@@ -193,7 +196,7 @@ class AsyncKVClient:
 
     async def _backoff(self, attempt: int) -> None:
         self.retries += 1
-        await asyncio.sleep(self._rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
+        await asyncio.sleep(self._rng.uniform(0, min(self._backoff_cap_s, self._backoff_base_s * 2**attempt)))
 
     async def _call(self, build: Callable[[int], Request], *, pinned: str | None = None) -> Response:
         """Send until a final answer; redirects and lost connections are handled here."""

@@ -1,0 +1,205 @@
+"""The HTTP API and request routing of one in-process node (a one-member cluster, fsync off)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from stalwart.client._protocol import Consistency, ResponseStatus
+from stalwart.kv import Get, Put, Tick, encode_command, encode_query
+from stalwart.sansio import NodeId
+from stalwart.server import HttpApi, KVServer, ServerConfig
+from stalwart.server._openapi import OPENAPI
+
+KEY = b"k" * 32
+
+
+def config(tmp_path: Path, members: tuple[str, ...] = ("n1",)) -> ServerConfig:
+    return ServerConfig(
+        node_id=NodeId("n1"),
+        members={NodeId(m): ("127.0.0.1", 0 if m == "n1" else 1) for m in members},
+        listen=("127.0.0.1", 0),
+        data_dir=tmp_path,
+        cluster_key=KEY,
+        fsync=False,
+        tick_ms=5,
+        election_ms=40,
+        heartbeat_ms=10,
+    )
+
+
+@asynccontextmanager
+async def node(
+    tmp_path: Path, members: tuple[str, ...] = ("n1",)
+) -> AsyncIterator[tuple[KVServer, TestClient]]:
+    async with KVServer(config(tmp_path, members)) as server:
+        api = HttpApi(server, ("127.0.0.1", 0))
+        async with TestClient(TestServer(api.app)) as http:
+            if members == ("n1",):
+                for _ in range(400):
+                    if server.is_leader:
+                        break
+                    await asyncio.sleep(0.005)
+                assert server.is_leader
+            yield server, http
+
+
+def run(
+    tmp_path: Path,
+    body: Callable[[KVServer, TestClient], Awaitable[None]],
+    members: tuple[str, ...] = ("n1",),
+):
+    async def main() -> None:
+        async with node(tmp_path, members) as (server, http):
+            await body(server, http)
+
+    asyncio.run(main())
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_put_get_delete_round_trip(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        resp = await http.put("/v1/kv/dir/a", data=b"\x00\xffraw")
+        assert resp.status == 200
+        rev = (await resp.json())["revision"]
+        got = await (await http.get("/v1/kv/dir/a")).json()
+        assert base64.b64decode(got["value"]) == b"\x00\xffraw" and got["mod_revision"] == rev
+        assert got["version"] == 1 and got["key"] == "dir/a"
+        stale = await http.get("/v1/kv/dir/a?consistency=stale")
+        assert stale.status == 200
+        deleted = await (await http.delete("/v1/kv/dir/a")).json()
+        assert deleted["deleted"] is True and deleted["revision"] == rev + 1
+        assert (await http.get("/v1/kv/dir/a")).status == 404
+        assert (await (await http.delete("/v1/kv/dir/a")).json())["deleted"] is False
+
+    run(tmp_path, body)
+
+
+def test_cas_scan_and_their_errors(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        made = await (await http.post("/v1/kv/c/cas", json={"expected": None, "value": b64(b"1")})).json()
+        assert made["swapped"] is True
+        miss = await (
+            await http.post("/v1/kv/c/cas", json={"expected": b64(b"0"), "value": b64(b"2")})
+        ).json()
+        assert miss["swapped"] is False and base64.b64decode(miss["current"]) == b"1"
+        hit = await (await http.post("/v1/kv/c/cas", json={"expected": b64(b"1"), "value": b64(b"2")})).json()
+        assert hit["swapped"] is True
+        bad = await http.post("/v1/kv/c/cas", json={"expected": "***", "value": b64(b"2")})
+        assert bad.status == 400 and "base64" in (await bad.json())["error"]
+        assert (await http.post("/v1/kv/c/cas", data=b"[1]")).status == 400
+        for i in range(5):
+            await http.put(f"/v1/kv/p/{i}", data=b"v")
+        scan = await (await http.get("/v1/kv?prefix=p/&limit=3")).json()
+        assert [r["key"] for r in scan["items"]] == ["p/0", "p/1", "p/2"]
+        assert (await http.get("/v1/kv?limit=0")).status == 400
+        assert (await http.get("/v1/kv/c?consistency=eventual")).status == 400
+        assert (await http.put("/v1/kv/t?ttl_s=-1", data=b"v")).status == 400
+        too_long = "k" * 2000
+        resp = await http.put(f"/v1/kv/{too_long}", data=b"v")
+        assert resp.status == 400 and "key" in (await resp.json())["error"]
+        big = await http.put("/v1/kv/big", data=b"x" * (3 << 20))
+        assert big.status == 413
+
+    run(tmp_path, body)
+
+
+def test_ttl_expires_on_the_log_clock(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        assert (await http.put("/v1/kv/t?ttl_s=0.05", data=b"v")).status == 200
+        got = await (await http.get("/v1/kv/t")).json()
+        assert got["expires_at_ms"] is not None
+        await asyncio.sleep(0.1)
+        await http.put("/v1/kv/other", data=b"v")  # a later write moves the log clock past the expiry
+        assert (await http.get("/v1/kv/t")).status == 404
+
+    run(tmp_path, body)
+
+
+def test_watch_streams_server_sent_events_in_revision_order(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        await http.put("/v1/kv/w/a", data=b"1")
+        await http.put("/v1/kv/x", data=b"ignored")
+        await http.delete("/v1/kv/w/a")
+        resp = await http.get("/v1/watch?prefix=w/&since=0")
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        events = []
+        async with asyncio.timeout(5):
+            while len(events) < 2:
+                line = (await resp.content.readline()).decode().strip()
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+        resp.close()
+        assert [(e["type"], e["key"]) for e in events] == [("put", "w/a"), ("delete", "w/a")]
+        assert events[0]["revision"] < events[1]["revision"]
+        assert (await http.get("/v1/watch?since=-1")).status == 400
+
+    run(tmp_path, body)
+
+
+def test_status_metrics_and_an_openapi_document_covering_every_route(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        await http.put("/v1/kv/a", data=b"1")
+        status = await (await http.get("/v1/status")).json()
+        assert status["role"] == "leader" and status["applied"] >= 1 and status["keys"] == 1
+        metrics = await (await http.get("/metrics")).text()
+        expected = [
+            "stalwart_raft_term",
+            "stalwart_raft_commit_index",
+            'stalwart_raft_role{role="leader"} 1.0',
+            "stalwart_request_latency_seconds_bucket",
+            "stalwart_storage_fsync_seconds",
+            "stalwart_raft_proposals_total 1.0",
+        ]
+        for name in expected:
+            assert name in metrics, name
+        doc = await (await http.get("/openapi.json")).json()
+        assert doc["openapi"].startswith("3.") and doc == json.loads(json.dumps(OPENAPI))
+        routes = {r.resource.canonical for r in http.app.router.routes() if r.resource is not None}
+        assert routes == set(doc["paths"])
+
+    run(tmp_path, body)
+
+
+def test_without_a_leader_writes_and_linearizable_reads_are_503_stale_reads_answer(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        put = await http.put("/v1/kv/a", data=b"1")
+        assert put.status == 503 and put.headers["Retry-After"] == "1"
+        assert (await http.get("/v1/kv/a")).status == 503
+        assert (await http.get("/v1/kv/a?consistency=stale")).status == 404
+
+    run(tmp_path, body, members=("n1", "n2"))  # n2 never answers: no quorum, no leader
+
+
+def test_the_request_router_refuses_bad_requests_before_proposing(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        put = encode_command(Put("a", b"1"), 0)
+        for client, seq, command, why in [
+            ("~tick-n1", 1, put, "client id"),
+            ("n1", 1, put, "client id"),
+            ("c", 0, put, "seq"),
+            ("c", 1, encode_command(Tick(), 0), "internal"),
+            ("c", 1, b"\x93\x01\x01", "bad command"),
+        ]:
+            answer = await server.write(client, seq, 0, command)
+            assert answer.status is ResponseStatus.ERROR and why in answer.error, (client, answer)
+        assert server.machine.revision == 0, "nothing was applied"
+        ok = await server.write("c", 1, 0, put)
+        assert ok.status is ResponseStatus.OK
+        again = await server.write("c", 1, 0, put)  # the same (session, seq): answered, not re-run
+        assert again.result == ok.result and server.machine.revision == 1
+        read = await server.read(encode_query(Get("a")), Consistency.LEASE)
+        assert read.status is ResponseStatus.OK
+        bad = await server.read(b"\x01", Consistency.LINEARIZABLE)
+        assert bad.status is ResponseStatus.ERROR
+
+    run(tmp_path, body)
