@@ -166,6 +166,10 @@ def test_sigkilled_node_restarts_from_its_data_dir_and_reconverges(cluster: Demo
     assert started["count"] == 2  # its acknowledged, fsynced count survived SIGKILL
     cluster.increment("n2", 5)
     cluster.converge()
+    # n1 (the lower id) redials the restarted n2 after its backoff.
+    cluster.nodes["n2"].wait_for(
+        lambda e: e["event"] == "link" and e["peer"] == "n1" and e["state"] == "connected"
+    )
 
 
 def test_wrong_cluster_key_is_refused_logged_and_the_cluster_keeps_working(cluster: DemoCluster) -> None:

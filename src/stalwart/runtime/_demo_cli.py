@@ -4,6 +4,7 @@ Logs go to stderr; state changes go to stdout as JSON lines (one object per line
 tests and scripts can follow a node::
 
     {"event": "started", "node": "n1", "listen": "127.0.0.1:7001", "count": 0}
+    {"event": "link", "node": "n1", "peer": "n2", "state": "connected"}
     {"event": "total", "node": "n1", "total": 6, "counts": {"n1": 3, "n2": 2, "n3": 1}}
     {"event": "stopped", "node": "n1", "stats": {...}}
 
@@ -28,7 +29,7 @@ import click
 from stalwart.errors import ConfigError, StalwartError
 from stalwart.runtime._host import HostConfig
 from stalwart.runtime._node import Node, RuntimeConfig
-from stalwart.runtime._transport import Address, TransportConfig
+from stalwart.runtime._transport import Address, LinkState, TransportConfig
 from stalwart.sansio import DurableState, NodeId
 
 MIN_KEY_BYTES = 16
@@ -102,9 +103,15 @@ async def run_node(opts: DemoOptions) -> dict[str, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     config = RuntimeConfig(host=HostConfig(tick_ms=opts.tick_ms), transport=TransportConfig())
+
+    def on_link(peer: NodeId, state: LinkState) -> None:
+        if peer in peers:  # links to nodes; clients come and go
+            emit("link", node=node_id, peer=peer, state=state.value)
+
     node: Node[Any, Any, TotalChanged] = Node(
         node_id, cluster_key=opts.key, storage=NodeStorage(opts.data_dir), protocol_factory=build,
         accept=INPUT_TYPES, on_output=on_output, listen=opts.listen, peers=peers, config=config,
+        on_link=on_link,
     )  # fmt: skip
     async with node:
         protocol = node.host.protocol

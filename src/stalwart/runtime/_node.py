@@ -24,7 +24,7 @@ from typing import Generic, Self, TypeVar
 from stalwart.runtime._host import HostConfig, ProtocolHost, Storage
 from stalwart.runtime._stats import RuntimeStats
 from stalwart.runtime._tasks import exit_task_group
-from stalwart.runtime._transport import Address, Transport, TransportConfig
+from stalwart.runtime._transport import Address, LinkState, Transport, TransportConfig
 from stalwart.sansio import DurableState, NodeId, Rng, SansIOProtocol
 
 I = TypeVar("I")  # noqa: E741
@@ -54,6 +54,7 @@ class Node(Generic[I, M, O]):
         peers: Mapping[NodeId, Address],
         config: RuntimeConfig | None = None,
         rng: Rng | None = None,
+        on_link: Callable[[NodeId, LinkState], None] | None = None,
     ) -> None:
         config = config or RuntimeConfig()
         self.stats = RuntimeStats()
@@ -68,6 +69,7 @@ class Node(Generic[I, M, O]):
             stats=self.stats,
             rng=rng,
             inbound_space=self._inbound_space,
+            on_link=on_link,
         )
         self.host: ProtocolHost[I, M, O] = ProtocolHost(
             protocol_factory, storage, self.transport, on_output, config=config.host, stats=self.stats

@@ -162,6 +162,7 @@ class Transport(Generic[I]):
         stats: RuntimeStats | None = None,
         rng: Rng | None = None,
         inbound_space: Callable[[], Awaitable[None]] | None = None,
+        on_link: Callable[[NodeId, LinkState], None] | None = None,
     ) -> None:
         # The handshake checks the key's length and the node id at once, before any socket.
         wire.Handshake(cluster_key, node_id, os.urandom(NONCE_BYTES), True)
@@ -175,6 +176,7 @@ class Transport(Generic[I]):
         self.stats = stats or RuntimeStats()
         self._rng: Rng = rng or random.Random(os.urandom(16))
         self._inbound_space = inbound_space
+        self._on_link = on_link
         self._peers: dict[NodeId, _Peer] = {
             pid: _Peer(pid, addr, self._config.queue) for pid, addr in (peers or {}).items()
         }
@@ -386,6 +388,8 @@ class Transport(Generic[I]):
             peer.conn.writer.close()
         peer.conn = conn
         peer.connected.set()
+        if self._on_link is not None:
+            self._on_link(peer.id, LinkState.CONNECTED)
         if peer.queue:  # flush whatever queued while disconnected
             peer.idle = False
             peer.has_data.set()
@@ -416,6 +420,8 @@ class Transport(Generic[I]):
             if peer.conn is conn:
                 peer.conn = None
                 peer.connected.clear()
+                if self._on_link is not None:
+                    self._on_link(peer.id, LinkState.DISCONNECTED)
                 if peer.address is None:  # a client: forget it and what was queued for it
                     self.stats.drops_disconnect += peer.queue.clear()
                     peer.drained.set()
