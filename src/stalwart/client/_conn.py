@@ -22,6 +22,7 @@ from stalwart.errors import AuthenticationError, DecodeError, StalwartError
 log = logging.getLogger("stalwart.client")
 
 DEFAULT_MAX_INFLIGHT = 1024
+FLUSH_BATCH = 512  # requests per frame (the node accepts up to MAX_BATCH_MESSAGES)
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -57,6 +58,8 @@ class Connection:
         self._slots = asyncio.Semaphore(max_inflight)
         self._next_id = 1
         self._closed = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
         self._reader_task = asyncio.create_task(self._read_loop(early))
 
     @classmethod
@@ -103,11 +106,23 @@ class Connection:
             future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
             self._pending[request_id] = future
             try:
-                body = pack_batch([wire.encode(msg)])
-                self._writer.write(wire.encode_frame(self._session.seal(body)))
+                self._out.append(wire.encode(msg))
+                if not self._flush_scheduled:
+                    # Everything sent in this turn of the event loop shares one frame (one MAC).
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._flush)
                 return await future
             finally:
                 self._pending.pop(request_id, None)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if self._closed or not out:
+            return
+        for start in range(0, len(out), FLUSH_BATCH):
+            body = pack_batch(out[start : start + FLUSH_BATCH])
+            self._writer.write(wire.encode_frame(self._session.seal(body)))
 
     async def _read_loop(self, frames: list[bytes]) -> None:
         reason: str = "closed"

@@ -116,9 +116,7 @@ class HttpApi:
         )  # fmt: skip
 
     def _observe(self, op: str, started: float, status: int) -> None:
-        metrics = self.server.metrics
-        metrics.latency.labels(api="http", op=op).observe(time.perf_counter() - started)
-        metrics.requests.labels(api="http", op=op, status=str(status)).inc()
+        self.server.metrics.request("http", op, str(status), time.perf_counter() - started)
 
     async def write(self, command: Command) -> Answer:
         """One write under this node's HTTP session (a new session if it expired)."""

@@ -154,8 +154,7 @@ class _ClientConn:
                     op, answer = f"read_{consistency.value}", await self.server.read(query, consistency)
                 case StatusRequest():
                     op, answer = "status", self._status()
-            metrics.latency.labels(api="binary", op=op).observe(time.perf_counter() - started)
-            metrics.requests.labels(api="binary", op=op, status=answer.status.value).inc()
+            metrics.request("binary", op, answer.status.value, time.perf_counter() - started)
             self._send(answer.response(msg.request_id))
         finally:
             self.slots.release()

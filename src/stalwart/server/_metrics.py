@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -47,6 +47,19 @@ class Metrics:
             ["api", "op"], buckets=LATENCY_BUCKETS_S, registry=reg,
         )  # fmt: skip
         self.node_id = node_id
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def request(self, api: str, op: str, status: str, seconds: float) -> None:
+        """Count one request and its latency (label children cached: this runs per request)."""
+        key = (api, op, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (
+                self.requests.labels(api=api, op=op, status=status),
+                self.latency.labels(api=api, op=op),
+            )
+        child[0].inc()
+        child[1].observe(seconds)
 
     def observe(self, server: KVServer) -> None:
         """Refresh the gauges from the node's current state."""

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import typing
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -117,6 +118,7 @@ class KVServer:
             listen=config.listen, peers=config.peers, config=runtime,
         )  # fmt: skip
         self._ticker: asyncio.Task[None] | None = None
+        self._deadlines: deque[tuple[float, asyncio.Future[Answer]]] = deque()
 
     @property
     def replica(self) -> RaftReplica:
@@ -194,13 +196,22 @@ class KVServer:
             self._writes.pop(key, None)
 
     async def _wait(self, future: asyncio.Future[Answer], drop: Callable[[], object]) -> Answer:
+        # The sweeper (in _tick_loop) answers futures pending past the request timeout.
+        self._deadlines.append((time.monotonic() + self.config.request_timeout_ms / 1000, future))
         try:
-            async with asyncio.timeout(self.config.request_timeout_ms / 1000):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            return Answer(ResponseStatus.UNKNOWN, error="no outcome within the node's request timeout")
+            return await future
         finally:
             drop()
+
+    def _sweep(self) -> None:
+        """Answer UNKNOWN to requests pending longer than the request timeout (oldest first)."""
+        now = time.monotonic()
+        while self._deadlines and (self._deadlines[0][0] <= now or self._deadlines[0][1].done()):
+            _, future = self._deadlines.popleft()
+            if not future.done():
+                future.set_result(
+                    Answer(ResponseStatus.UNKNOWN, error="no outcome within the node's request timeout")
+                )
 
     async def read(self, query: bytes, consistency: Consistency) -> Answer:
         try:
@@ -292,6 +303,7 @@ class KVServer:
         """The leader proposes a Tick about once a second while TTL keys may exist."""
         while True:
             await asyncio.sleep(TICK_EVERY_S)
+            self._sweep()
             now = wall_ms()
             if self.is_leader and now <= self._ttl_until_ms:
                 self.node.deliver(self._tick_client, ClientWrite(now, encode_command(Tick(), now), 0))
