@@ -376,6 +376,16 @@ def test_client_and_peer_without_the_key_are_refused(cluster: ClusterSpec) -> No
         async with client(cluster) as kv:
             assert await kv.get("intruder") is None
             assert await kv.put("member", b"1") > 0
+        # HTTP at a follower: redirected to the leader with method and body kept.
+        follower = next(n for n in cluster.nodes if n.id != leader_id)
+        async with aiohttp.ClientSession() as http:
+            url = f"http://{follower.http}/v1/kv/via-http"
+            async with http.put(url, data=b"v", allow_redirects=False) as resp:
+                assert resp.status == 307 and resp.headers["Location"].startswith(f"http://{target.http}/")
+            async with http.put(url, data=b"v") as resp:
+                assert resp.status == 200
+            async with http.get(f"http://{follower.http}/v1/kv/via-http") as resp:
+                assert resp.status == 200 and (await resp.json())["value"] == "dg=="
         log = Path(target.log).read_text()
         assert "client refused" in log and "AuthenticationError" in log
         assert "peer refused" in log

@@ -62,6 +62,7 @@ BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
 WATCH_POLL_S = 0.1
 WATCH_BATCH = 1_000
+MAX_CLIENT_ID_CHARS = 96  # sessions add ".<instance>.<n>" within the protocol's 128
 
 
 @dataclass(slots=True)
@@ -71,7 +72,7 @@ class _Slot:
     Raft's session table runs a session's commands in sequence order and refuses one whose seq
     is below the last applied (it may have run). Concurrent writes of one client may reach the
     log in any order, so each in-flight write uses a session of its own: the client is a pool
-    of sessions ``<client_id>.<n>``, as many as it has writes in flight at once.
+    of sessions ``<client_id>.<instance>.<n>``, as many as it has writes in flight at once.
     """
 
     session: str
@@ -133,7 +134,12 @@ class AsyncKVClient:
         self.endpoints = [e.strip() for e in endpoints]
         self.timeout_s = timeout_s
         self._key = cluster_key
-        self._client_id = client_id or f"c-{uuid.uuid4().hex[:20]}"
+        if client_id is not None and not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
+            raise ConfigError(f"client_id must be 1 to {MAX_CLIENT_ID_CHARS} characters")
+        self._client_id = client_id or f"c-{uuid.uuid4().hex[:12]}"
+        # Sessions are named <client_id>.<instance>.<n>: unique even if two clients share an id
+        # (sharing a session would answer one client's write with another's cached result).
+        self._instance = uuid.uuid4().hex[:12]
         self._label = f"{self._client_id}"
         self._max_inflight = max_inflight
         self._connector = connector or self._connect_real
@@ -275,7 +281,7 @@ class AsyncKVClient:
 
     def _session_name(self) -> str:
         self._sessions_made += 1
-        return f"{self._client_id}.{self._sessions_made}"
+        return f"{self._client_id}.{self._instance}.{self._sessions_made}"
 
     def _new_slot(self) -> _Slot:
         return _Slot(self._session_name())

@@ -260,13 +260,24 @@ class KVServer:
                 self._watch_ttl(data)
             case Restored(index=index, boot=boot):
                 log.info("state restored node=%s index=%d boot=%s", self.config.node_id, index, boot)
-                if any(kv.expires_at_ms is not None for kv in self.machine.range("", 10_000)):
+                if self._has_ttl_keys():
                     self._ttl_until_ms = wall_ms() + 10 * 365 * 86_400_000
             case Elected(term=term):
                 log.info("elected leader node=%s term=%d", self.config.node_id, term)
                 self.metrics.elections.inc()
             case _:
                 pass  # VoteGranted: nothing to do here
+
+    def _has_ttl_keys(self) -> bool:
+        """Whether a restored state holds a key with a TTL (one pass, in pages)."""
+        after: str | None = None
+        while True:
+            page = self.machine.range("", 10_000, after)
+            if any(kv.expires_at_ms is not None for kv in page):
+                return True
+            if len(page) < 10_000:
+                return False
+            after = page[-1].key
 
     def _reply(self, out: ClientReply) -> None:
         match out.status:
