@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ import aiohttp
 import pytest
 
 from stalwart import wire
+from stalwart.check import Operation, Status, Verdict, check_operations
 from stalwart.client import AsyncKVClient, KVRequestError, KVTimeoutError, KVUnavailableError
 from stalwart.client._protocol import (
     Consistency,
@@ -432,3 +434,67 @@ def test_sigterm_exits_zero_and_the_cli_works(tmp_path: Path) -> None:
         assert "node stopping" in err
     finally:
         stop_cluster(tmp_path / "c", timeout_s=5.0)
+
+
+# ---- a checked history: linearizable across a leader kill ----------------------------------------
+
+
+async def _checked_worker(
+    kv: AsyncKVClient, process: int, stop: asyncio.Event, ops: list[Operation], rng: random.Random
+) -> None:
+    i = 0
+    while not stop.is_set():
+        i += 1
+        key = f"reg{rng.randrange(3)}"
+        kind = rng.choice(["get", "get", "lease", "put", "cas", "append"])
+        start = time.monotonic_ns()
+        f, value, output, status = kind, None, None, Status.OK
+        try:
+            match kind:
+                case "get" | "lease":
+                    f = "get"
+                    got = await kv.get(key, consistency="lease" if kind == "lease" else "linearizable")
+                    output = None if got is None else got.value.decode()
+                case "put":
+                    value = f"p{process}.{i}"
+                    await kv.put(key, value.encode())
+                case "append":
+                    value = f"+{process}.{i}"
+                    await kv.append(key, value.encode())
+                case "cas":
+                    current = await kv.get(key)
+                    start = time.monotonic_ns()
+                    frm = "" if current is None else current.value.decode()
+                    value = (frm, f"c{process}.{i}")
+                    swapped, _ = await kv.cas(key, frm.encode() if current else None, value[1].encode())
+                    status = Status.OK if swapped else Status.FAIL
+        except (KVTimeoutError, KVUnavailableError):
+            ops.append(Operation(process, f, key, value, None, Status.INFO, start, None))
+            continue
+        ops.append(Operation(process, f, key, value, output, status, start, time.monotonic_ns()))
+
+
+def test_a_history_across_a_leader_kill_is_linearizable(cluster: ClusterSpec) -> None:
+    async def main() -> list[Operation]:
+        leader = await wait_leader(cluster)
+        ops: list[Operation] = []
+        stop = asyncio.Event()
+        rng = random.Random(int(os.environ.get("STALWART_SEED", "7")))
+        async with client(cluster, timeout_s=2.0) as kv:
+            workers = [
+                asyncio.create_task(_checked_worker(kv, p, stop, ops, random.Random(rng.random())))
+                for p in range(6)
+            ]
+            await asyncio.sleep(1.0)
+            sigkill(cluster, leader)
+            await asyncio.sleep(1.5)
+            restart(cluster, leader)
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*workers)
+        return ops
+
+    ops = asyncio.run(main())
+    assert sum(op.status is Status.OK for op in ops) > 50, "the workload made progress"
+    result = check_operations(ops, model="kv", timeout_s=120)
+    assert result.verdict is Verdict.LINEARIZABLE, result
