@@ -112,12 +112,14 @@ def _fmt(address: tuple[str, int] | None) -> str:
 @click.option(
     "--snapshot-every", default=10_000, show_default=True, type=int, help="Entries between snapshots."
 )
+@click.option("--watch-history", default=10_000, show_default=True, type=int, help="Events kept for watches.")
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.pass_context
 def command(  # noqa: PLR0917  (click passes options positionally)
     ctx: click.Context, node_id: str, peers: str, data_dir: Path, listen: str, client_listen: str | None,
     http_listen: str | None, peer_http: str, cluster_key_file: str | None, unsafe_no_fsync: bool,
-    tick_ms: int, election_ms: int, heartbeat_ms: int, snapshot_every: int, log_level: str,
+    tick_ms: int, election_ms: int, heartbeat_ms: int, snapshot_every: int, watch_history: int,
+    log_level: str,
 ) -> None:  # fmt: skip
     """Run one node of the replicated key-value store (logs on stderr)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -131,6 +133,7 @@ def command(  # noqa: PLR0917  (click passes options positionally)
             http_listen=None if http_listen is None else parse_address(http_listen, "--http-listen"),
             peer_http=parse_members(peer_http, "--peer-http"), fsync=not unsafe_no_fsync, tick_ms=tick_ms,
             election_ms=election_ms, heartbeat_ms=heartbeat_ms, snapshot_every=snapshot_every,
+            history_events=watch_history,
         )  # fmt: skip
         data_dir.mkdir(parents=True, exist_ok=True)
     except ConfigError as exc:

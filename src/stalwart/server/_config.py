@@ -79,6 +79,7 @@ class ServerConfig:
     session_timeout_ms: int = 120_000
     request_timeout_ms: int = 30_000  # a request pending this long is answered UNKNOWN
     max_pending_requests: int = 50_000
+    history_events: int = 10_000  # watch history kept (older revisions compact away)
 
     def __post_init__(self) -> None:
         if self.node_id not in self.members:
@@ -91,6 +92,8 @@ class ServerConfig:
             raise ConfigError("--heartbeat-ms must be at most half of --election-ms")
         if self.snapshot_every < 1:
             raise ConfigError("--snapshot-every must be at least 1")
+        if not 1 <= self.history_events <= 10_000_000:
+            raise ConfigError("--watch-history must be in [1, 10000000]")
 
     @property
     def election_ticks(self) -> int:

@@ -21,7 +21,15 @@ from typing import Any, Self
 
 from stalwart.client._protocol import Consistency, Response, ResponseStatus
 from stalwart.errors import DecodeError, StalwartError
-from stalwart.kv import MAX_VALUE_BYTES, KVMachine, Tick, decode_command, decode_query, encode_command
+from stalwart.kv import (
+    MAX_VALUE_BYTES,
+    KVConfig,
+    KVMachine,
+    Tick,
+    decode_command,
+    decode_query,
+    encode_command,
+)
 from stalwart.kv import Cas as KvCas
 from stalwart.kv import Put as KvPut
 from stalwart.raft import RaftConfig, RaftMessage, Role
@@ -85,7 +93,7 @@ class KVServer:
 
     def __init__(self, config: ServerConfig, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.machine = KVMachine()
+        self.machine = KVMachine(KVConfig(history_events=config.history_events))
         self.metrics = metrics or Metrics(config.node_id)
         self.storage = NodeStorage(config.data_dir, fsync=config.fsync)
         self._replica: _WallClockReplica | None = None
