@@ -55,7 +55,7 @@ def render_summary(summary: DrillSummary, report: Path) -> Panel:
     table.add_row("recovered", f"served again {summary.recovered_after_s} s after the final heal")
     table.add_row("check", f"{summary.check_elapsed_s} s")
     table.add_row("report", str(report))
-    return Panel(table, title="stalwart drill", border_style=style.split()[-1])
+    return Panel(table, title="stalwart drill", border_style=style.split()[-1], expand=False)
 
 
 async def _run_with_bar(cfg: DrillConfig, console: Console) -> DrillOutcome:
