@@ -196,93 +196,56 @@ def _b64(raw: object, what: str) -> bytes:
         raise ValueError(f"{what} is not valid base64") from None
 
 
-def build_app(api: HttpApi) -> web.Application:
-    server = api.server
-    routes = web.RouteTableDef()
+class _Routes:
+    """The request handlers; ``build_app`` maps paths to them."""
 
-    async def read(request: web.Request, query: bytes) -> tuple[Answer, Consistency]:
-        level = _consistency(request)
-        return await server.read(query, level), level
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.server = api.server
 
-    @routes.get("/v1/kv/{key:.+}")
-    async def get_key(request: web.Request) -> web.StreamResponse:
+    async def _read(self, request: web.Request, query: bytes) -> Answer:
+        return await self.server.read(query, _consistency(request))
+
+    async def get_key(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        answer, _ = await read(request, encode_query(Get(request.match_info["key"])))
+        answer = await self._read(request, encode_query(Get(request.match_info["key"])))
         if answer.status is not ResponseStatus.OK or answer.result is None:
-            resp = api._failure(request, answer)
+            resp = self.api._failure(request, answer)
         else:
             revision, kv = decode_get_result(answer.result)
-            resp = (
-                _bad("key not found", 404)
-                if kv is None
-                else web.json_response({"revision": revision, **kv_json(kv)})
-            )
-        api._observe("get", started, resp.status)
+            if kv is None:
+                resp = _bad("key not found", 404)
+            else:
+                resp = web.json_response({"revision": revision, **kv_json(kv)})
+        self.api._observe("scan", started, resp.status)
         return resp
 
-    @routes.put("/v1/kv/{key:.+}")
-    async def put_key(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        value = await request.read()
-        resp = await _write_response(api, request, Put(request.match_info["key"], value, _ttl(request)))
-        api._observe("put", started, resp.status)
-        return resp
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        return await _watch(self.api, request)
 
-    @routes.delete("/v1/kv/{key:.+}")
-    async def delete_key(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        resp = await _write_response(api, request, Delete(request.match_info["key"]))
-        api._observe("delete", started, resp.status)
-        return resp
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.server.status())
 
-    @routes.post("/v1/kv/{key:.+}/cas")
-    async def cas_key(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            expected = None if body.get("expected") is None else _b64(body["expected"], "expected")
-            value = _b64(body.get("value"), "value")
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            return _bad(f"bad CAS body: {exc}")
-        resp = await _write_response(
-            api, request, Cas(request.match_info["key"], expected, value, _ttl(request))
-        )
-        api._observe("cas", started, resp.status)
-        return resp
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        body = self.server.metrics.render(self.server)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
-    @routes.get("/v1/kv")
-    async def scan(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        limit = _int_param(request, "limit", 1000, 1, MAX_RANGE_LIMIT)
-        answer, _ = await read(request, encode_query(Range(request.query.get("prefix", ""), limit)))
-        if answer.status is not ResponseStatus.OK or answer.result is None:
-            resp = api._failure(request, answer)
-        else:
-            revision, rows = decode_range_result(answer.result)
-            resp = web.json_response({"revision": revision, "items": [kv_json(kv) for kv in rows]})
-        api._observe("scan", started, resp.status)
-        return resp
-
-    @routes.get("/v1/watch")
-    async def watch(request: web.Request) -> web.StreamResponse:
-        return await _watch(api, request)
-
-    @routes.get("/v1/status")
-    async def status(request: web.Request) -> web.StreamResponse:
-        return web.json_response(server.status())
-
-    @routes.get("/metrics")
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=server.metrics.render(server), content_type="text/plain", charset="utf-8")
-
-    @routes.get("/openapi.json")
-    async def openapi(request: web.Request) -> web.StreamResponse:
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(OPENAPI)
 
+
+def build_app(api: HttpApi) -> web.Application:
+    routes = _Routes(api)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app.add_routes(routes)
+    app.router.add_get("/v1/kv/{key:.+}", routes.get_key)
+    app.router.add_put("/v1/kv/{key:.+}", routes.put_key)
+    app.router.add_delete("/v1/kv/{key:.+}", routes.delete_key)
+    app.router.add_post("/v1/kv/{key:.+}/cas", routes.cas_key)
+    app.router.add_get("/v1/kv", routes.scan)
+    app.router.add_get("/v1/watch", routes.watch)
+    app.router.add_get("/v1/status", routes.status)
+    app.router.add_get("/metrics", routes.metrics)
+    app.router.add_get("/openapi.json", routes.openapi)
     return app
 
 
