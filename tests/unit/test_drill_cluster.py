@@ -47,3 +47,22 @@ def test_leader_from_status() -> None:
     assert leader_from_status({"role": "leader", "leader": None, "node": "3"}) == 3
     assert leader_from_status({"role": "candidate", "leader": None, "node": "3"}) is None
     assert leader_from_status({}) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nemesis", "kill,foo"], "unknown nemesis foo"),
+        (["--duration", "1"], "--duration must be"),
+        (["--clients", "0"], "--clients must be"),
+        (["--op-timeout", "0"], "--op-timeout must be"),
+    ],
+)
+def test_bad_options_exit_2_before_anything_starts(tmp_path: Path, args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from stalwart.drill._cli import command
+
+    result = CliRunner().invoke(command, [*args, "--dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "d").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import tempfile
 import time
@@ -14,7 +15,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from stalwart.drill._errors import DrillError
+from stalwart.drill._errors import DrillConfigError, DrillError
 from stalwart.drill._nemesis import parse_nemeses
 from stalwart.drill._report import DrillSummary
 from stalwart.drill._run import DrillConfig, DrillOutcome, run_drill
@@ -129,7 +130,6 @@ def command(  # noqa: PLR0917
     console = Console()
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every node by PID
     signal.signal(signal.SIGTERM, _interrupt)
-    root = directory or Path(tempfile.mkdtemp(prefix="stalwart-drill-"))
     chosen_seed = seed if seed is not None else int(time.time()) % 1_000_000
     try:
         cfg = DrillConfig(
@@ -137,7 +137,7 @@ def command(  # noqa: PLR0917
             duration_s=duration_s,
             nemeses=parse_nemeses(nemesis),
             clients=clients,
-            root=root,
+            root=directory or Path("."),
             seed=chosen_seed,
             op_timeout_s=op_timeout_s,
             workload=WorkloadConfig(
@@ -145,6 +145,12 @@ def command(  # noqa: PLR0917
             ),
             extra_node_args=node_args,
         )
+    except DrillConfigError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        ctx.exit(2)
+    root = directory or Path(tempfile.mkdtemp(prefix="stalwart-drill-"))
+    cfg = dataclasses.replace(cfg, root=root)
+    try:
         console.print(
             f"drill: {cfg.nodes} nodes, {cfg.duration_s:.0f} s, seed {cfg.seed}, dir {root}", soft_wrap=True
         )
@@ -152,8 +158,12 @@ def command(  # noqa: PLR0917
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every node the drill started has been stopped[/]")
         ctx.exit(130)
-    except (DrillError, StalwartError) as exc:
+    except (DrillError, StalwartError, OSError) as exc:
         console.print(f"[bold red]drill error:[/] {exc}")
+        console.print(f"logs: {root / 'logs'}", soft_wrap=True)
+        ctx.exit(2)
+    except Exception:  # a bug in the drill itself: still exit 2 (1 means "not linearizable")
+        console.print_exception()
         console.print(f"logs: {root / 'logs'}", soft_wrap=True)
         ctx.exit(2)
     console.print(render_summary(outcome.summary, outcome.report_path))

@@ -46,6 +46,8 @@ class DrillConfig:
             raise DrillConfigError(f"--duration must be 5..3600 s, got {self.duration_s}")
         if not 1 <= self.clients <= 200:
             raise DrillConfigError(f"--clients must be 1..200, got {self.clients}")
+        if not 0 < self.op_timeout_s <= 60:
+            raise DrillConfigError(f"--op-timeout must be in (0, 60] s, got {self.op_timeout_s}")
 
 
 @dataclass(slots=True)
