@@ -128,8 +128,6 @@ def command(  # noqa: PLR0917
     from stalwart.drill._workload import WorkloadConfig
 
     console = Console()
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every node by PID
-    signal.signal(signal.SIGTERM, _interrupt)
     chosen_seed = seed if seed is not None else int(time.time()) % 1_000_000
     try:
         cfg = DrillConfig(
@@ -150,6 +148,8 @@ def command(  # noqa: PLR0917
         ctx.exit(2)
     root = directory or Path(tempfile.mkdtemp(prefix="stalwart-drill-"))
     cfg = dataclasses.replace(cfg, root=root)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every node by PID
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         console.print(
             f"drill: {cfg.nodes} nodes, {cfg.duration_s:.0f} s, seed {cfg.seed}, dir {root}", soft_wrap=True
