@@ -217,6 +217,46 @@ class _Routes:
                 resp = _bad("key not found", 404)
             else:
                 resp = web.json_response({"revision": revision, **kv_json(kv)})
+        self.api._observe("get", started, resp.status)
+        return resp
+
+    async def put_key(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        value = await request.read()
+        resp = await _write_response(self.api, request, Put(request.match_info["key"], value, _ttl(request)))
+        self.api._observe("put", started, resp.status)
+        return resp
+
+    async def delete_key(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        resp = await _write_response(self.api, request, Delete(request.match_info["key"]))
+        self.api._observe("delete", started, resp.status)
+        return resp
+
+    async def cas_key(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            expected = None if body.get("expected") is None else _b64(body["expected"], "expected")
+            value = _b64(body.get("value"), "value")
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            return _bad(f"bad CAS body: {exc}")
+        command = Cas(request.match_info["key"], expected, value, _ttl(request))
+        resp = await _write_response(self.api, request, command)
+        self.api._observe("cas", started, resp.status)
+        return resp
+
+    async def scan(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        limit = _int_param(request, "limit", 1000, 1, MAX_RANGE_LIMIT)
+        answer = await self._read(request, encode_query(Range(request.query.get("prefix", ""), limit)))
+        if answer.status is not ResponseStatus.OK or answer.result is None:
+            resp = self.api._failure(request, answer)
+        else:
+            revision, rows = decode_range_result(answer.result)
+            resp = web.json_response({"revision": revision, "items": [kv_json(kv) for kv in rows]})
         self.api._observe("scan", started, resp.status)
         return resp
 
