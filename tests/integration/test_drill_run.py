@@ -50,7 +50,7 @@ def _alive(pid: int) -> bool:
 def test_a_short_drill_with_every_nemesis_is_linearizable(tmp_path: Path) -> None:
     root = tmp_path / "drill"
     proc = subprocess.run(
-        [sys.executable, "-m", "stalwart", "drill", "--duration", "20", "--dir", str(root), "--seed", "11",
+        [sys.executable, "-m", "stalwart", "drill", "--duration", "22", "--dir", str(root), "--seed", "7",
          "--clients", "6", "--nemesis", "kill,pause,partition,clock"],
         capture_output=True, text=True, timeout=150,
     )  # fmt: skip
@@ -60,12 +60,13 @@ def test_a_short_drill_with_every_nemesis_is_linearizable(tmp_path: Path) -> Non
     summary = json.loads((root / "report" / "summary.json").read_text())
     assert summary["verdict"] == "linearizable"
     assert summary["ops_ok"] > 100
-    assert {f["kind"] for f in summary["faults"]} == {"kill", "pause", "partition"}
-    assert summary["not_injected"] == ["clock"]
+    # seed 7 fits one window of each kind into 22 s (the schedule is a function of the seed)
+    assert {f["kind"] for f in summary["faults"]} == {"kill", "pause", "partition", "clock"}
+    assert summary["not_injected"] == []
     for name in ("history.jsonl", "report.html", "latency.png", "rate.png"):
         assert (root / "report" / name).stat().st_size > 0
     pids = _node_pids(root)
-    assert len(pids) >= 4  # three nodes and at least one restart after the kill
+    assert len(pids) >= 6  # three nodes, a restart after the kill, two for the clock skew and back
     assert not [p for p in pids if _alive(p)]
 
 

@@ -17,15 +17,15 @@ def test_layout_key_ports_and_argv(tmp_path: Path) -> None:
     assert len(set(ports)) == 6
     assert len(layout.cluster_key) == 64 and stat.S_IMODE(layout.key_path.stat().st_mode) == 0o600
 
-    async def argv() -> list[str]:
+    async def argv() -> tuple[list[str], list[str]]:
         mesh = ProxyMesh({n: ("127.0.0.1", layout.peer_ports[n]) for n in layout.node_ids})
         await mesh.start()
         try:
-            return layout.argv(2, mesh)
+            return layout.argv(2, mesh), layout.argv(2, mesh, clock_rate=2.0)
         finally:
             await mesh.close()
 
-    args = asyncio.run(argv())
+    args, slow = asyncio.run(argv())
     assert args[args.index("--id") + 1] == "2"
     assert args[args.index("--listen") + 1] == f"127.0.0.1:{layout.peer_ports[2]}"
     assert args[args.index("--client-listen") + 1] == layout.endpoint(2)
@@ -34,6 +34,9 @@ def test_layout_key_ports_and_argv(tmp_path: Path) -> None:
     assert set(peers) == {"1", "2", "3"} and peers["2"] == f"127.0.0.1:{layout.peer_ports[2]}"
     assert peers["1"] != f"127.0.0.1:{layout.peer_ports[1]}"  # other peers go through a proxy
     assert args[-2:] == ["--tick-ms", "10"]
+    # a slow clock: ticks twice as long, timeouts the same number of ticks, given last (click keeps it)
+    assert slow[: len(args)] == args
+    assert slow[len(args) :] == ["--tick-ms", "20", "--election-ms", "2000", "--heartbeat-ms", "200"]
 
 
 def test_a_used_dir_is_refused(tmp_path: Path) -> None:

@@ -41,7 +41,9 @@ def test_schedule_is_seeded_disjoint_and_leaves_a_quiet_tail(
     a = build_schedule(frozenset(kinds), duration, seed=seed, nodes=nodes)
     assert a == build_schedule(frozenset(kinds), duration, seed=seed, nodes=nodes)
     for f in a:
-        assert f.kind in kinds & SUPPORTED  # clock is never scheduled: it cannot be injected here
+        assert f.kind in kinds & SUPPORTED
+        if f.kind is Nemesis.CLOCK:
+            assert f.clock_rate in (0.5, 2.0) and "tick" in f.describe()
         assert 2.0 <= f.start_s < f.end_s <= duration - 3.0
         if f.shape in (PartitionShape.ISOLATE_LEADER, PartitionShape.ONE_WAY):
             assert f.target is Target.LEADER

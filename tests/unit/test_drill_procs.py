@@ -60,6 +60,12 @@ def test_kill_pause_resume_restart_and_stop_all(tmp_path: Path) -> None:
         sup.restart(1)
         assert a.pid != first and a.running() and a.starts == 2 and a.pids == [first, a.pid]
         assert (tmp_path / "logs" / "node-1.log").read_text().count("--- start") == 2
+        # a graceful stop, then a restart with another command line (kept for later starts)
+        sup.pause(2)
+        sup.stop(2)  # continues the paused child so that SIGTERM can end it
+        assert not b.running() and b.proc is not None and b.proc.returncode == -15
+        sup.restart(2, [sys.executable, "-c", SLEEPER + " # v2"])
+        assert b.running() and b.argv[-1].endswith("# v2") and b.starts == 2
         sup.pause(2)  # stop_all must also end a paused child
     finally:
         sup.stop_all()

@@ -25,6 +25,8 @@ from stalwart.drill._network import ProxyMesh
 from stalwart.drill._procs import Supervisor
 
 HOST = "127.0.0.1"
+#: The node's defaults (``stalwart node --help``): a skewed clock scales all three together.
+DEFAULT_TICK_MS, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS = 10, 1000, 100
 
 
 def free_ports(count: int) -> list[int]:
@@ -83,7 +85,17 @@ class ClusterLayout:
     def endpoint(self, node: int) -> str:
         return f"{HOST}:{self.client_ports[node]}"
 
-    def argv(self, node: int, mesh: ProxyMesh) -> list[str]:
+    def argv(self, node: int, mesh: ProxyMesh, clock_rate: float = 1.0) -> list[str]:
+        """The node's command line; ``clock_rate`` != 1 makes its clock run that much slower
+        (> 1) or faster (< 1): every tick lasts ``clock_rate`` times longer while election and
+        heartbeat timeouts keep their length in ticks."""
+        skew = []
+        if clock_rate != 1.0:
+            skew = [
+                "--tick-ms", str(max(1, round(DEFAULT_TICK_MS * clock_rate))),
+                "--election-ms", str(max(1, round(DEFAULT_ELECTION_MS * clock_rate))),
+                "--heartbeat-ms", str(max(1, round(DEFAULT_HEARTBEAT_MS * clock_rate))),
+            ]  # fmt: skip
         return [
             sys.executable,
             "-m",
@@ -102,6 +114,7 @@ class ClusterLayout:
             "--cluster-key-file",
             str(self.key_path),
             *self.extra_node_args,
+            *skew,  # after the extra args: click keeps an option's last value
         ]
 
 

@@ -56,13 +56,21 @@ class Fault:
         assert 0 <= self.start_s < self.end_s, self
         assert (self.kind is Nemesis.PARTITION) == (self.shape is not None), self
 
+    @property
+    def clock_rate(self) -> float:
+        return CLOCK_RATES[self.pick % len(CLOCK_RATES)]
+
     def describe(self) -> str:
         extra = f" {self.shape.value}" if self.shape is not None else ""
+        if self.kind is Nemesis.CLOCK:
+            extra = f" x{self.clock_rate:g} tick"
         return f"{self.kind.value}{extra} ({self.target.value}) {self.start_s:.1f}-{self.end_s:.1f}s"
 
 
-#: Faults a drill can inject. CLOCK is accepted and reported as not injectable (see docs/drill.md).
-SUPPORTED = frozenset({Nemesis.KILL, Nemesis.PAUSE, Nemesis.PARTITION})
+#: Faults a drill can inject (all of them; CLOCK is a tick-rate skew, see docs/drill.md).
+SUPPORTED = frozenset(Nemesis)
+#: Clock rates a CLOCK fault picks from: > 1 a slow clock, < 1 a fast one.
+CLOCK_RATES = (0.5, 2.0)
 #: The most fault windows in one schedule, whatever the duration.
 MAX_FAULTS = 1000
 

@@ -117,11 +117,28 @@ class Supervisor:
         self.children[node].paused = False
         return sent
 
-    def restart(self, node: int) -> Child:
-        """Start ``node`` again (same command, same data dir) if it is not running."""
+    def stop(self, node: int) -> None:
+        """SIGCONT + SIGTERM ``node`` and wait; SIGKILL after ``STOP_TIMEOUT_S``."""
+        child = self.children[node]
+        if not child.running():
+            return
+        assert child.proc is not None  # running() checked it
+        self._signal(node, signal.SIGCONT)
+        self._signal(node, signal.SIGTERM)
+        try:
+            child.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill(node)
+        child.paused = False
+
+    def restart(self, node: int, argv: list[str] | None = None) -> Child:
+        """Start ``node`` again if it is not running: same data dir, and the same command
+        unless ``argv`` replaces it (for this start and later ones)."""
         child = self.children[node]
         if child.running():
             return child
+        if argv is not None:
+            child.argv = list(argv)
         return self.start(node)
 
     def exited(self) -> dict[int, int]:

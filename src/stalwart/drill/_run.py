@@ -80,6 +80,7 @@ class _Nemesis:
     ) -> None:
         self._cfg, self._layout, self._sup, self._mesh, self._rec = cfg, layout, sup, mesh, rec
         self.injected: list[tuple[Fault, tuple[int, ...]]] = []
+        self._skewed: set[int] = set()
 
     async def _target(self, fault: Fault) -> int:
         ids = self._layout.node_ids
@@ -107,7 +108,12 @@ class _Nemesis:
                             self._mesh.cut(a, b)
                 nodes = tuple(sorted(cuts[0][0]))  # the minority / the isolated leader / one half
             case Nemesis.CLOCK:
-                return  # not injectable here: see docs/drill.md
+                # a clock that runs fast or slow: restart the node (SIGTERM, same data dir) with
+                # every tick lasting clock_rate times as long; see docs/drill.md for the limits
+                self._sup.stop(node)
+                self._mesh.reset_node(node)
+                self._sup.restart(node, self._layout.argv(node, self._mesh, fault.clock_rate))
+                self._skewed.add(node)
         desc = f"{fault.describe()} on node {node}"
         index = self._rec.fault_started(fault.kind.value, desc, nodes)
         self.injected.append((fault, nodes))
@@ -120,8 +126,14 @@ class _Nemesis:
         progress.current_fault = ""
 
     def heal_all(self) -> None:
-        """Heal every fault at once: reconnect the mesh, continue paused, restart dead nodes."""
+        """Heal every fault at once: reconnect the mesh, continue paused, restart dead nodes,
+        and put skewed clocks back to the normal rate (another restart)."""
         self._mesh.heal()
+        for node in sorted(self._skewed):
+            self._sup.stop(node)
+            self._sup.restart(node, self._layout.argv(node, self._mesh))
+            self._rec.event("clock", f"node {node} restarted at the normal clock rate")
+        self._skewed.clear()
         for node, child in self._sup.children.items():
             if child.paused:
                 self._sup.resume(node)
@@ -250,7 +262,7 @@ async def run_drill(cfg: DrillConfig, progress: Progress | None = None) -> Drill
         recovered_after_s=round(recovered, 3),
         report_dir=str(cfg.root / "report"),
         failure=failure_json(result),
-        notes=_notes(not_injected, sup),
+        notes=_notes(not_injected, sup, Nemesis.CLOCK in cfg.nemeses),
     )
     progress.phase = "writing the report"
     page = write_report(
@@ -270,12 +282,14 @@ def _fault_json(w: Any) -> dict[str, Any]:
     }
 
 
-def _notes(not_injected: list[str], sup: Supervisor) -> list[str]:
+def _notes(not_injected: list[str], sup: Supervisor, clock_chosen: bool) -> list[str]:
     notes = []
     if "clock" in not_injected:
+        notes.append("clock: not injected; see docs/drill.md.")
+    elif clock_chosen:
         notes.append(
-            "clock: not injected. Skewing a node's clock needs root time namespaces or a node option "
-            "for a clock offset, and the node offers none; see docs/drill.md."
+            "clock: a tick-rate skew (the node restarted with ticks 0.5x or 2x as long), not a wall-clock "
+            "jump: that needs root time namespaces; see docs/drill.md."
         )
     restarts = sum(max(0, c.starts - 1) for c in sup.children.values())
     notes.append(f"{restarts} node restarts; every started process was stopped by PID")
