@@ -208,7 +208,8 @@ def test_deleted_data_dir_rejoins_through_a_snapshot(tmp_path: Path) -> None:
                     if st.get("applied", 0) >= commit:
                         break
                     await asyncio.sleep(0.2)
-                assert st.get("applied", 0) >= commit, f"{victim.id} did not catch up: {st}"
+                log_tail = "\n".join(Path(victim.log).read_text().splitlines()[-15:])
+                assert st.get("applied", 0) >= commit, f"{victim.id} did not catch up: {st}\n{log_tail}"
                 assert st["snapshot_index"] > 0, "it caught up through a snapshot"
                 stale = AsyncKVClient([victim.client], cluster_key=key_of(spec))
                 async with stale:
@@ -498,3 +499,35 @@ def test_a_history_across_a_leader_kill_is_linearizable(cluster: ClusterSpec) ->
     assert sum(op.status is Status.OK for op in ops) > 50, "the workload made progress"
     result = check_operations(ops, model="kv", timeout_s=120)
     assert result.verdict is Verdict.LINEARIZABLE, result
+
+
+def test_a_paused_leader_is_routed_around_and_rejoins_as_follower(cluster: ClusterSpec) -> None:
+    async def main() -> None:
+        leader = await wait_leader(cluster)
+        pid = cluster.node(leader).pid
+        assert pid is not None
+        async with client(cluster, timeout_s=6.0) as kv:
+            await kv.put("before", b"1")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                assert await kv.put("during", b"2") > 0, "a new leader took the write"
+                assert time.monotonic() - started < 6.0
+                assert (await kv.get("before")) is not None
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            # The old leader wakes up, steps down and catches up; nothing it held is lost.
+            deadline = time.monotonic() + 15
+            st: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                st = (await statuses(cluster)).get(leader, {})
+                if st.get("role") == "follower" and st.get("applied", 0) >= (await kv.status())["commit"] - 2:
+                    break
+                await asyncio.sleep(0.2)
+            assert st.get("role") == "follower", st
+            stale = AsyncKVClient([cluster.node(leader).client], cluster_key=key_of(cluster))
+            async with stale:
+                got = await stale.get("during", consistency="stale")
+                assert got is not None and got.value == b"2"
+
+    asyncio.run(main())

@@ -37,6 +37,7 @@ class FakeConn:
     node_id: str
     handler: Handler
     log: list[tuple[str, Request]]
+    paused: set[str]
     closed: bool = False
 
     async def send(self, build: Callable[[int], Request]) -> Response:
@@ -45,6 +46,8 @@ class FakeConn:
         request = build(1)
         self.log.append((self.node_id, request))
         await asyncio.sleep(0)
+        if self.node_id in self.paused:
+            await asyncio.sleep(3600)  # a SIGSTOPped node: the socket is open, nothing answers
         answer = self.handler(self.node_id, request)
         if isinstance(answer, Exception):
             self.closed = True
@@ -60,6 +63,7 @@ class FakeCluster:
     handler: Handler
     log: list[tuple[str, Request]] = field(default_factory=list)
     down: set[str] = field(default_factory=set)
+    paused: set[str] = field(default_factory=set)
     connects: list[str] = field(default_factory=list)
 
     async def connect(self, endpoint: str, label: str) -> FakeConn:
@@ -67,7 +71,7 @@ class FakeCluster:
         self.connects.append(node)
         if node in self.down:
             raise ConnectionLostError(f"{node} is down")
-        return FakeConn(node, self.handler, self.log)
+        return FakeConn(node, self.handler, self.log, self.paused)
 
     def client(self, timeout_s: float = 2.0, backoff_cap_s: float = 0.002) -> AsyncKVClient:
         return AsyncKVClient(
@@ -171,6 +175,23 @@ def test_unreachable_nodes_are_skipped() -> None:
     async def main() -> None:
         async with cluster.client() as kv:
             assert await kv.put("a", b"1") == 7
+
+    asyncio.run(main())
+
+
+def test_a_paused_leader_costs_one_attempt_timeout_then_the_write_goes_elsewhere_unchanged() -> None:
+    cluster = FakeCluster(leader_is("n1"))
+
+    async def main() -> None:
+        async with cluster.client(timeout_s=1.0) as kv:
+            await kv.put("a", b"1")  # n1 is the known leader now
+            cluster.paused.add("n1")
+            cluster.handler = leader_is("n2")  # a new leader was elected meanwhile
+            cluster.log.clear()
+            assert await kv.put("b", b"2") == 7
+            sent = writes(cluster.log)
+            assert sent[0][0] == "n1" and sent[-1][0] == "n2"
+            assert len({(r.client, r.seq) for _, r in sent}) == 1
 
     asyncio.run(main())
 

@@ -107,7 +107,8 @@ class AsyncKVClient:
     """``async with AsyncKVClient(["127.0.0.1:7101", ...], cluster_key=key) as kv: ...``.
 
     Every call runs inside one timeout scope of ``timeout_s`` (:class:`KVTimeoutError` when it
-    ends: a write's outcome is then unknown). Inside it, the call goes to the believed leader,
+    ends: a write's outcome is then unknown); one node gets at most ``attempt_timeout_s``
+    (default half of it) before the call moves on. Inside it, the call goes to the believed leader,
     follows redirects (``leader_hint``), tries the other endpoints when a node is unreachable,
     and backs off with full jitter when no leader is known, at most ``MAX_ATTEMPTS`` times
     (then :class:`KVUnavailableError`). A write keeps its (client id, sequence number) across
@@ -126,6 +127,7 @@ class AsyncKVClient:
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
+        attempt_timeout_s: float | None = None,
     ) -> None:
         if not endpoints:
             raise ConfigError("AsyncKVClient needs at least one endpoint")
@@ -151,6 +153,9 @@ class AsyncKVClient:
         self._free_slots: list[_Slot] = []  # sessions with no write in flight
         self._sessions_made = 0
         self._backoff_base_s, self._backoff_cap_s = backoff_base_s, backoff_cap_s
+        # One node gets at most this long before the call moves on (half the call's budget).
+        self._attempt_timeout_s = attempt_timeout_s or timeout_s / 2
+        self._closing: set[asyncio.Task[None]] = set()
         self.retries = 0  # how many times a call was re-sent (for tests and metrics)
 
     @property
@@ -174,6 +179,8 @@ class AsyncKVClient:
         conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
             await conn.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # ---- connections and routing -----------------------------------------------------------
 
@@ -190,10 +197,14 @@ class AsyncKVClient:
                 self._ids[conn.node_id] = endpoint
             return conn
 
-    def _forget(self, endpoint: str) -> None:
-        self._conns.pop(endpoint, None)
+    def _forget(self, endpoint: str, *, close: bool = False) -> None:
+        conn = self._conns.pop(endpoint, None)
         if self._leader == endpoint:
             self._leader = None
+        if close and conn is not None:
+            task = asyncio.ensure_future(conn.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _next_endpoint(self, after: str | None) -> str:
         if after is None or after not in self.endpoints:
@@ -210,6 +221,7 @@ class AsyncKVClient:
             async with asyncio.timeout(self.timeout_s):
                 return await self._route(build, pinned)
         except TimeoutError:
+            self._leader = None  # whoever we thought led did not answer: ask around next time
             raise KVTimeoutError(
                 f"no answer within {self.timeout_s}s (a write's outcome is unknown)"
             ) from None
@@ -219,11 +231,14 @@ class AsyncKVClient:
         last_error = "no attempt"
         for attempt in range(MAX_ATTEMPTS):
             try:
-                conn = await self._conn(endpoint)
-                response = await conn.send(build)
-            except ConnectionLostError as exc:
-                last_error = str(exc)
-                self._forget(endpoint)
+                async with asyncio.timeout(self._attempt_timeout_s):
+                    conn = await self._conn(endpoint)
+                    response = await conn.send(build)
+            except (ConnectionLostError, TimeoutError) as exc:
+                # A lost connection, or a node that does not answer in time (paused, cut off,
+                # overloaded): try the next one. A write is resent unchanged, so it applies once.
+                last_error = str(exc) or f"{endpoint} did not answer within {self._attempt_timeout_s}s"
+                self._forget(endpoint, close=isinstance(exc, TimeoutError))
                 if pinned is not None:
                     raise KVUnavailableError(last_error) from None
                 endpoint = self._next_endpoint(endpoint)
