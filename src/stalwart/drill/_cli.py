@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import signal
 import tempfile
 import time
@@ -145,6 +146,10 @@ def command(  # noqa: PLR0917
         )
     except DrillConfigError as exc:
         console.print(f"[bold red]error:[/] {exc}")
+        ctx.exit(2)
+    if importlib.util.find_spec("matplotlib") is None:
+        # found out now, not after the whole run: the report's plots need it
+        console.print("[bold red]error:[/] the report needs matplotlib (pip install 'matplotlib>=3.8')")
         ctx.exit(2)
     root = directory or Path(tempfile.mkdtemp(prefix="stalwart-drill-"))
     cfg = dataclasses.replace(cfg, root=root)
