@@ -19,9 +19,9 @@ import time
 from stalwart import wire
 from stalwart.client._protocol import (
     MAX_FRAME_BYTES,
+    Consistency,
     HandshakeError,
     ReadRequest,
-    Request,
     Response,
     ResponseStatus,
     StatusRequest,
@@ -38,6 +38,7 @@ log = logging.getLogger("stalwart.server.clients")
 
 MAX_INFLIGHT_PER_CONNECTION = 4096
 MAX_CONNECTIONS = 1024
+_READ_OPS = {level: f"read_{level.value}" for level in Consistency}
 
 
 class ClientListener:
@@ -116,7 +117,8 @@ class _ClientConn:
     ):
         self.server, self.writer, self.session, self.remote = server, writer, session, remote
         self.slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.futures: set[asyncio.Future[Answer]] = set()  # pending answers of this connection
+        self.closed = False
         self.out: list[bytes] = []
         self.flush_scheduled = False
 
@@ -136,28 +138,38 @@ class _ClientConn:
             frames = decoder.feed(data)  # FrameTooLargeError from the header alone
 
     def _spawn(self, msg: object) -> None:
-        if not isinstance(msg, WriteRequest | ReadRequest | StatusRequest):
-            self.slots.release()
-            raise DecodeError(f"a {type(msg).__name__} is not a client request")
-        task = asyncio.create_task(self._handle(msg))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _handle(self, msg: Request) -> None:
-        metrics = self.server.metrics
+        """Start one request; its answer is sent from a future's callback (no task per request)."""
         started = time.perf_counter()
-        try:
-            match msg:
-                case WriteRequest(client=client, seq=seq, ack=ack, command=command):
-                    op, answer = "write", await self.server.write(client, seq, ack, command)
-                case ReadRequest(query=query, consistency=consistency):
-                    op, answer = f"read_{consistency.value}", await self.server.read(query, consistency)
-                case StatusRequest():
-                    op, answer = "status", self._status()
-            metrics.request("binary", op, answer.status.value, time.perf_counter() - started)
-            self._send(answer.response(msg.request_id))
-        finally:
+        server = self.server
+        match msg:
+            case WriteRequest(client=client, seq=seq, ack=ack, command=command):
+                op, answer = "write", server.submit_write(client, seq, ack, command)
+            case ReadRequest(query=query, consistency=consistency):
+                op, answer = _READ_OPS[consistency], server.submit_read(query, consistency)
+            case StatusRequest():
+                op, answer = "status", self._status()
+            case _:
+                self.slots.release()
+                raise DecodeError(f"a {type(msg).__name__} is not a client request")
+        request_id = msg.request_id
+        if isinstance(answer, Answer):
+            self._finish(request_id, op, started, answer)
+            return
+        self.futures.add(answer)
+        answer.add_done_callback(lambda done: self._done(request_id, op, started, done))
+
+    def _done(self, request_id: int, op: str, started: float, future: asyncio.Future[Answer]) -> None:
+        self.futures.discard(future)
+        if future.cancelled():
             self.slots.release()
+            return
+        self._finish(request_id, op, started, future.result())
+
+    def _finish(self, request_id: int, op: str, started: float, answer: Answer) -> None:
+        self.slots.release()
+        self.server.metrics.request("binary", op, answer.status.value, time.perf_counter() - started)
+        if not self.closed:
+            self._send(answer.response(request_id))
 
     def _status(self) -> Answer:
         return Answer(ResponseStatus.OK, json.dumps(self.server.status()).encode())
@@ -176,8 +188,6 @@ class _ClientConn:
             self.writer.write(wire.encode_frame(self.session.seal(body)))
 
     async def stop(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Pending answers stay with the server (a write may still apply); nobody sends them here.
+        self.closed = True
+        self.futures.clear()

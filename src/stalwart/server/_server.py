@@ -14,7 +14,6 @@ import random
 import time
 import typing
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -170,6 +169,17 @@ class KVServer:
 
     async def write(self, client: str, seq: int, ack: int, command: bytes) -> Answer:
         """Run one kv command under session ``client`` with sequence ``seq`` (exactly once)."""
+        answer = self.submit_write(client, seq, ack, command)
+        return answer if isinstance(answer, Answer) else await answer
+
+    async def read(self, query: bytes, consistency: Consistency) -> Answer:
+        answer = self.submit_read(query, consistency)
+        return answer if isinstance(answer, Answer) else await answer
+
+    def submit_write(
+        self, client: str, seq: int, ack: int, command: bytes
+    ) -> Answer | asyncio.Future[Answer]:
+        """:meth:`write` without a coroutine: an answer now, or a future of it (the listener's path)."""
         if not client or client.startswith("~") or client in self.config.members:
             return _error("a client id is non-empty, does not start with '~' and is not a node id")
         if seq < 1 or ack < 0:
@@ -190,11 +200,19 @@ class KVServer:
             return Answer(ResponseStatus.BUSY, error="too many pending requests")
         if isinstance(cmd, KvPut | KvCas) and cmd.ttl_ms is not None:
             self._ttl_until_ms = max(self._ttl_until_ms, wall_ms() + cmd.ttl_ms + 1000)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._writes.setdefault((client, seq), []).append(future)
+        key = (client, seq)
+        future = self._future()
+        self._writes.setdefault(key, []).append(future)
+        future.add_done_callback(lambda done: self._drop_write(key, done))
         self.metrics.proposals.inc()
         self.node.deliver(NodeId(client), ClientWrite(seq, encode_command(cmd, wall_ms()), ack))
-        return await self._wait(future, lambda: self._drop_write((client, seq), future))
+        return future
+
+    def _future(self) -> asyncio.Future[Answer]:
+        # The sweeper (in _tick_loop) answers futures pending past the request timeout.
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._deadlines.append((time.monotonic() + self.config.request_timeout_ms / 1000, future))
+        return future
 
     def _drop_write(self, key: tuple[str, int], future: asyncio.Future[Answer]) -> None:
         futures = self._writes.get(key, [])
@@ -202,14 +220,6 @@ class KVServer:
             futures.remove(future)
         if not futures:
             self._writes.pop(key, None)
-
-    async def _wait(self, future: asyncio.Future[Answer], drop: Callable[[], object]) -> Answer:
-        # The sweeper (in _tick_loop) answers futures pending past the request timeout.
-        self._deadlines.append((time.monotonic() + self.config.request_timeout_ms / 1000, future))
-        try:
-            return await future
-        finally:
-            drop()
 
     def _sweep(self) -> None:
         """Answer UNKNOWN to requests pending longer than the request timeout (oldest first)."""
@@ -221,7 +231,8 @@ class KVServer:
                     Answer(ResponseStatus.UNKNOWN, error="no outcome within the node's request timeout")
                 )
 
-    async def read(self, query: bytes, consistency: Consistency) -> Answer:
+    def submit_read(self, query: bytes, consistency: Consistency) -> Answer | asyncio.Future[Answer]:
+        """:meth:`read` without a coroutine: an answer now, or a future of it."""
         try:
             decode_query(query)
         except DecodeError as exc:
@@ -236,10 +247,11 @@ class KVServer:
             return Answer(ResponseStatus.BUSY, error="too many pending requests")
         rid = self._next_read
         self._next_read += 1
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        future = self._future()
         self._reads[rid] = future
+        future.add_done_callback(lambda _: self._reads.pop(rid, None))
         self.node.deliver(READ_SOURCE, ClientRead(rid, query))
-        return await self._wait(future, lambda: self._reads.pop(rid, None))
+        return future
 
     def _in_lease(self) -> bool:
         """Serve from local state: leader, inside its lease, and everything committed is applied.
