@@ -143,3 +143,27 @@ def test_malformed_batches_raise_decode_error_only(data: bytes) -> None:
     except DecodeError:
         return
     assert pack_batch(items) == data, "what decodes is exactly a batch"
+
+
+def test_a_data_dir_in_use_by_another_node_exits_4(tmp_path: Path) -> None:
+    from stalwart.storage import NodeStorage
+
+    holder = NodeStorage(tmp_path / "d")
+    try:
+        result = CliRunner().invoke(
+            node_command,
+            [
+                "--id",
+                "n1",
+                "--peers",
+                "n1=127.0.0.1:1",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            env={"STALWART_CLUSTER_KEY": "k" * 32},
+        )
+    finally:
+        holder.close()
+    assert result.exit_code == 4 and "storage unusable" in result.output
