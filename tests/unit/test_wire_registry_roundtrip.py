@@ -24,7 +24,17 @@ from hypothesis import strategies as st
 
 import stalwart
 import tests.unit.test_wire_samples as samples
-from stalwart.wire import Bounds, MaxLen, decode, decode_as, encode, field_types, registered_types
+from stalwart.wire import (
+    Bounds,
+    MaxLen,
+    decode,
+    decode_as,
+    decode_many,
+    encode,
+    field_types,
+    join_encoded,
+    registered_types,
+)
 
 INT_MIN, UINT_MAX = -(2**63), 2**64 - 1
 # Per message class; the registry grows with every package, so CI keeps this small.
@@ -178,3 +188,4 @@ def test_every_registered_message_round_trips(tag: int, data: st.DataObject) -> 
     assert back == msg  # NaN is never generated, so equality is exact
     assert decode_as(encoded, cls) == back
     assert encode(back) == encoded  # canonical: decoding loses nothing the encoder wrote
+    assert decode_many(join_encoded([encoded, encoded])) == [back, back]  # the batch path agrees

@@ -9,6 +9,7 @@ Messages are frozen slotted dataclasses registered with a type tag::
 
     data = encode(Ping(1))          # msgpack [PROTOCOL_VERSION, 901, 1]
     decode(data) == Ping(1)         # validates every field; DecodeError on anything else
+    decode_many(encode_many([Ping(1), Ping(2)])) == [Ping(1), Ping(2)]   # a batch, one unpack
 
 Framing (:func:`encode_frame`, :class:`FrameDecoder`) and authentication (:class:`Handshake`,
 :class:`AuthSession`) are sans-IO: the host moves the bytes. See docs/wire.md.
@@ -25,6 +26,7 @@ from stalwart.wire._errors import (
 )
 from stalwart.wire._framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
 from stalwart.wire._limits import DEFAULT_LIMITS, Bounds, Limits, MaxLen
+from stalwart.wire._many import decode_many, encode_many, join_encoded
 from stalwart.wire._registry import field_types, message, registered_types, tag_of
 
 __all__ = [
@@ -46,9 +48,12 @@ __all__ = [
     "SchemaError",
     "decode",
     "decode_as",
+    "decode_many",
     "encode",
     "encode_frame",
+    "encode_many",
     "field_types",
+    "join_encoded",
     "message",
     "registered_types",
     "tag_of",

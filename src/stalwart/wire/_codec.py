@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgpack
 from msgpack.exceptions import ExtraData, UnpackException
 
 from stalwart.errors import DecodeError
-from stalwart.wire._compiled import CompiledMessage
+from stalwart.wire._compiled import PROTOCOL_VERSION, CompiledMessage, pack
 from stalwart.wire._errors import EncodeError, SchemaError
 from stalwart.wire._limits import DEFAULT_LIMITS, Limits
 from stalwart.wire._registry import BY_CLASS, BY_TAG
 
 T = TypeVar("T")
 
-PROTOCOL_VERSION = 1
-"""The version of the envelope and of every message schema; see docs/wire.md for the policy."""
-
-# One packer, reused: building a Packer per call costs more than packing a small message. Its
-# pack() runs in C without releasing the GIL (we pass no `default` hook), so it is never
-# re-entered. On an error msgpack resets the buffer, so a failed encode leaves nothing behind.
-_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False).pack
+_pack = pack
 _unpackb = msgpack.unpackb
 
 
@@ -33,7 +26,7 @@ def encode(msg: Any) -> bytes:
         raise EncodeError(f"{type(msg).__qualname__} is not a registered message")
     compiled = spec._compiled or spec.compiled()
     try:
-        return _pack((PROTOCOL_VERSION, compiled.tag, *compiled.encode_fields(msg)))
+        return compiled.encode_message(msg)
     except (OverflowError, ValueError, TypeError) as exc:
         # Integers outside int64/uint64, strings with lone surrogates, sizes over 4 GiB.
         raise EncodeError(f"{compiled.qualname}: cannot be packed: {exc}") from exc
@@ -70,6 +63,11 @@ def _unpack(data: Any, limits: Limits) -> Any:
 
 def _envelope(data: Any, limits: Limits) -> tuple[CompiledMessage, tuple[Any, ...]]:
     raw = _unpack(data, limits)
+    return check_envelope(raw), raw
+
+
+def check_envelope(raw: Any) -> CompiledMessage:
+    """The compiled codec of an unpacked envelope ``(version, tag, ...)``; DecodeError if none."""
     if type(raw) is not tuple or len(raw) < 2:
         raise DecodeError("not a message: expected an array [version, tag, fields...]")
     version, tag = raw[0], raw[1]
@@ -84,14 +82,14 @@ def _envelope(data: Any, limits: Limits) -> tuple[CompiledMessage, tuple[Any, ..
             compiled = spec.compiled()
         except SchemaError as exc:  # a local bug, but decode promises DecodeError for any input
             raise DecodeError(f"tag {tag} cannot be decoded: {exc}") from exc
-    return compiled, raw
+    return compiled
 
 
 def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Any:
     """The message these bytes hold; :class:`DecodeError` for anything else, whatever the input."""
     compiled, raw = _envelope(data, limits)
     try:
-        return compiled.decode_fields(raw[2:], limits.max_depth - 1)
+        return compiled.decode_envelope(raw, limits.max_depth - 1)
     except RecursionError:
         raise DecodeError("nested too deeply") from None
 
@@ -105,7 +103,10 @@ def decode_as(data: bytes | bytearray | memoryview, cls: type[T], *, limits: Lim
     if compiled.cls is not cls:
         raise DecodeError(f"expected {cls.__qualname__} (tag {spec.tag}), got tag {compiled.tag}")
     try:
-        result: T = compiled.decode_fields(raw[2:], limits.max_depth - 1)
+        result: T = compiled.decode_envelope(raw, limits.max_depth - 1)
     except RecursionError:
         raise DecodeError("nested too deeply") from None
     return result
+
+
+__all__ = ["PROTOCOL_VERSION", "check_envelope", "decode", "decode_as", "encode"]

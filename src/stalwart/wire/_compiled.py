@@ -10,25 +10,66 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
+import msgpack
+
 from stalwart.errors import DecodeError, StalwartError
 from stalwart.wire._errors import EncodeError
+from stalwart.wire._fastbuild import EnvelopeDecoder, bypass_setters, envelope_decoder
 from stalwart.wire._fastcheck import exact_types
 from stalwart.wire._types import Node, raw_name
 
 FieldsEncoder = Callable[[Any], "tuple[Any, ...] | list[Any]"]
 FieldsDecoder = Callable[["tuple[Any, ...]", int], Any]
+MessageEncoder = Callable[[Any], bytes]
+
+PROTOCOL_VERSION = 1
+"""The version of the envelope and of every message schema; see docs/wire.md for the policy."""
+
+# One packer, reused: building a Packer per call costs more than packing a small message. Its
+# pack() runs in C without releasing the GIL (we pass no `default` hook), so it is never
+# re-entered. On an error msgpack resets the buffer, so a failed encode leaves nothing behind.
+pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False).pack
 
 
 class CompiledMessage:
-    """``encode_fields(msg)`` -> the raw field values; ``decode_fields(raw, depth_left)`` -> msg."""
+    """``encode_fields(msg)`` -> the raw field values; ``decode_fields(raw, depth_left)`` -> msg.
 
-    __slots__ = ("cls", "decode_fields", "encode_fields", "n", "names", "nodes", "qualname", "tag")
+    And the whole-envelope forms of the hot paths: ``encode_message(msg)`` -> the packed
+    envelope's bytes (pack errors propagate: the caller wraps them), ``decode_envelope(envelope,
+    depth_left)`` -> msg, for an envelope whose version and tag were already checked.
+    """
+
+    __slots__ = (
+        "cls", "decode_envelope", "decode_fields", "encode_fields", "encode_message", "n", "names",
+        "nodes", "qualname", "tag",
+    )  # fmt: skip
 
     def __init__(self, cls: type[Any], tag: int, names: tuple[str, ...], nodes: tuple[Node, ...]) -> None:
         self.cls, self.tag, self.names, self.nodes, self.n = cls, tag, names, nodes, len(names)
         self.qualname: str = cls.__qualname__
         self.encode_fields: FieldsEncoder = _encoder(cls.__qualname__, names, nodes)
         self.decode_fields: FieldsDecoder = _decoder(cls, names, nodes)
+        self.encode_message: MessageEncoder = _message_encoder(tag, self.encode_fields)
+        self.decode_envelope: EnvelopeDecoder = _envelope_decoder(cls, names, nodes, self.decode_fields)
+
+
+def _message_encoder(tag: int, encode_fields: FieldsEncoder) -> MessageEncoder:
+    prefix = (PROTOCOL_VERSION, tag)
+
+    def encode_message(msg: Any) -> bytes:
+        vals = encode_fields(msg)
+        return pack(prefix + vals if type(vals) is tuple else (*prefix, *vals))
+
+    return encode_message
+
+
+def _envelope_decoder(
+    cls: type[Any], names: tuple[str, ...], nodes: tuple[Node, ...], decode_fields: FieldsDecoder
+) -> EnvelopeDecoder:
+    setters = bypass_setters(cls, names)
+    if setters is None or any(node.dec is not None for node in nodes):
+        return lambda raw, depth_left: decode_fields(raw[2:], depth_left)
+    return envelope_decoder(cls, tuple(node.primary_raw for node in nodes), setters, decode_fields)
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
