@@ -1,4 +1,8 @@
-"""Many encoded messages in one authenticated frame: a msgpack array of byte strings.
+"""A msgpack array of byte strings: a helper kept for callers that frame opaque items this way.
+
+The transport no longer uses it: its batches are ``wire.join_encoded`` (one msgpack array of
+message envelopes, unpacked with one call by ``wire.decode_many``). What follows describes why
+a batch exists and how this format is checked.
 
 Sealing (HMAC) and framing cost a fixed amount per frame, so the transport packs everything it
 has queued for a peer into one frame, up to the batch limits. A msgpack array of ``bin`` items
