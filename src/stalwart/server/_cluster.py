@@ -221,25 +221,39 @@ def _tail(path: str, lines: int = 5) -> str:
 
 def stop_node(node: NodeSpec, timeout_s: float = 10.0) -> str:
     """SIGTERM, then SIGKILL after ``timeout_s``; returns what happened."""
-    if not is_running(node.pid, node.data_dir):
-        node.pid = None
-        return "not running"
-    assert node.pid is not None
-    os.kill(node.pid, signal.SIGTERM)
+    return stop_nodes([node], timeout_s)[node.id]
+
+
+def stop_nodes(nodes: list[NodeSpec], timeout_s: float = 10.0) -> dict[str, str]:
+    """SIGTERM every running node at once, SIGKILL those still running after ``timeout_s``."""
+    outcome: dict[str, str] = {}
+    running: list[NodeSpec] = []
+    for node in nodes:
+        if is_running(node.pid, node.data_dir):
+            assert node.pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, signal.SIGTERM)
+            running.append(node)
+        else:
+            outcome[node.id] = "not running"
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not is_running(node.pid, node.data_dir):
-            node.pid = None
-            return "stopped"
+    while running and time.monotonic() < deadline:
+        for node in [n for n in running if not is_running(n.pid, n.data_dir)]:
+            outcome[node.id] = "stopped"
+            running.remove(node)
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(node.pid, signal.SIGKILL)
-    node.pid = None
-    return "killed"
+    for node in running:
+        assert node.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.pid, signal.SIGKILL)
+        outcome[node.id] = "killed"
+    for node in nodes:
+        node.pid = None
+    return {node.id: outcome[node.id] for node in nodes}
 
 
 def stop_cluster(directory: str | Path, *, timeout_s: float = 10.0) -> dict[str, str]:
     spec = ClusterSpec.load(Path(directory).resolve())
-    outcome = {node.id: stop_node(node, timeout_s) for node in spec.nodes}
+    outcome = stop_nodes(spec.nodes, timeout_s)
     spec.save()
     return outcome

@@ -95,7 +95,8 @@ class HttpApi:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self._address[0], self._address[1])
+        # Open watch streams must not hold a SIGTERM up for aiohttp's default of 60 s.
+        self._site = web.TCPSite(self._runner, self._address[0], self._address[1], shutdown_timeout=1.0)
         await self._site.start()
 
     async def close(self) -> None:
