@@ -270,7 +270,8 @@ class RaftReplica:
                         self._redirect(client, request_id)
                         del ctx
                     self._reads.clear()
-                    self._ready_reads.clear()
+                    # Confirmed reads stay: serving them once applied >= their index is still
+                    # linearizable, whoever leads now.
 
     def _elected(self, term: int, leader: NodeId) -> Elected:
         log = self.raft.log
