@@ -26,6 +26,7 @@ from stalwart.drill import (
     wait_serving,
 )
 from stalwart.drill._cluster import make_supervisor
+from stalwart.drill._procs import Supervisor
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def test_ctrl_c_stops_every_node(tmp_path: Path) -> None:
             proc.kill()
 
 
-async def _cluster_up(root: Path) -> tuple[ClusterLayout, ProxyMesh, object]:
+async def _cluster_up(root: Path) -> tuple[ClusterLayout, ProxyMesh, Supervisor]:
     layout = ClusterLayout.create(root, 3)
     mesh = ProxyMesh({n: ("127.0.0.1", layout.peer_ports[n]) for n in layout.node_ids})
     await mesh.start()
@@ -128,7 +129,7 @@ def test_isolating_the_leader_through_the_proxies_elects_another_and_heals(tmp_p
                 await asyncio.sleep(0.2)
             assert seen in others
         finally:
-            sup.stop_all()  # type: ignore[attr-defined]
+            sup.stop_all()
             await mesh.close()
 
     asyncio.run(main())
@@ -167,7 +168,66 @@ def test_stale_reads_from_a_cut_off_node_are_caught(tmp_path: Path) -> None:
             result = check_operations(rec.operations, model="kv", timeout_s=10)
             assert result.verdict is Verdict.NOT_LINEARIZABLE, rec.operations
         finally:
-            sup.stop_all()  # type: ignore[attr-defined]
+            sup.stop_all()
+            await mesh.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("follower_clock_rate", "expected"), [(1.0, Verdict.LINEARIZABLE), (0.25, Verdict.NOT_LINEARIZABLE)]
+)
+def test_lease_reads_break_only_when_clocks_break_the_drift_bound(
+    tmp_path: Path, follower_clock_rate: float, expected: Verdict
+) -> None:
+    """Lease reads assume tick rates differ by at most 10%. Followers whose clocks run 4x fast
+    (the drill's clock skew) elect a new leader while the cut-off old leader still trusts its
+    lease: its lease reads miss acknowledged writes, and the checker must say so. With honest
+    clocks the same scenario stays linearizable (the old leader's lease ends first)."""
+    import random
+
+    from stalwart.client import AsyncKVClient
+
+    async def main() -> None:
+        layout, mesh, sup = await _cluster_up(tmp_path)
+        try:
+            leader = await _leader(layout, layout.node_ids, None, 10)
+            others = [n for n in layout.node_ids if n != leader]
+            if follower_clock_rate != 1.0:
+                for n in others:  # one at a time, so the leader keeps its quorum
+                    sup.stop(n)
+                    mesh.reset_node(n)
+                    sup.restart(n, layout.argv(n, mesh, follower_clock_rate))
+                    await wait_serving(layout, 30)
+            assert await _leader(layout, layout.node_ids, None, 10) == leader
+            rec = Recorder()
+            key = layout.cluster_key
+            async with (
+                AsyncKVClient([layout.endpoint(n) for n in others], cluster_key=key, timeout_s=3) as wc,
+                AsyncKVClient([layout.endpoint(leader)], cluster_key=key, timeout_s=3) as rc,
+            ):
+                writer = Worker(0, wc, rec, WorkloadConfig(keys=("k",)), random.Random(1))
+                reader = Worker(
+                    1, rc, rec, WorkloadConfig(keys=("k",), read_consistency="lease"), random.Random(2)
+                )
+                await writer.put("k")
+                await reader.get("k")
+                mesh.partition([[leader], others])
+                end = time.monotonic() + 3
+
+                async def writes() -> None:
+                    while time.monotonic() < end:
+                        await writer.put("k")
+
+                async def reads() -> None:
+                    while time.monotonic() < end:
+                        await reader.get("k")
+                        await asyncio.sleep(0.005)
+
+                await asyncio.gather(writes(), reads())
+            assert check_operations(rec.operations, model="kv", timeout_s=10).verdict is expected
+        finally:
+            sup.stop_all()
             await mesh.close()
 
     asyncio.run(main())
