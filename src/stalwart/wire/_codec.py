@@ -8,30 +8,31 @@ import msgpack
 from msgpack.exceptions import ExtraData, UnpackException
 
 from stalwart.errors import DecodeError
-from stalwart.wire._compiled import PROTOCOL_VERSION, CompiledMessage, pack
+from stalwart.wire._compiled import PROTOCOL_VERSION, CompiledMessage
 from stalwart.wire._errors import EncodeError, SchemaError
 from stalwart.wire._limits import DEFAULT_LIMITS, Limits
-from stalwart.wire._registry import BY_CLASS, BY_TAG
+from stalwart.wire._registry import BY_CLASS, BY_TAG, ENCODERS
 
 T = TypeVar("T")
 
-_pack = pack
 _unpackb = msgpack.unpackb
 
 
 def encode(msg: Any) -> bytes:
     """The bytes of a registered message; :class:`EncodeError` if a field breaks its type."""
-    spec = BY_CLASS.get(type(msg))
-    if spec is None:
-        raise EncodeError(f"{type(msg).__qualname__} is not a registered message")
-    compiled = spec._compiled or spec.compiled()
+    encode_message = ENCODERS.get(type(msg))
+    if encode_message is None:  # not registered, or not compiled yet (a forward reference)
+        spec = BY_CLASS.get(type(msg))
+        if spec is None:
+            raise EncodeError(f"{type(msg).__qualname__} is not a registered message")
+        encode_message = spec.compiled().encode_message
     try:
-        return compiled.encode_message(msg)
+        return encode_message(msg)
     except (OverflowError, ValueError, TypeError) as exc:
         # Integers outside int64/uint64, strings with lone surrogates, sizes over 4 GiB.
-        raise EncodeError(f"{compiled.qualname}: cannot be packed: {exc}") from exc
+        raise EncodeError(f"{type(msg).__qualname__}: cannot be packed: {exc}") from exc
     except RecursionError:
-        raise EncodeError(f"{compiled.qualname}: nested too deeply to encode") from None
+        raise EncodeError(f"{type(msg).__qualname__}: nested too deeply to encode") from None
 
 
 def _unpack(data: Any, limits: Limits) -> Any:

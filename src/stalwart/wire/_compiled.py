@@ -49,18 +49,31 @@ class CompiledMessage:
         self.qualname: str = cls.__qualname__
         self.encode_fields: FieldsEncoder = _encoder(cls.__qualname__, names, nodes)
         self.decode_fields: FieldsDecoder = _decoder(cls, names, nodes)
-        self.encode_message: MessageEncoder = _message_encoder(tag, self.encode_fields)
+        self.encode_message: MessageEncoder = _message_encoder(tag, names, nodes, self.encode_fields)
         self.decode_envelope: EnvelopeDecoder = _envelope_decoder(cls, names, nodes, self.decode_fields)
 
 
-def _message_encoder(tag: int, encode_fields: FieldsEncoder) -> MessageEncoder:
+def _message_encoder(
+    tag: int, names: tuple[str, ...], nodes: tuple[Node, ...], encode_fields: FieldsEncoder
+) -> MessageEncoder:
     prefix = (PROTOCOL_VERSION, tag)
+    if any(node.enc is not None for node in nodes) or not names:
 
-    def encode_message(msg: Any) -> bytes:
-        vals = encode_fields(msg)
-        return pack(prefix + vals if type(vals) is tuple else (*prefix, *vals))
+        def encode_message(msg: Any) -> bytes:
+            vals = encode_fields(msg)
+            return pack(prefix + vals if type(vals) is tuple else (*prefix, *vals))
 
-    return encode_message
+        return encode_message
+    getter = _getter(names)
+    fast = exact_types(tuple(node.primary_value for node in nodes))
+
+    def encode_plain_message(msg: Any) -> bytes:
+        # encode_fields inlined: the commonest message (every field its usual type) costs one
+        # C getter, one unrolled type check, one tuple concatenation and one pack.
+        vals = getter(msg)
+        return pack(prefix + vals if fast(vals) else (*prefix, *encode_fields(msg)))
+
+    return encode_plain_message
 
 
 def _envelope_decoder(

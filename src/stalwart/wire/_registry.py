@@ -16,6 +16,9 @@ MAX_TAG = 2**31 - 1
 
 BY_TAG: dict[int, MessageSpec] = {}
 BY_CLASS: dict[type[Any], MessageSpec] = {}
+ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {}
+"""Class -> its compiled ``encode_message``, for every registered class compiled so far: the
+first lookup of every ``encode``. A class leaves it when it leaves ``BY_CLASS``."""
 
 
 class MessageSpec:
@@ -32,6 +35,7 @@ class MessageSpec:
         if compiled is None:
             try:
                 compiled = self._compiled = self._compile()
+                ENCODERS[self.cls] = compiled.encode_message
             except NameError as exc:
                 raise SchemaError(f"{self.cls.__qualname__}: cannot resolve a field type: {exc}") from exc
         return compiled
@@ -109,6 +113,7 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
         previous = BY_TAG.get(tag)  # the same class re-defined (a module reloaded) is replaced
         if previous is not None:
             del BY_CLASS[previous.cls]
+            ENCODERS.pop(previous.cls, None)
         BY_TAG[tag] = spec
         BY_CLASS[cls] = spec  # registered before compiling, so the class may refer to itself
         try:
@@ -125,6 +130,7 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
 
 def _unregister(spec: MessageSpec, previous: MessageSpec | None) -> None:
     del BY_CLASS[spec.cls]
+    ENCODERS.pop(spec.cls, None)
     if previous is None:
         del BY_TAG[spec.tag]
     else:
