@@ -7,8 +7,11 @@ For each run and system: a fresh 3-member cluster on 127.0.0.1 (free ports, its 
 dirs), then ``--gens`` load-generator processes (bench._kv_gen) with ``--clients`` closed-loop
 writers in all, each putting 64-byte values to random keys for ``--seconds``. Reported per
 system: the median over runs of the throughput (acknowledged puts per second), of p50 and p99
-latency, of the servers' CPU use (cores) and of the busiest generator's CPU use (the fraction
-of one core: near 1.0 means the generator, not the system, set the pace).
+latency, of the servers' CPU use (cores, and CPU microseconds per acknowledged put, all three
+members together), of the generators' CPU per put, and of the busiest generator's CPU use (the
+fraction of one core: near 1.0 means the generator, not the system, set the pace). On a shared
+machine the CPU per put is the steadiest figure: divide the cores a quiet machine has by the
+server and generator CPU per put for the ceiling this machine allows.
 
 * stalwart: ``stalwart node`` x3, fsync on (the default), through ``AsyncKVClient`` (one per
   generator, all writers multiplexed on its connections).
@@ -237,6 +240,9 @@ def run_once(system: str, seconds: float, clients: int, gens: int) -> dict[str, 
         "server_cpu_cores": (cpu1 - cpu0) / (wall1 - wall0),
         "gen_cpu_max": max(r["cpu_s"] / r["wall_s"] for r in results),
         "gen_cpu_cores": sum(r["cpu_s"] for r in results) / wall,
+        # CPU per acknowledged put: what a loaded machine changes least
+        "server_us_per_put": (cpu1 - cpu0) / max(1, count) * 1e6 * wall / (wall1 - wall0),
+        "gen_us_per_put": sum(r["cpu_s"] for r in results) / max(1, count) * 1e6,
     }
 
 
@@ -266,9 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n3 members on loopback, 64-byte values, {args.clients} closed-loop writers in {args.gens} "
           f"generator processes, {args.seconds:.0f} s per run, median of {args.runs} runs, "
           f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    header = "| system | puts/s | p50 ms | p99 ms | server CPU (cores) | busiest generator (core) |"
+    header = (
+        "| system | puts/s | p50 ms | p99 ms | server CPU (cores) | server CPU µs/put | "
+        "generator CPU µs/put | busiest generator (core) |"
+    )
     print(header)
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for system in systems:
         mine = [x for x in runs if x["system"] == system]
 
@@ -276,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(x[field] for x in rows)
 
         print(f"| {system} | {med('ops_per_s'):,.0f} | {med('p50_ms'):.1f} | {med('p99_ms'):.1f} | "
-              f"{med('server_cpu_cores'):.2f} | {med('gen_cpu_max'):.2f} |")  # fmt: skip
+              f"{med('server_cpu_cores'):.2f} | {med('server_us_per_put'):.0f} | "
+              f"{med('gen_us_per_put'):.0f} | {med('gen_cpu_max'):.2f} |")  # fmt: skip
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(runs, indent=2))
     return 0
