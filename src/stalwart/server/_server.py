@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from stalwart.client._protocol import Consistency, Response, ResponseStatus
-from stalwart.errors import DecodeError, StalwartError
+from stalwart.errors import DecodeError
 from stalwart.kv import (
     MAX_VALUE_BYTES,
     KVConfig,
@@ -44,7 +44,6 @@ from stalwart.raft.replica import (
     Restored,
 )
 from stalwart.raft.sessions import SessionConfig
-from stalwart.raft.sessions import decode_command as decode_session_command
 from stalwart.runtime import HostConfig, Node, RuntimeConfig
 from stalwart.sansio import DurableState, NodeId
 from stalwart.server._config import ServerConfig
@@ -55,6 +54,7 @@ log = logging.getLogger("stalwart.server")
 
 READ_SOURCE = NodeId("~read")
 TICK_EVERY_S = 1.0
+TTL_RESCAN_MS = 60_000  # a leader that found TTL keys by scanning looks again this often
 PEER_MESSAGES: tuple[type, ...] = typing.get_args(RaftMessage)
 
 
@@ -100,6 +100,8 @@ class KVServer:
         self._reads: dict[int, asyncio.Future[Answer]] = {}
         self._next_read = 1
         self._ttl_until_ms = 0  # a TTL key may exist until then: the leader proposes ticks
+        self._rescan_ttl = False
+        self._rescan_at_ms = 0
         self._tick_client = NodeId(f"~tick-{config.node_id}")
         raft_config = RaftConfig(
             node_id=config.node_id,
@@ -275,21 +277,21 @@ class KVServer:
         match out:
             case ClientReply():
                 self._reply(out)
-            case Committed(data=data):
+            case Committed():
                 self.metrics.applied_entries.inc()
-                self._watch_ttl(data)
             case Restored(index=index, boot=boot):
                 log.info("state restored node=%s index=%d boot=%s", self.config.node_id, index, boot)
-                if self._has_ttl_keys():
-                    self._ttl_until_ms = wall_ms() + 10 * 365 * 86_400_000
             case Elected(term=term):
                 log.info("elected leader node=%s term=%d", self.config.node_id, term)
                 self.metrics.elections.inc()
+                # TTL keys written under earlier leaders: look once the log of those terms is
+                # applied (our no-op commits them all), in the tick loop.
+                self._rescan_ttl = True
             case _:
                 pass  # VoteGranted: nothing to do here
 
     def _has_ttl_keys(self) -> bool:
-        """Whether a restored state holds a key with a TTL (one pass, in pages)."""
+        """Whether the state holds a key with a TTL (one pass, in pages)."""
         after: str | None = None
         while True:
             page = self.machine.range("", 10_000, after)
@@ -321,21 +323,19 @@ class KVServer:
             if not future.done():
                 future.set_result(answer)
 
-    def _watch_ttl(self, data: bytes) -> None:
-        # Every replica learns of TTL keys from the log, so whichever leads next keeps ticking.
-        try:
-            cmd, time_ms = decode_command(decode_session_command(data).payload)
-        except (DecodeError, StalwartError):
-            return  # a no-op or configuration entry
-        if isinstance(cmd, KvPut | KvCas) and cmd.ttl_ms is not None:
-            self._ttl_until_ms = max(self._ttl_until_ms, time_ms + cmd.ttl_ms + 1000)
-
     async def _tick_loop(self) -> None:
         """The leader proposes a Tick about once a second while TTL keys may exist."""
         while True:
             await asyncio.sleep(TICK_EVERY_S)
             self._sweep()
             now = wall_ms()
+            if self.is_leader and 0 < self._rescan_at_ms <= now:
+                self._rescan_at_ms, self._rescan_ttl = 0, True
+            if self._rescan_ttl and self.is_leader and self.replica.applied >= self.replica.raft.commit:
+                self._rescan_ttl = False
+                if self._has_ttl_keys():  # tick for a minute, then look again
+                    self._ttl_until_ms = max(self._ttl_until_ms, now + TTL_RESCAN_MS)
+                    self._rescan_at_ms = now + TTL_RESCAN_MS - 1000
             if self.is_leader and now <= self._ttl_until_ms:
                 self.node.deliver(self._tick_client, ClientWrite(now, encode_command(Tick(), now), 0))
             self.metrics.observe(self)
