@@ -7,12 +7,16 @@ kind of machine); stalwart runs pure Python on one core. Every verdict is compar
 VERDICTS.md, so a fast wrong answer cannot pass unnoticed.
 
     .venv/bin/python -m bench.bench_check [--runs 7] [--data ../shared/testdata/porcupine]
+
+Rows with jobs=2 share the partitions among two forked workers (as Porcupine uses both cores);
+their CPU column adds the workers' CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import sys
 import time
@@ -29,15 +33,21 @@ def _verdicts(data: Path) -> dict[str, bool]:
     return {name: answer == "yes" for name, answer in rows}
 
 
-def _run(data: Path, names: list[str], model: str, verdicts: dict[str, bool]) -> tuple[float, ...]:
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its reaped children (the --jobs workers)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def _run(data: Path, names: list[str], model: str, verdicts: dict[str, bool], jobs: int) -> tuple[float, ...]:
     """One pass over ``names``: (read wall, check wall, read cpu, check cpu)."""
     read_w = check_w = read_c = check_c = 0.0
     for name in names:
-        w0, c0 = time.perf_counter(), time.process_time()
+        w0, c0 = time.perf_counter(), _cpu_s()
         history = read_history(str(data / name))
-        w1, c1 = time.perf_counter(), time.process_time()
-        result = check_operations(history.operations, model)
-        w2, c2 = time.perf_counter(), time.process_time()
+        w1, c1 = time.perf_counter(), _cpu_s()
+        result = check_operations(history.operations, model, jobs=jobs)
+        w2, c2 = time.perf_counter(), _cpu_s()
         read_w, check_w = read_w + w1 - w0, check_w + w2 - w1
         read_c, check_c = read_c + c1 - c0, check_c + c2 - c1
         expected = Verdict.LINEARIZABLE if verdicts.get(name, True) else Verdict.NOT_LINEARIZABLE
@@ -56,20 +66,24 @@ def main() -> int:
         return 2
     verdicts = _verdicts(args.data)
     etcd = sorted(p.relative_to(args.data).as_posix() for p in (args.data / "jepsen").glob("etcd_*.log"))
-    cases = [("etcd (102 logs)", etcd, "cas-register")]
-    cases += [(name, [name], "kv") for name in sorted(n for n in verdicts if n.startswith("kv/"))]
-    head = f"{'history':<18} {'read':>9} {'check':>9} {'total':>9} {'total cpu':>10}  {'Porcupine (Go)':>15}"
+    cases = [("etcd (102 logs)", etcd, "cas-register", 1)]
+    kv = sorted(n for n in verdicts if n.startswith("kv/"))
+    cases += [(name, [name], "kv", 1) for name in kv]
+    cases += [(name, [name], "kv", 2) for name in kv if name.startswith("kv/c50")]
+    head = f"{'history':<16} {'jobs':>4} {'read':>8} {'check':>8} {'total':>8}"
+    head += f" {'check cpu':>9} {'total cpu':>9}  {'Porcupine (Go)':>14}"
     print(f"median of {args.runs} runs, wall seconds unless noted; machine may be shared")
     print(head)
     print("-" * len(head))
-    for label, names, model in cases:
-        runs = [_run(args.data, names, model, verdicts) for _ in range(args.runs)]
+    for label, names, model, jobs in cases:
+        runs = [_run(args.data, names, model, verdicts, jobs) for _ in range(args.runs)]
         read_w, check_w = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         totals = statistics.median(r[0] + r[1] for r in runs)
+        check_c = statistics.median(r[3] for r in runs)
         cpu = statistics.median(r[2] + r[3] for r in runs)
         print(
-            f"{label:<18} {read_w:>9.4f} {check_w:>9.4f} {totals:>9.4f} {cpu:>10.4f}  "
-            f"{PORCUPINE.get(label, '-'):>15}"
+            f"{label:<16} {jobs:>4} {read_w:>8.4f} {check_w:>8.4f} {totals:>8.4f} {check_c:>9.4f} {cpu:>9.4f}"
+            f"  {PORCUPINE.get(label, '-'):>14}"
         )
     return 0
 

@@ -75,14 +75,14 @@ _RETURN = 3  # a return, or the tail sentinel
 
 @dataclass(slots=True)
 class _Events:
-    """The event list: node k (1..m) is the k-th event; 0 (head) and m+1 (tail) are sentinels.
+    """The events: node k (1..m) is the k-th event; 0 (head) and m+1 (tail) are sentinels.
 
-    Per node: its neighbours, its operation, its kind, its operation's bit, the node of its
-    return (calls of determinate operations) and its transition function (calls).
+    Per node: its operation, its kind, its operation's bit, the node of its return (calls of
+    determinate operations) and its transition function (calls). Each search links the nodes
+    into its own doubly linked list (``nxt``, ``prv``), which it edits as it goes.
     """
 
-    nxt: list[int]
-    prv: list[int]
+    m: int
     node_op: list[int]
     kind: list[int]
     bit: list[int]
@@ -113,14 +113,22 @@ def _build_events(ops: Sequence[Operation], model: Model) -> _Events:
             kind[k] = _MAYBE
         else:
             kind[k] = _READS if model.read_only(op) else _CHANGES
-    nxt = [*range(1, m + 2), -1]
-    prv = [-1, *range(0, m + 1)]
-    return _Events(nxt, prv, node_op, kind, bit, ret_of, fn, m - len(ops))
+    return _Events(m, node_op, kind, bit, ret_of, fn, m - len(ops))
 
 
-def _expander(ev: _Events) -> Callable[[Any], list[tuple[int, Any]]]:
+class Order(enum.Enum):
+    """Which determinate candidate a search tries first (INFO operations always go last)."""
+
+    CALL = "call"  # earliest invocation first (Porcupine's order)
+    RETURN = "return"  # earliest completion first: place what must be placed soonest
+    LATEST_CALL = "latest-call"  # latest invocation first: long-pending operations last
+
+
+def _expander(ev: _Events, nxt: list[int], order: Order) -> Callable[[Any], list[tuple[int, Any]]]:
     """``expand(state)``: the moves ``(call node, next state)`` worth trying now, best first."""
-    nxt, kind, fn = ev.nxt, ev.kind, ev.fn
+    kind, fn, ret_of = ev.kind, ev.fn, ev.ret_of
+    by_return = order is Order.RETURN
+    reverse = order is Order.LATEST_CALL
 
     def expand(state: Any) -> list[tuple[int, Any]]:
         moves: list[tuple[int, Any]] = []
@@ -136,6 +144,11 @@ def _expander(ev: _Events) -> Callable[[Any], list[tuple[int, Any]]]:
                 elif ns != state:
                     later.append((node, ns))
             node = nxt[node]
+        if len(moves) > 1:
+            if by_return:
+                moves.sort(key=lambda move: ret_of[move[0]])
+            elif reverse:
+                moves.reverse()
         if later:
             moves += later
         return moves
@@ -144,15 +157,77 @@ def _expander(ev: _Events) -> Callable[[Any], list[tuple[int, Any]]]:
 
 
 _FIRST_SLICE_STEPS = 64  # slices start small (quick failures surface fast) and double
+#: The two orders raced on every partition: JIT-like (soonest completion first) and its foil.
+PORTFOLIO = (Order.RETURN, Order.LATEST_CALL)
 
 
 def search(
     ops: Sequence[Operation], model: Model, *, slice_steps: int, max_states: int
 ) -> Generator[None, None, SearchOutcome]:
-    """Search for a linearization of ``ops`` (one partition), yielding every ``slice_steps``."""
+    """Search for a linearization of ``ops`` (one partition), yielding every ``slice_steps``.
+
+    Two depth-first searches, one per order in :data:`PORTFOLIO`, take turns. Each keeps its own
+    memo of configurations it entered, and both share the set of configurations proven dead
+    (fully explored without success), so neither redoes the other's refutations and neither is
+    blocked by a configuration the other is still exploring. Whichever finishes first decides:
+    a full linearization, or exhaustion (every configuration explored or proven dead elsewhere).
+    """
     ev = _build_events(ops, model)
-    nxt, prv, node_op, ret_of, bit = ev.nxt, ev.prv, ev.node_op, ev.ret_of, ev.bit
-    expand = _expander(ev)
+    dead: set[tuple[int, Any]] = set()
+    sizes = [0] * len(PORTFOLIO)
+    runs = [
+        (
+            slot,
+            _dfs(
+                ev,
+                model,
+                order,
+                dead=dead,
+                sizes=sizes,
+                slot=slot,
+                slice_steps=slice_steps,
+                max_states=max_states,
+            ),
+        )
+        for slot, order in enumerate(PORTFOLIO)
+    ]
+    limited: SearchOutcome | None = None
+    while runs:
+        for slot, run in list(runs):
+            try:
+                next(run)
+            except StopIteration as done:
+                if done.value.status is not SearchStatus.STATE_LIMIT:
+                    for _, other in runs:
+                        other.close()
+                    return _with_explored(done.value, sum(sizes))
+                limited = done.value
+                runs.remove((slot, run))
+        yield
+    assert limited is not None  # the loop ends only when every search hit the state limit
+    return _with_explored(limited, sum(sizes))
+
+
+def _with_explored(outcome: SearchOutcome, explored: int) -> SearchOutcome:
+    return SearchOutcome(outcome.status, outcome.order, outcome.state, explored)
+
+
+def _dfs(
+    ev: _Events,
+    model: Model,
+    order: Order,
+    *,
+    dead: set[tuple[int, Any]],
+    sizes: list[int],
+    slot: int,
+    slice_steps: int,
+    max_states: int,
+) -> Generator[None, None, SearchOutcome]:
+    """One depth-first search over ``ev`` in ``order``; reports its memo size in ``sizes[slot]``."""
+    m, node_op, ret_of, bit = ev.m, ev.node_op, ev.ret_of, ev.bit
+    nxt = [*range(1, m + 2), -1]
+    prv = [-1, *range(0, m + 1)]
+    expand = _expander(ev, nxt, order)
     state: Any = model.init()
     lin = 0
     returns_left = ev.returns
@@ -162,6 +237,7 @@ def search(
     best_state: Any = state
 
     def outcome(status: SearchStatus, nodes: list[int], at: Any) -> SearchOutcome:
+        sizes[slot] = len(cache)
         return SearchOutcome(status, tuple(node_op[k] for k in nodes), at, len(cache))
 
     if returns_left == 0:
@@ -172,7 +248,8 @@ def search(
     while True:
         steps -= 1
         if not steps:
-            if len(cache) > max_states:
+            sizes[slot] = len(cache)
+            if len(cache) > max_states // len(PORTFOLIO):
                 return outcome(SearchStatus.STATE_LIMIT, best, best_state)
             yield
             budget = steps = min(2 * budget, slice_steps)
@@ -181,7 +258,7 @@ def search(
             index += 1
             nlin = lin | bit[node]
             key = (nlin, ns)
-            if key in cache:
+            if key in cache or key in dead:
                 continue
             cache.add(key)
             frames.append((moves, index, node, state))
@@ -200,9 +277,10 @@ def search(
             moves = expand(state)
             index = 0
         else:
-            # No move left here: undo the last one and try its next alternative.
+            # No move left here: this configuration is dead. Undo the move that entered it.
             if not frames:
                 return outcome(SearchStatus.NOT_LINEARIZABLE, best, best_state)
+            dead.add((lin, state))
             moves, index, node, state = frames.pop()
             lin ^= bit[node]
             r = ret_of[node]
