@@ -16,7 +16,9 @@ server and generator CPU per put for the ceiling this machine allows.
 * stalwart: ``stalwart node`` x3, fsync on (the default), through ``AsyncKVClient`` (one per
   generator, all writers multiplexed on its connections).
 * etcd 3.4 (Debian's etcd-server): fsync on (etcd always fsyncs its WAL), through the v3
-  HTTP/JSON gateway (``POST /v3/kv/put``) with aiohttp, spread over the three members.
+  HTTP/JSON gateway (``POST /v3/kv/put``) on keep-alive HTTP/1.1 connections (a minimal asyncio
+  client: aiohttp cost about 250 µs of generator CPU per put, several times the server's share),
+  one per writer, spread over the three members. The gateway's JSON-to-gRPC hop is etcd's cost.
 * PySyncObj: three members with a ReplDict behind a line protocol (bench._kv_pysyncobj_node),
   one TCP connection per writer, spread over the members. Its journal never fsyncs.
 
