@@ -162,6 +162,9 @@ def test_status_metrics_and_an_openapi_document_covering_every_route(tmp_path: P
         ]
         for name in expected:
             assert name in metrics, name
+        assert 'stalwart_request_latency_seconds_count{api="http",op="put"} 1.0' in metrics
+        assert 'stalwart_request_latency_seconds_bucket{api="http",le="+Inf",op="put"} 1.0' in metrics
+        assert 'stalwart_requests_total{api="http",op="put",status="200"} 1.0' in metrics
         doc = await (await http.get("/openapi.json")).json()
         assert doc["openapi"].startswith("3.") and doc == json.loads(json.dumps(OPENAPI))
         routes = {r.resource.canonical for r in http.app.router.routes() if r.resource is not None}

@@ -206,7 +206,7 @@ class KVServer:
         future = self._future()
         self._writes.setdefault(key, []).append(future)
         future.add_done_callback(lambda done: self._drop_write(key, done))
-        self.metrics.proposals.inc()
+        self.metrics.counters.proposals += 1
         self.node.deliver(NodeId(client), ClientWrite(seq, encode_command(cmd, wall_ms()), ack))
         return future
 
@@ -278,12 +278,12 @@ class KVServer:
             case ClientReply():
                 self._reply(out)
             case Committed():
-                self.metrics.applied_entries.inc()
+                self.metrics.counters.applied_entries += 1
             case Restored(index=index, boot=boot):
                 log.info("state restored node=%s index=%d boot=%s", self.config.node_id, index, boot)
             case Elected(term=term):
                 log.info("elected leader node=%s term=%d", self.config.node_id, term)
-                self.metrics.elections.inc()
+                self.metrics.counters.elections_won += 1
                 # TTL keys written under earlier leaders: look once the log of those terms is
                 # applied (our no-op commits them all), in the tick loop.
                 self._rescan_ttl = True
