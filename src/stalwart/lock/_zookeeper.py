@@ -47,7 +47,7 @@ class ZooKeeperClient:
         hosts: str,
         *,
         session_timeout_s: float = 10.0,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 15.0,
         op_timeout_s: float = 5.0,
         root: str = "/stalwart/locks",
     ) -> None:
