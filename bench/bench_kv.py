@@ -9,7 +9,9 @@ writers in all, each putting 64-byte values to random keys for ``--seconds``. Re
 system: the median over runs of the throughput (acknowledged puts per second), of p50 and p99
 latency, of the servers' CPU use (cores, and CPU microseconds per acknowledged put, all three
 members together), of the generators' CPU per put, and of the busiest generator's CPU use (the
-fraction of one core: near 1.0 means the generator, not the system, set the pace). On a shared
+fraction of one core: near 1.0 means the generator, not the system, set the pace), and the
+seconds per second the members' threads were runnable but waiting for a CPU (from
+/proc/PID/task/*/schedstat: well above their CPU use means the machine was the bottleneck). On a shared
 machine the CPU per put is the steadiest figure: divide the cores a quiet machine has by the
 server and generator CPU per put for the ceiling this machine allows.
 
@@ -76,6 +78,16 @@ class Cluster:
                 fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / tick
         return total
+
+    def runqueue_wait_s(self) -> float:
+        """Seconds the members' threads spent runnable but waiting for a CPU (/proc schedstat):
+        high means the machine, not the system under test, set the pace."""
+        total = 0
+        for p in self.procs:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{p.pid}/task").iterdir():
+                    total += int((task / "schedstat").read_text().split()[1])
+        return total / 1e9
 
     def stop(self) -> None:
         for p in self.procs:
@@ -223,9 +235,9 @@ def run_once(system: str, seconds: float, clients: int, gens: int) -> dict[str, 
                 subprocess.Popen([sys.executable, "-m", "bench._kv_gen", json.dumps(spec), str(out)])
             )
         time.sleep(max(0.0, start_at - time.time()))
-        cpu0, wall0 = cluster.cpu_s(), time.monotonic()
+        cpu0, wait0, wall0 = cluster.cpu_s(), cluster.runqueue_wait_s(), time.monotonic()
         time.sleep(seconds)
-        cpu1, wall1 = cluster.cpu_s(), time.monotonic()
+        cpu1, wait1, wall1 = cluster.cpu_s(), cluster.runqueue_wait_s(), time.monotonic()
         for p in procs:
             if p.wait(timeout=seconds + 60) != 0:
                 raise RuntimeError(f"a {system} load generator failed")
@@ -240,6 +252,7 @@ def run_once(system: str, seconds: float, clients: int, gens: int) -> dict[str, 
         "p99_ms": _percentile(samples, 0.99) * 1000,
         "errors": sum(r["errors"] for r in results),
         "server_cpu_cores": (cpu1 - cpu0) / (wall1 - wall0),
+        "server_runqueue_wait": (wait1 - wait0) / (wall1 - wall0),
         "gen_cpu_max": max(r["cpu_s"] / r["wall_s"] for r in results),
         "gen_cpu_cores": sum(r["cpu_s"] for r in results) / wall,
         # CPU per acknowledged put: what a loaded machine changes least
@@ -269,17 +282,18 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(result)
             x = result
             print(f"run {r + 1} {system:10s} {x['ops_per_s']:9.0f} puts/s  p50 {x['p50_ms']:7.1f} ms  "
-                  f"p99 {x['p99_ms']:7.1f} ms  servers {x['server_cpu_cores']:.2f} cores  "
+                  f"p99 {x['p99_ms']:7.1f} ms  servers {x['server_cpu_cores']:.2f} cores "
+                  f"(waiting for a CPU {x['server_runqueue_wait']:.2f})  "
                   f"busiest generator {x['gen_cpu_max']:.2f}  errors {x['errors']}", flush=True)  # fmt: skip
     print(f"\n3 members on loopback, 64-byte values, {args.clients} closed-loop writers in {args.gens} "
           f"generator processes, {args.seconds:.0f} s per run, median of {args.runs} runs, "
           f"{os.cpu_count()} cores, load average before: {os.getloadavg()[0]:.1f}\n")  # fmt: skip
     header = (
-        "| system | puts/s | p50 ms | p99 ms | server CPU (cores) | server CPU µs/put | "
-        "generator CPU µs/put | busiest generator (core) |"
+        "| system | puts/s | p50 ms | p99 ms | server CPU (cores) | servers waiting for a CPU (s/s) | "
+        "server CPU µs/put | generator CPU µs/put | busiest generator (core) |"
     )
     print(header)
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for system in systems:
         mine = [x for x in runs if x["system"] == system]
 
@@ -287,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(x[field] for x in rows)
 
         print(f"| {system} | {med('ops_per_s'):,.0f} | {med('p50_ms'):.1f} | {med('p99_ms'):.1f} | "
-              f"{med('server_cpu_cores'):.2f} | {med('server_us_per_put'):.0f} | "
+              f"{med('server_cpu_cores'):.2f} | {med('server_runqueue_wait'):.2f} | "
+              f"{med('server_us_per_put'):.0f} | "
               f"{med('gen_us_per_put'):.0f} | {med('gen_cpu_max'):.2f} |")  # fmt: skip
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(runs, indent=2))
