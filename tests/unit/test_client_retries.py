@@ -231,6 +231,13 @@ def test_a_refused_request_is_not_retried() -> None:
     asyncio.run(main())
 
 
+def test_the_clients_ttl_bound_is_the_codecs() -> None:
+    from stalwart.client._client import MAX_TTL_MS
+    from stalwart.kv._commands import MAX_TTL_MS as CODEC_MAX_TTL_MS
+
+    assert MAX_TTL_MS == CODEC_MAX_TTL_MS
+
+
 def test_oversized_values_and_bad_keys_are_refused_before_sending() -> None:
     cluster = FakeCluster(leader_is("n1"))
 
@@ -240,6 +247,12 @@ def test_oversized_values_and_bad_keys_are_refused_before_sending() -> None:
                 await kv.put("a", b"x" * ((1 << 20) + 1))
             with pytest.raises(KVRequestError, match="key"):
                 await kv.put("", b"x")
+            with pytest.raises(KVRequestError, match="key"):
+                await kv.put("k" * 1025, b"x")
+            with pytest.raises(KVRequestError, match="ttl"):
+                await kv.put("a", b"x", ttl_s=1e12)
+            with pytest.raises(KVRequestError, match="expected of"):
+                await kv.cas("a", b"x" * ((1 << 20) + 1), b"y")
             with pytest.raises(KVRequestError, match="consistency"):
                 await kv.get("a", consistency="eventual")
             assert cluster.log == []

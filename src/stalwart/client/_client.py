@@ -44,7 +44,6 @@ from stalwart.kv import (
     Range,
     Watch,
     WriteResult,
-    decode_command,
     decode_get_result,
     decode_range_result,
     decode_result,
@@ -62,6 +61,7 @@ BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
 WATCH_POLL_S = 0.1
 WATCH_BATCH = 1_000
+MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000  # the kv codec's bound (not exported by stalwart.kv)
 MAX_CLIENT_ID_CHARS = 96  # sessions add ".<instance>.<n>" within the protocol's 128
 
 
@@ -269,12 +269,8 @@ class AsyncKVClient:
     # ---- writes ------------------------------------------------------------------------------
 
     async def _write(self, command: Command) -> WriteResult:
-        _check_sizes(command)
+        _check(command)  # what the node would refuse, refused here with the reason
         payload = encode_command(command, 0)
-        try:
-            decode_command(payload)  # the node would refuse it: say so before sending
-        except DecodeError as exc:
-            raise KVRequestError(str(exc)) from None
         slot = self._free_slots.pop() if self._free_slots else self._new_slot()
         try:
             for _ in range(3):  # a new session after an expired one; it cannot expire again at once
@@ -389,15 +385,18 @@ class AsyncKVClient:
         return status
 
 
-def _check_sizes(command: Command) -> None:
-    """Refuse what the node would refuse, with the reason (the codec's message is terser)."""
+def _check(command: Command) -> None:
+    """Refuse what the node's codec would refuse (keys, value sizes, TTL), with the reason."""
     key = getattr(command, "key", "")
-    if isinstance(key, str) and not 0 < len(key.encode()) <= MAX_KEY_BYTES:
+    if not isinstance(key, str) or not 0 < len(key.encode()) <= MAX_KEY_BYTES:
         raise KVRequestError(f"a key is a non-empty string of at most {MAX_KEY_BYTES} bytes")
     for name in ("value", "suffix", "expected"):
         value = getattr(command, name, None)
         if isinstance(value, bytes) and len(value) > MAX_VALUE_BYTES:
             raise KVRequestError(f"{name} of {len(value)} bytes: values are at most {MAX_VALUE_BYTES} bytes")
+    ttl_ms = getattr(command, "ttl_ms", None)
+    if ttl_ms is not None and not 1 <= ttl_ms <= MAX_TTL_MS:
+        raise KVRequestError(f"ttl must be between 1 ms and {MAX_TTL_MS // 86_400_000} days")
 
 
 def _parse(decoder: Callable[[bytes], T], data: bytes) -> T:
