@@ -8,6 +8,7 @@ output. The brute force tries every subset of INFO operations and every order of
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,9 @@ from hypothesis import strategies as st
 
 from stalwart.check import CAS_REGISTER, KV, Model, Operation, Status, Verdict, check_operations
 from stalwart.check._models import ILLEGAL
+
+# STALWART_LONG=1 runs ten times as many random histories (about a minute).
+EXAMPLES = 3000 if os.environ.get("STALWART_LONG") else 300
 
 
 def _precedes(a: Operation, b: Operation) -> bool:
@@ -131,13 +135,13 @@ def _agree(ops: list[Operation], corrupt: bool, model: Model) -> None:
         assert _legal(failure.linearization, model)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(histories(kv=False))
 def test_cas_register_agrees_with_brute_force(case: tuple[list[Operation], bool]) -> None:
     _agree(*case, CAS_REGISTER)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(histories(kv=True))
 def test_kv_agrees_with_brute_force(case: tuple[list[Operation], bool]) -> None:
     _agree(*case, KV)

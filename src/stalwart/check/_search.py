@@ -8,9 +8,11 @@ the last choice is undone. A configuration ``(set of linearized operations, stat
 leads nowhere new, so a set of those (bitsets as Python ints, hashable states) prunes the search
 (Lowe, "Testing for linearizability", 2017).
 
-Three refinements keep the search small; none changes the verdict:
+Refinements that keep the search small; none changes the verdict:
 
-* Candidates are tried in the order of their calls, indeterminate operations last.
+* Two searches race on each partition, trying candidates in different orders (soonest return
+  first; latest call first; indeterminate operations last in both). They share the set of
+  configurations proven dead, and the first to finish decides (see :func:`search`).
 * A read-only operation (``Model.read_only``) that is legal now is placed at once, with no
   alternative tried: a linearization that places it later can always place it here instead.
 * Indeterminate (``INFO``) operations have a call and no return: they may take effect any time
