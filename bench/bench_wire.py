@@ -9,7 +9,9 @@ seconds, so other load on a shared machine skews the figures less than wall time
 The small message is a 4-field heartbeat-sized record
 (two ints, a short str, 32 bytes); the "bare msgpack" rows pack and unpack the very tuple the
 wire envelope holds, ``(version, tag, seq, term, sender, payload)``, with no validation, so the
-ratio is the price of typing and validation. Seal/open is the per-frame HMAC of an
+ratio is the price of typing and validation. The batch rows decode 1000 such messages from one
+batch (``decode_many``: one unpack for the batch) against ``decode`` of each message's bytes and
+against a bare unpackb of the same batch, per message. Seal/open is the per-frame HMAC of an
 authenticated connection; framing is encode_frame + FrameDecoder.feed of 100 frames at a time.
 """
 
@@ -32,8 +34,11 @@ from stalwart.wire import (
     Handshake,
     MaxLen,
     decode,
+    decode_many,
     encode,
     encode_frame,
+    encode_many,
+    join_encoded,
     message,
 )
 
@@ -77,6 +82,28 @@ def _rate(op: Callable[[], object], seconds: float, repeats: int) -> float:
     return statistics.median(rates)
 
 
+BATCH = 1000
+
+
+def _batch_rows(ping: BenchPing, secs: float, reps: int) -> list[tuple[str, float, float | None]]:
+    """Per-message rates of a batch of BATCH small messages (the runtime's batch path)."""
+    msgs = [BenchPing(ping.seq + i, ping.term, ping.sender, ping.payload) for i in range(BATCH)]
+    items = [encode(m) for m in msgs]
+    batch = join_encoded(items)
+    assert decode_many(batch) == msgs and encode_many(msgs) == batch
+    unpackb = msgpack.unpackb
+    floor = BATCH * _rate(lambda: unpackb(batch), secs, reps)
+    one_by_one = BATCH * _rate(lambda: [decode(item) for item in items], secs, reps)
+    many = BATCH * _rate(lambda: decode_many(batch), secs, reps)
+    enc_many = BATCH * _rate(lambda: encode_many(msgs), secs, reps)
+    return [
+        (f"bare msgpack unpackb of a batch of {BATCH}, per msg", floor, None),
+        ("wire decode one by one, per msg", one_by_one, one_by_one / floor),
+        ("wire decode_many, per msg", many, many / floor),
+        ("wire encode_many, per msg", enc_many, None),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=0.3)
@@ -116,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("bare msgpack unpackb", unpackb_rate, None))
     rows.append(("wire decode (small)", _rate(lambda: decode(data), secs, reps), None))
     rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][1] / unpackb_rate)
+
+    rows.extend(_batch_rows(ping, secs, reps))
 
     entries = BenchEntries(7, "node-1", tuple((i, b"x" * 16) for i in range(10)), frozenset("abc"), ping)
     edata = encode(entries)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from stalwart.wire import (
     DecodeError,
+    EncodeError,
     Limits,
     decode,
     decode_many,
@@ -216,3 +217,38 @@ def test_mutated_batches_only_ever_raise_decode_error() -> None:
         again = encode_many(got)  # what decodes re-encodes, and decodes to the same (NaN-safe: bytes)
         assert encode_many(decode_many(again)) == again
     assert accepted > 500  # the fuzzer must reach the per-message checks, not only msgpack's
+
+
+class Small(int):
+    """An int subclass: not the exact type, so every fast form must hand it to the general path."""
+
+
+@message(966)
+@dataclass(frozen=True, slots=True)
+class One:
+    a: float
+
+
+@pytest.mark.parametrize(
+    ("odd", "canonical"),
+    [
+        (One(1), One(1.0)),  # an int widened to float by coercion
+        (Pair(Small(5), "x"), Pair(5, "x")),
+        (Three(1, Small(2), "z"), Three(1, 2, "z")),
+        (Four(1, 2, Small(3), bytearray(b"z")), Four(1, 2, 3, b"z")),  # type: ignore[arg-type]
+    ],
+)
+def test_the_encoder_fast_forms_coerce_like_the_general_path(odd: Any, canonical: Any) -> None:
+    assert encode(odd) == encode(canonical)
+    assert decode(encode(odd)) == canonical
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [One("1.0"), Pair(True, "x"), Pair(1, b"x"), Three(1, 2, 3), Four(1, 2, 3, "z"), Four(1, 2, 3, None)],  # type: ignore[arg-type]
+)
+def test_the_encoder_fast_forms_refuse_like_the_general_path(bad: Any) -> None:
+    with pytest.raises(EncodeError, match=type(bad).__qualname__):
+        encode(bad)
+    with pytest.raises(EncodeError):
+        encode_many([Pair(1, "x"), bad])

@@ -14,7 +14,7 @@ import msgpack
 
 from stalwart.errors import DecodeError, StalwartError
 from stalwart.wire._errors import EncodeError
-from stalwart.wire._fastbuild import EnvelopeDecoder, bypass_setters, envelope_decoder
+from stalwart.wire._fastbuild import EnvelopeDecoder, bypass_setters, envelope_decoder, plain_encoder
 from stalwart.wire._fastcheck import exact_types
 from stalwart.wire._types import Node, raw_name
 
@@ -65,7 +65,8 @@ def _message_encoder(
 
         return encode_message
     getter = _getter(names)
-    fast = exact_types(tuple(node.primary_value for node in nodes))
+    types_ = tuple(node.primary_value for node in nodes)
+    fast = exact_types(types_)
 
     def encode_plain_message(msg: Any) -> bytes:
         # encode_fields inlined: the commonest message (every field its usual type) costs one
@@ -73,7 +74,8 @@ def _message_encoder(
         vals = getter(msg)
         return pack(prefix + vals if fast(vals) else (*prefix, *encode_fields(msg)))
 
-    return encode_plain_message
+    # Up to 4 fields, the type check is inlined too; any other type goes the general way.
+    return plain_encoder(prefix, names, types_, pack, encode_plain_message) or encode_plain_message
 
 
 def _envelope_decoder(

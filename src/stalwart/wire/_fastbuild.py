@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from stalwart.wire._fastcheck import exact_types
@@ -150,3 +151,58 @@ def _e4(cls: type[Any], ts: tuple[type, ...], ss: tuple[Setter, ...], slow: Slow
 
 
 _SMALL: tuple[Callable[..., EnvelopeDecoder], ...] = (_e0, _e1, _e2, _e3, _e4)
+
+
+def plain_encoder(
+    prefix: tuple[int, int],
+    names: tuple[str, ...],
+    types_: tuple[type[Any], ...],
+    pack: Callable[[Any], bytes],
+    slow: Callable[[Any], bytes],
+) -> Callable[[Any], bytes] | None:
+    """``f(msg)`` -> the packed envelope of a plain message of 1 to 4 fields, or None (no fast form).
+
+    The attributes are read with one C call and their exact types checked inline; any other type
+    goes to ``slow(msg)``, the general encoder (coercion and its errors).
+    """
+    n = len(names)
+    if not 1 <= n <= 4:
+        return None
+    version, tag = prefix
+    if n == 1:
+        (name,), (t0,) = names, types_
+        get1 = attrgetter(name)
+
+        def encode1(msg: Any) -> bytes:
+            a = get1(msg)
+            return pack((version, tag, a)) if type(a) is t0 else slow(msg)
+
+        return encode1
+    get = attrgetter(*names)
+    if n == 2:
+        t0, t1 = types_
+
+        def encode2(msg: Any) -> bytes:
+            a, b = get(msg)
+            return pack((version, tag, a, b)) if type(a) is t0 and type(b) is t1 else slow(msg)
+
+        return encode2
+    if n == 3:
+        t0, t1, t2 = types_
+
+        def encode3(msg: Any) -> bytes:
+            a, b, c = get(msg)
+            if type(a) is t0 and type(b) is t1 and type(c) is t2:
+                return pack((version, tag, a, b, c))
+            return slow(msg)
+
+        return encode3
+    t0, t1, t2, t3 = types_
+
+    def encode4(msg: Any) -> bytes:
+        a, b, c, d = get(msg)
+        if type(a) is t0 and type(b) is t1 and type(c) is t2 and type(d) is t3:
+            return pack((version, tag, a, b, c, d))
+        return slow(msg)
+
+    return encode4
