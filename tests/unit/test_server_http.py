@@ -206,3 +206,18 @@ def test_the_request_router_refuses_bad_requests_before_proposing(tmp_path: Path
         assert bad.status is ResponseStatus.ERROR
 
     run(tmp_path, body)
+
+
+def test_concurrent_http_writes_all_apply_once(tmp_path: Path) -> None:
+    async def body(server: KVServer, http: TestClient) -> None:
+        async def put(i: int) -> int:
+            resp = await http.put(f"/v1/kv/c/{i}", data=str(i).encode())
+            assert resp.status == 200, await resp.text()
+            return int((await resp.json())["revision"])
+
+        revisions = await asyncio.gather(*(put(i) for i in range(100)))
+        assert sorted(revisions) == list(range(1, 101))
+        scan = await (await http.get("/v1/kv?prefix=c/")).json()
+        assert len(scan["items"]) == 100
+
+    run(tmp_path, body)

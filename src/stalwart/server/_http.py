@@ -16,6 +16,7 @@ import itertools
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -74,6 +75,12 @@ def _bad(text: str, status: int = 400) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
 
+@dataclass(slots=True)
+class _Session:
+    name: str
+    seq: int = 0
+
+
 class HttpApi:
     def __init__(self, server: KVServer, address: Address) -> None:
         self.server = server
@@ -81,9 +88,9 @@ class HttpApi:
         self.app = build_app(self)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._session = f"http-{server.config.node_id}-{uuid.uuid4().hex[:12]}"
-        self._seq = itertools.count(1)
-        self._open: set[int] = set()
+        self._instance = uuid.uuid4().hex[:12]
+        self._sessions = itertools.count(1)
+        self._free: list[_Session] = []  # sessions with no write in flight
 
     @property
     def address(self) -> Address:
@@ -120,20 +127,26 @@ class HttpApi:
         self.server.metrics.request("http", op, str(status), time.perf_counter() - started)
 
     async def write(self, command: Command) -> Answer:
-        """One write under this node's HTTP session (a new session if it expired)."""
+        """One write in a session of this node's HTTP pool (one write in flight per session).
+
+        Raft's session table runs a session's commands in order and refuses one below the last
+        applied, so concurrent HTTP writes each take a session of their own, as the client does.
+        """
         payload = encode_command(command, 0)
-        for _ in range(2):
-            seq = next(self._seq)
-            self._open.add(seq)
-            try:
-                answer = await self.server.write(self._session, seq, min(self._open), payload)
-            finally:
-                self._open.discard(seq)
-            if answer.status is not ResponseStatus.EXPIRED:
-                return answer
-            self._session = f"http-{self.server.config.node_id}-{uuid.uuid4().hex[:12]}"
-            self._seq, self._open = itertools.count(1), set()
-        return answer
+        slot = self._free.pop() if self._free else _Session(self._session_name())
+        try:
+            for _ in range(2):
+                slot.seq += 1
+                answer = await self.server.write(slot.name, slot.seq, slot.seq, payload)
+                if answer.status is not ResponseStatus.EXPIRED:
+                    return answer
+                slot.name, slot.seq = self._session_name(), 0  # expired: a fresh session, not run
+            return answer
+        finally:
+            self._free.append(slot)
+
+    def _session_name(self) -> str:
+        return f"http-{self.server.config.node_id}-{self._instance}.{next(self._sessions)}"
 
     def _failure(self, request: web.Request, answer: Answer) -> web.Response:
         match answer.status:
