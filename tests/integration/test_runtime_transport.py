@@ -34,6 +34,7 @@ from stalwart.runtime import (
     RuntimeConfigError,
     Transport,
     TransportConfig,
+    pack_batch,
 )
 from stalwart.sansio import DurableState, NodeId
 from stalwart.storage import NodeStorage
@@ -180,8 +181,17 @@ async def test_garbage_and_oversized_frames_drop_the_connection(
         assert (await increment(port, N1, 3)).count == 3
 
 
+NOT_BATCHES = {
+    "garbage": b"\x00\x00\x00\x03abc",
+    # The batch format before wire.join_encoded: an array of bin items, each an encoded message.
+    "old-format": pack_batch([wire.encode(ReadTotal(1))]),
+    "empty": wire.join_encoded([]),
+}
+
+
+@pytest.mark.parametrize("body", list(NOT_BATCHES.values()), ids=list(NOT_BATCHES))
 @aio
-async def test_authenticated_peer_sending_garbage_is_dropped(tmp_path: Path) -> None:
+async def test_authenticated_peer_sending_garbage_is_dropped(tmp_path: Path, body: bytes) -> None:
     cl = Cluster(tmp_path, (N1,))
     async with cl.node(N1) as node:
         assert node.address is not None
@@ -198,7 +208,7 @@ async def test_authenticated_peer_sending_garbage_is_dropped(tmp_path: Path) -> 
         assert session.open(frames[1]) == b""
         writer.write(wire.encode_frame(session.seal(b"")))
         # A well-sealed frame whose content is not a batch of messages:
-        writer.write(wire.encode_frame(session.seal(b"\x00\x00\x00\x03abc")))
+        writer.write(wire.encode_frame(session.seal(body)))
         async with asyncio.timeout(5):
             assert await reader.read() == b""  # dropped
         writer.close()
