@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = [x for x in runs if x["system"] == system]
 
         def med(field: str, rows: list[dict[str, Any]] = mine) -> float:
-            return statistics.median(x[field] for x in rows)
+            return float(statistics.median(float(x[field]) for x in rows))
 
         print(f"| {system} | {med('ops_per_s'):,.0f} | {med('p50_ms'):.1f} | {med('p99_ms'):.1f} | "
               f"{med('server_cpu_cores'):.2f} | {med('server_runqueue_wait'):.2f} | "
