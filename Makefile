@@ -44,6 +44,7 @@ run: venv
 	$(BIN)/stalwart drill --nodes 3 --duration 30
 
 bench: venv
+	bash scripts/install-test-deps.sh --bench
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench
 

@@ -11,6 +11,11 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadb-install-db >/dev/null 2>&1 || command -v mysql_install_db >/dev/null 2>&1 || need+=(mariadb-server)
 
+# `--bench` also installs the peers the benchmarks compare against (etcd 3.4 from Debian).
+if [ "${1:-}" = "--bench" ]; then
+  command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   echo "test servers: all present"
   exit 0
