@@ -46,7 +46,20 @@ def start(  # noqa: PLR0917
         ctx.exit(1)
     for node in spec.nodes:
         click.echo(f"{node.id}: pid {node.pid} client {node.client} http http://{node.http} log {node.log}")
-    click.echo(f"cluster started in {spec.dir} (stalwart kv --dir {directory} ...)")
+    leader = asyncio.run(_wait_leader(spec, timeout_s=15.0))
+    click.echo(f"cluster started in {spec.dir}; leader: {leader or 'not elected yet'}")
+    click.echo(f"try: stalwart kv --dir {directory} put greeting hello")
+
+
+async def _wait_leader(spec: ClusterSpec, timeout_s: float) -> str | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        for st in (await _statuses(spec)).values():
+            if isinstance(st, dict) and st.get("role") == "leader":
+                return str(st["node"])
+        await asyncio.sleep(0.1)
+    return None
 
 
 @command.command()
@@ -113,5 +126,8 @@ def status(ctx: click.Context, directory: Path) -> None:
         lag = "0" if st["role"] == "leader" else str(lags.get(node.id, "?"))
         table.add_row(node.id, pid, node.client, role, str(st["term"]), str(st["leader"] or "-"),
                       str(st["commit"]), str(st["applied"]), lag, str(st["keys"]))  # fmt: skip
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped: do not truncate columns to 80
+    console.print(table)
     ctx.exit(1 if down == len(spec.nodes) else 0)
