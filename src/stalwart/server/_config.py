@@ -78,7 +78,7 @@ class ServerConfig:
     snapshot_every: int = 10_000
     session_timeout_ms: int = 120_000
     request_timeout_ms: int = 30_000  # a request pending this long is answered UNKNOWN
-    max_pending_requests: int = 50_000
+    max_pending_requests: int = 8_000  # under the replica's bound (10 000 writes): "busy" comes first
     history_events: int = 10_000  # watch history kept (older revisions compact away)
 
     def __post_init__(self) -> None:
