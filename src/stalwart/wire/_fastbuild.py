@@ -1,10 +1,12 @@
-"""``envelope_decoder(...)``: check a whole envelope and build its message in one call.
+"""The per-message hot paths of *plain* classes, fused: ``envelope_decoder`` and ``plain_encoder``.
 
-The decode hot path of a *plain* class (every field's raw value is its value: no conversion, no
-``__post_init__``) does three things per message: check the field count and each field's exact
-type, and build the frozen dataclass. This module fuses them per arity, unrolled by hand (no code
-generation: a house rule), reading the fields straight out of the envelope
-``(version, tag, f0, f1, ...)`` so no field tuple is sliced off it.
+A plain class has no field needing conversion (every field's raw value is its value) and, to be
+built without ``__init__``, no ``__post_init__``. Decoding one does three things per message:
+check the field count, check each field's exact type, build the frozen dataclass.
+``envelope_decoder`` fuses them, unrolled by hand for up to 4 fields (no code generation: a house
+rule), reading the fields straight out of the envelope ``(version, tag, f0, f1, ...)`` so no
+field tuple is sliced off it; wider classes use ``_fastcheck``'s unrolled check and a loop.
+``plain_encoder`` is the mirror image for encoding up to 4 fields.
 
 The object is built without calling ``__init__``: ``object.__new__(cls)`` and then each field's
 slot descriptor's ``__set__``. That is exactly what a frozen dataclass's generated ``__init__``
