@@ -89,6 +89,10 @@ def test_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=10)
+        for pid in _node_pids(root):  # never leave a node behind, even when the test fails
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def _cluster_up(root: Path) -> tuple[ClusterLayout, ProxyMesh, Supervisor]:

@@ -153,8 +153,10 @@ def command(  # noqa: PLR0917
         ctx.exit(2)
     root = directory or Path(tempfile.mkdtemp(prefix="stalwart-drill-"))
     cfg = dataclasses.replace(cfg, root=root)
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every node by PID
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every node by PID. SIGINT is set
+    # explicitly too: a process started in the background by a shell inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         console.print(
             f"drill: {cfg.nodes} nodes, {cfg.duration_s:.0f} s, seed {cfg.seed}, dir {root}", soft_wrap=True
