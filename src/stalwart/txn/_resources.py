@@ -74,15 +74,15 @@ class PostgresResource:
         self._xids: OrderedDict[str, str] = OrderedDict()  # gid -> xid of prepared branches
         self.lost_branches: list[str] = []  # prepared branches someone else rolled back
 
-    async def _connect(self, autocommit: bool) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+    async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        """A pooled connection in autocommit mode (branches open with an explicit BEGIN)."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
-                await conn.set_autocommit(autocommit)
                 return conn
         try:
             return await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=autocommit, connect_timeout=max(1, int(self._timeout_s))
+                self._dsn, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
             )
         except psycopg.Error as exc:
             raise ParticipantError(f"participant {self.name!r}: cannot connect: {exc}") from exc
@@ -94,7 +94,7 @@ class PostgresResource:
             asyncio.get_running_loop().create_task(conn.close())
 
     async def preflight(self) -> None:
-        conn = await self._connect(autocommit=True)
+        conn = await self._connect()
         try:
             cur = await conn.execute("SHOW max_prepared_transactions")
             row = await cur.fetchone()
@@ -106,7 +106,13 @@ class PostgresResource:
     async def begin(self, gid: str) -> None:
         if gid in self._branches:
             raise ParticipantError(f"participant {self.name!r}: branch {gid} already open")
-        self._branches[gid] = await self._connect(autocommit=False)
+        conn = await self._connect()
+        try:
+            await conn.execute("BEGIN")
+        except psycopg.Error as exc:
+            await conn.close()
+            raise ParticipantError(f"participant {self.name!r}: BEGIN failed: {exc}") from exc
+        self._branches[gid] = conn
 
     async def execute(self, gid: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self._branches.get(gid)
@@ -153,7 +159,7 @@ class PostgresResource:
 
     async def _finish(self, verb: str, gid: str) -> bool:
         """Run COMMIT/ROLLBACK PREPARED; False when the gid was not there (42704)."""
-        conn = await self._connect(autocommit=True)
+        conn = await self._connect()
         try:
             await conn.execute(sql.SQL(verb + " {}").format(sql.Literal(gid)))
         except psycopg.Error as exc:
@@ -175,7 +181,7 @@ class PostgresResource:
         xid = self._xids.pop(gid, None)
         if xid is None:
             return  # committed by an earlier attempt (or before a restart): nothing left to do
-        conn = await self._connect(autocommit=True)
+        conn = await self._connect()
         try:
             cur = await conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,))
             row = await cur.fetchone()
@@ -198,7 +204,7 @@ class PostgresResource:
         self._xids.pop(gid, None)
 
     async def recover(self, prefix: str) -> list[str]:
-        conn = await self._connect(autocommit=True)
+        conn = await self._connect()
         try:
             cur = await conn.execute(
                 "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE %s",

@@ -145,7 +145,10 @@ class Coordinator:
                 self._on_inquire(source, message)
             case _ as unreachable:
                 assert_never(unreachable)
-        self._check_invariants()
+        # A step touches one transaction: check it now (cheap); tick() sweeps all of them.
+        tx = self._txs.get(message.txid)
+        if tx is not None:
+            self._check_tx(tx)
 
     def _on_commit_request(self, req: CommitRequest) -> None:
         parts = req.participants
@@ -302,11 +305,15 @@ class Coordinator:
         return len(self._txs)
 
     def _check_invariants(self) -> None:
+        for tx in self._txs.values():
+            self._check_tx(tx)
+        assert len(self._open_commits) <= len(self._txs)
+
+    def _check_tx(self, tx: _Tx) -> None:
         # Every committing transaction is backed by a COMMIT record the log still holds; a
         # transaction never has more votes or pending acks than participants.
-        for tx in self._txs.values():
-            assert tx.yes_votes <= set(tx.participants)
-            assert tx.pending_acks <= set(tx.participants)
-            if tx.phase is Phase.COMMITTING:
-                assert tx.log_index is not None and self._open_commits.get(tx.log_index) == tx.txid
-                assert tx.log_index >= self._first_index
+        assert tx.yes_votes <= set(tx.participants)
+        assert tx.pending_acks <= set(tx.participants)
+        if tx.phase is Phase.COMMITTING:
+            assert tx.log_index is not None and self._open_commits.get(tx.log_index) == tx.txid
+            assert tx.log_index >= self._first_index
