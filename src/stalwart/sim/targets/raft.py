@@ -6,7 +6,9 @@ the request id, kept across redirects), so a retried write runs at most once; re
 ReadIndex. Each replica snapshots every few entries so that snapshots, chunked InstallSnapshot
 and compaction happen in every run. Beyond linearizability (model ``kv``), two invariants:
 committed entries never differ between nodes (checked on every applied entry), and at the end
-the live nodes' logs agree on everything committed.
+the live nodes' logs agree on everything committed. On top of the swarm nemesis, every replica
+carries a Raft-specific one (the Figure 8 nemesis, below) that cuts fresh leaders off within
+about one round trip, so that Figure 8 histories (section 5.4.2) arise in the swarm.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stalwart.errors import DecodeError, ProtocolError
-from stalwart.raft import MUTATIONS, ConfChange, RaftConfig, Role, VoteGranted
+from stalwart.raft import MUTATIONS, ConfChange, RaftConfig, RaftMessage, Role, VoteGranted
 from stalwart.raft.replica import (
     ClientRead,
     ClientReply,
@@ -24,11 +26,12 @@ from stalwart.raft.replica import (
     Committed,
     Elected,
     RaftReplica,
+    ReplicaOutput,
     ReplyStatus,
     Restored,
 )
 from stalwart.raft.sessions import SessionConfig
-from stalwart.sansio import DurableState, NodeId, Rng
+from stalwart.sansio import DurableState, Envelope, NodeId, Ready, Rng
 from stalwart.sim._target import ALL_FAULTS, Call, Invariants, Outcome, Reply, SimTarget
 
 KEYS = ("a", "b", "c")
@@ -159,17 +162,91 @@ P_TRANSFER = 0.01  # per leader tick: hand leadership to a random voter
 P_RECONFIGURE = 0.01  # per leader tick: one membership step (remove, add learner, promote)
 
 
+# The Figure 8 nemesis (Raft paper, section 5.4.2; docs/raft.md, "Figure 8 in the swarm").
+# Figure 8 needs leaders cut off within about one round trip of an event: one whose first
+# entries reach at most a minority (so logs diverge across terms), and one that inherited older
+# terms' uncommitted entries cut right after its first commit (before its own entries spread).
+# The swarm's random partitions line these up almost never (0 of 3,000 seeds), so each replica
+# carries this nemesis, on every run of the target:
+# * a fresh leader, with probability P_CUT_FRESH, lets 0..CUT_MAX_SENT more peer messages out;
+# * a fresh leader whose log holds uncommitted entries of older terms, with probability
+#   P_CUT_COMMIT, lets none out once its commit index first moves;
+# then it drops every peer message in and out for CUT_MIN_TICKS..CUT_MAX_TICKS ticks (longer
+# than an election timeout, so the others elect). For Raft these are lost messages, a fault it
+# must survive anyway; clients still reach the node. The nemesis acts only in the first
+# CUT_WINDOW_MS of each incarnation, so after the heal new writes commit within the bound.
+P_CUT_FRESH = 0.5
+P_CUT_COMMIT = 1.0
+CUT_MAX_SENT = 1
+CUT_MIN_TICKS = 10
+CUT_MAX_TICKS = 40
+CUT_WINDOW_MS = 4_000
+
+
 class ChaosReplica(RaftReplica):
     """A replica whose leader now and then transfers leadership or changes the membership
     (remove a voter, possibly itself; add it back as a learner; promote it once caught up),
-    so that transfer and single-server changes run under every fault too."""
+    so that transfer and single-server changes run under every fault too; and which carries the
+    Figure 8 nemesis above (a fresh leader cut off from its peers after a few messages)."""
 
     def __init__(self, cluster: tuple[NodeId, ...], chaos: Rng, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cluster = cluster
         self._chaos = chaos
+        self._led_term = 0  # the last term in which this node was seen leading
+        self._sends_left: int | None = None  # peer messages let out before the cut, if armed
+        self._cut_ticks = 0  # ticks left with every peer link cut
+        self._cut_length_ticks = 0
+        self._led_commit = -1  # the commit index at election of a watched leader, else -1
+
+    def step(self, source: NodeId, message: RaftMessage | ClientWrite | ClientRead) -> None:
+        if self._cut_ticks > 0 and not isinstance(message, (ClientWrite, ClientRead)):
+            return  # cut off: a peer message is lost
+        super().step(source, message)
+
+    def ready(self) -> Ready[RaftMessage, ReplicaOutput]:
+        if self.raft.role is Role.LEADER and self.now_ms < CUT_WINDOW_MS and self._cut_ticks == 0:
+            self._watch_leader()
+        ready = super().ready()
+        if self._cut_ticks == 0 and self._sends_left is None:
+            return ready
+        kept: list[Envelope[RaftMessage]] = []
+        for envelope in ready.messages:
+            if self._sends_left is not None:
+                if self._sends_left == 0:
+                    self._sends_left, self._cut_ticks = None, self._cut_length_ticks
+                else:
+                    self._sends_left -= 1
+            if self._cut_ticks == 0:
+                kept.append(envelope)
+        filtered = Ready(ready.persist, ready.must_sync, tuple(kept), ready.outputs)
+        if filtered.is_empty and not ready.is_empty:
+            self.advance(filtered)  # the host skips an empty ready: finish this one here
+        return filtered
+
+    def _watch_leader(self) -> None:
+        """The Figure 8 nemesis's triggers (see above): a fresh leader, its first commit."""
+        raft = self.raft
+        if raft.term != self._led_term:
+            # Watch the first commit only of a leader that inherited older terms' uncommitted
+            # entries: otherwise there is nothing old that a cut could lose.
+            inherited = raft.log.term_at(raft.commit + 1) not in (None, raft.term)
+            self._led_term, self._led_commit = raft.term, raft.commit if inherited else -1
+            if self._chaos.random() < P_CUT_FRESH:
+                self._arm(self._chaos.randrange(CUT_MAX_SENT + 1))
+        elif self._led_commit >= 0 and raft.commit > self._led_commit:
+            self._led_commit = -1
+            if self._chaos.random() < P_CUT_COMMIT:
+                self._arm(0)
+
+    def _arm(self, sends: int) -> None:
+        """Cut every peer link after ``sends`` more peer messages, for a random while."""
+        self._sends_left = sends
+        self._cut_length_ticks = CUT_MIN_TICKS + self._chaos.randrange(CUT_MAX_TICKS - CUT_MIN_TICKS + 1)
 
     def tick(self) -> None:
+        if self._cut_ticks > 0:
+            self._cut_ticks -= 1
         super().tick()
         raft = self.raft
         if raft.role is not Role.LEADER:
