@@ -55,6 +55,16 @@ def check_decode(data: bytes, limits: wire.Limits) -> None:
     assert wire.encode(wire.decode(again)) == again, data.hex()
 
 
+def check_batch(data: bytes) -> None:
+    """decode_many: a list of messages that encode_many gives back byte for byte, or DecodeError."""
+    try:
+        msgs = wire.decode_many(data)
+    except wire.DecodeError:
+        return
+    again = wire.encode_many(msgs)
+    assert wire.encode_many(wire.decode_many(again)) == again, data.hex()
+
+
 def check_frames(data: bytes) -> None:
     if not data:
         return
@@ -84,13 +94,15 @@ def one_input(data: bytes) -> None:
     """The fuzz target: the first byte picks what the rest of the input is fed to."""
     if not data:
         return
-    mode, rest = data[0] % 5, data[1:]
+    mode, rest = data[0] % 6, data[1:]
     if mode <= 1:
         check_decode(rest, wire.DEFAULT_LIMITS)
     elif mode == 2:
         check_decode(rest, TIGHT)
     elif mode == 3:
         check_frames(rest)
+    elif mode == 4:
+        check_batch(rest)
     else:
         check_auth(rest)
 
@@ -100,7 +112,8 @@ def seed_corpus() -> list[bytes]:
     hello = wire.Handshake(KEY, "initiator", b"i" * 32, initiator=True).hello()
     frames = b"".join(wire.encode_frame(s) for s in seeds[:4])
     out = [bytes([mode]) + s for s in seeds for mode in (0, 2)]
-    return [*out, b"\x03\x10" + frames, b"\x04" + hello]
+    batch = wire.encode_many(samples.SAMPLES[:8])
+    return [*out, b"\x03\x10" + frames, b"\x04" + batch, b"\x05" + hello]
 
 
 def make_corpus(directory: pathlib.Path) -> None:
