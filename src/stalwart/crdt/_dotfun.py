@@ -33,12 +33,15 @@ class _DotFunCRDT(CausalCRDT[DotFunStore[P]], Generic[P]):
     __slots__ = ()
 
     @staticmethod
-    @abc.abstractmethod
-    def _key_of(payload: P) -> Hashable: ...
+    def _key_of(payload: P) -> Hashable:
+        """Which entries a write replaces: by default one key, so every write replaces them all
+        (registers and flags); sets key by element."""
+        return None
 
     @staticmethod
-    @abc.abstractmethod
-    def _encode_payload(payload: P) -> object: ...
+    def _encode_payload(payload: P) -> object:
+        """Payloads are stored as they are unless a type says otherwise."""
+        return payload
 
     @staticmethod
     @abc.abstractmethod
@@ -96,10 +99,6 @@ class ORSet(_DotFunCRDT[Any]):
     @staticmethod
     def _key_of(payload: Any) -> Hashable:
         return payload  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _encode_payload(payload: Any) -> object:
-        return payload
 
     @staticmethod
     def _decode_payload(raw: object) -> Any:
@@ -179,14 +178,6 @@ class MVRegister(_DotFunCRDT[Any]):
     _TAG = 631
 
     @staticmethod
-    def _key_of(payload: Any) -> Hashable:
-        return None
-
-    @staticmethod
-    def _encode_payload(payload: Any) -> object:
-        return payload
-
-    @staticmethod
     def _decode_payload(raw: object) -> Any:
         return c.atom(raw, "MVRegister value")
 
@@ -207,14 +198,6 @@ class EWFlag(_DotFunCRDT[bool]):
 
     __slots__ = ()
     _TAG = 640
-
-    @staticmethod
-    def _key_of(payload: bool) -> Hashable:
-        return None
-
-    @staticmethod
-    def _encode_payload(payload: bool) -> object:
-        return payload
 
     @staticmethod
     def _decode_payload(raw: object) -> bool:
@@ -242,14 +225,6 @@ class DWFlag(_DotFunCRDT[bool]):
 
     __slots__ = ()
     _TAG = 641
-
-    @staticmethod
-    def _key_of(payload: bool) -> Hashable:
-        return None
-
-    @staticmethod
-    def _encode_payload(payload: bool) -> object:
-        return payload
 
     @staticmethod
     def _decode_payload(raw: object) -> bool:
