@@ -216,7 +216,7 @@ def test_fake_server_gives_typed_error_without_hanging(mode: str, error: type[Ba
 
 
 def test_unreachable_port_is_unavailable_fast() -> None:
-    from tests.servers.redis import free_port
+    from tests.servers._proc import free_port
 
     async def body() -> None:
         async with RedisBackend(f"redis://127.0.0.1:{free_port()}/0", connect_timeout_s=0.5) as backend:
@@ -230,7 +230,7 @@ def test_unreachable_port_is_unavailable_fast() -> None:
 
 def test_unreachable_zookeeper_is_unavailable_within_the_connect_timeout() -> None:
     from stalwart.lock import ZooKeeperClient, ZooKeeperLock
-    from tests.servers.redis import free_port
+    from tests.servers._proc import free_port
 
     async def body() -> None:
         client = ZooKeeperClient(f"127.0.0.1:{free_port()}", connect_timeout_s=1.0)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -17,16 +18,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until(
+    ready: Callable[[], bool],
+    proc: subprocess.Popen[bytes] | None,
+    timeout_s: float,
+    what: str,
+    poll_s: float = 0.05,
+) -> None:
+    """Poll ``ready()`` until it holds; fail fast if ``proc`` died, and after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout_s} s")
+        time.sleep(poll_s)
+
+
+def accepts(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout_s: float, what: str) -> None:
     """Wait until something accepts on 127.0.0.1:port; fail fast if ``proc`` died."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")
+    wait_until(lambda: accepts(port), proc, timeout_s, f"{what} on port {port}")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

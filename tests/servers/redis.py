@@ -14,20 +14,15 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.servers._proc import free_port, wait_until
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -66,14 +61,13 @@ class RedisServer:
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while not _ping(self.port):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited with {self.proc.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server on port {self.port} did not answer PING in {timeout_s} s")
-            time.sleep(0.02)
+        try:
+            wait_until(
+                lambda: _ping(self.port), self.proc, timeout_s, f"redis-server on port {self.port}", 0.02
+            )
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

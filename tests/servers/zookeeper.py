@@ -12,14 +12,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.servers.redis import free_port
+from tests.servers._proc import free_port, wait_until
 
 JARS = "/usr/share/java"
 _CLASSPATH_JARS = [
@@ -79,14 +78,13 @@ class ZooKeeperServer:
         log = (self.dir / "zk.log").open("wb")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while not _ruok(self.port):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.dir / 'zk.log'}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"ZooKeeper did not answer ruok within {timeout_s} s")
-            time.sleep(0.05)
+        try:
+            wait_until(
+                lambda: _ruok(self.port), self.proc, timeout_s, f"ZooKeeper (see {self.dir / 'zk.log'})"
+            )
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
