@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, NewType, Protocol, TypeVar
 
@@ -54,9 +53,6 @@ class Ready(Generic[M, O]):
         assert not (self.must_sync and not self.persist), "must_sync without records to persist"
 
 
-EMPTY_READY: Ready[object, object] = Ready()
-
-
 class SansIOProtocol(Protocol[I_contra, M, O]):
     """What a host needs of a protocol: it accepts ``I_contra``, sends ``M`` and outputs ``O``."""
 
@@ -74,8 +70,3 @@ class SansIOProtocol(Protocol[I_contra, M, O]):
 
     def advance(self, ready: Ready[M, O]) -> None:
         """The host has persisted, sent and delivered everything in ``ready``."""
-
-
-def concat_envelopes(groups: Sequence[Sequence[Envelope[M]]]) -> tuple[Envelope[M], ...]:
-    """Flatten groups of envelopes, keeping order (a small helper for protocols)."""
-    return tuple(env for group in groups for env in group)

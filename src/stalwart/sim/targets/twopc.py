@@ -91,6 +91,7 @@ class TwoPCTarget(SimTarget):
     settle_ms = 3_000
     model = None
     faults = ALL_FAULTS
+    _participants: tuple[NodeId, ...]
     mutations = {
         "decide-before-log": "the coordinator sends its commit decision before the COMMIT record is durable",
         "commit-on-partial-votes": "the coordinator commits on the first yes vote",
@@ -145,16 +146,18 @@ class TwoPCTarget(SimTarget):
         return Reply(output.request_id, Outcome.OK if output.committed else Outcome.FAIL)
 
     def route(self, call: Call, cluster: tuple[NodeId, ...], rng: Rng) -> NodeId:
-        del call, rng
-        self._participants = tuple(n for n in cluster if n != COORDINATOR)
+        del call, cluster, rng
         return COORDINATOR
 
     def invariants(self, cluster: tuple[NodeId, ...], mutation: str | None) -> Invariants:
         del mutation
+        # The simulator asks for the invariants once per run, before any request: the cluster
+        # is learned here, and request() folds the drawn call onto its participants.
         self._participants = tuple(n for n in cluster if n != COORDINATOR)
         return Atomicity(cluster)
 
-    _participants: tuple[NodeId, ...] = (NodeId("n2"), NodeId("n3"))
+    def __init__(self) -> None:
+        self._participants = ()
 
 
 TARGET = TwoPCTarget()
