@@ -28,6 +28,7 @@ from stalwart.lock import (
     run_blocking,
 )
 from stalwart.lock._scripts import ACQUIRE_FAIR
+from tests.integration._locks import contend
 from tests.servers.redis import RedisServer, flush, redis_server
 
 pytestmark = pytest.mark.integration
@@ -49,28 +50,6 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
 
 def stalwart_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("stalwart-")]
-
-
-async def contend(
-    make_lock: Callable[[int], Any], workers: int = 8, rounds: int = 25
-) -> tuple[int, list[int]]:
-    """Workers do a non-atomic read-modify-write under the lock; returns (count, tokens in order)."""
-    shared = {"value": 0}
-    order: list[int] = []
-
-    async def worker(i: int) -> None:
-        lock = make_lock(i)
-        for _ in range(rounds):
-            async with lock as held:
-                held.ensure()
-                order.append(held.token)
-                value = shared["value"]
-                await asyncio.sleep(0)  # let every other worker run between the read and the write
-                await asyncio.sleep(0.0005)
-                shared["value"] = value + 1
-
-    await asyncio.gather(*(worker(i) for i in range(workers)))
-    return shared["value"], order
 
 
 def test_token_acquire_release_and_try(url: str) -> None:

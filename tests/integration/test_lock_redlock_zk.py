@@ -22,6 +22,7 @@ from stalwart.lock import (
     ZooKeeperClient,
     ZooKeeperLock,
 )
+from tests.integration._locks import contend
 from tests.servers.redis import RedisServer, flush, redis_servers5
 from tests.servers.zookeeper import ZooKeeperServer, zookeeper_server
 
@@ -46,26 +47,6 @@ def five(redis_servers5: list[RedisServer]) -> Iterator[list[RedisServer]]:
         server.resume()
 
 
-async def contend(
-    make_lock: Callable[[int], Any], workers: int = 8, rounds: int = 12
-) -> tuple[int, list[int]]:
-    shared = {"value": 0}
-    order: list[int] = []
-
-    async def worker(i: int) -> None:
-        lock = make_lock(i)
-        for _ in range(rounds):
-            async with lock as held:
-                held.ensure()
-                order.append(held.token)
-                value = shared["value"]
-                await asyncio.sleep(0.0005)
-                shared["value"] = value + 1
-
-    await asyncio.gather(*(worker(i) for i in range(workers)))
-    return shared["value"], order
-
-
 def all_keys(servers: list[RedisServer]) -> list[list[bytes]]:
     out = []
     for server in servers:
@@ -79,7 +60,9 @@ def test_redlock_contention_no_lost_updates_and_no_orphans(five: list[RedisServe
 
     async def body() -> None:
         async with RedlockClient(urls) as client:
-            count, order = await contend(lambda i: Redlock(client, "rl", ttl=5.0, retry_delay_s=0.01))
+            count, order = await contend(
+                lambda i: Redlock(client, "rl", ttl=5.0, retry_delay_s=0.01), rounds=12
+            )
             assert count == 8 * 12
             # Per-server max-based tokens: increasing while no server loses data (the caveat).
             assert order == sorted(order) and len(set(order)) == len(order)
@@ -144,7 +127,7 @@ def test_redlock_lost_when_majority_forgets(five: list[RedisServer]) -> None:
 def test_zookeeper_contention_tokens_are_czxids_in_order(zookeeper_server: ZooKeeperServer) -> None:
     async def body() -> None:
         async with ZooKeeperClient(zookeeper_server.hosts) as client:
-            count, order = await contend(lambda i: ZooKeeperLock(client, "zk-rmw"))
+            count, order = await contend(lambda i: ZooKeeperLock(client, "zk-rmw"), rounds=12)
             assert count == 8 * 12
             assert order == sorted(order) and len(set(order)) == len(order)
             children = await client.call(client.kazoo.get_children_async(f"{client.root}/zk-rmw"), "ls")
