@@ -23,7 +23,7 @@ from stalwart.client._protocol import (
     WriteRequest,
 )
 from stalwart.errors import DeadlineExceededError
-from stalwart.kv import Put, WriteResult, decode_command, decode_query
+from stalwart.kv import MAX_TTL_MS, Put, WriteResult, decode_command, decode_query
 from stalwart.kv._commands import encode_query_result, encode_result
 
 KEY = b"k" * 32
@@ -232,10 +232,21 @@ def test_a_refused_request_is_not_retried() -> None:
 
 
 def test_the_clients_ttl_bound_is_the_codecs() -> None:
-    from stalwart.client._client import MAX_TTL_MS
-    from stalwart.kv._commands import MAX_TTL_MS as CODEC_MAX_TTL_MS
+    """The longest TTL the codec takes is sent; one millisecond more is refused locally."""
+    cluster = FakeCluster(leader_is("n1"))
 
-    assert MAX_TTL_MS == CODEC_MAX_TTL_MS
+    async def main() -> None:
+        async with cluster.client() as kv:
+            with pytest.raises(KVRequestError, match="ttl"):
+                await kv.put("a", b"x", ttl_s=(MAX_TTL_MS + 1) / 1000)
+            assert cluster.log == []
+            await kv.put("a", b"x", ttl_s=MAX_TTL_MS / 1000)
+            sent = [r for _, r in cluster.log if isinstance(r, WriteRequest)]
+            assert sent, "the longest TTL the codec accepts is sent"
+            cmd, _ = decode_command(sent[0].command)
+            assert isinstance(cmd, Put) and cmd.ttl_ms == MAX_TTL_MS
+
+    asyncio.run(main())
 
 
 def test_oversized_values_and_bad_keys_are_refused_before_sending() -> None:

@@ -210,3 +210,21 @@ def test_a_watch_page_never_cuts_a_revision() -> None:
     run(m, Tick(), t=100)  # all five expire in one revision
     _, events, _ = decode_watch_result(m.query(encode_query(Watch("", 5, limit=2))))
     assert events is not None and len(events) == 5 and {e.revision for e in events} == {6}
+
+
+def test_has_ttl_keys_sees_only_live_ttl_keys() -> None:
+    m = KVMachine()
+    run(m, Put("plain", b"v"))
+    assert not m.has_ttl_keys()
+    run(m, Put("t", b"v", ttl_ms=1_000), t=10)
+    assert m.has_ttl_keys()
+    run(m, Put("t", b"w"), t=20)  # overwritten without a TTL: its heap entry is stale
+    assert not m.has_ttl_keys()
+    run(m, Put("u", b"v", ttl_ms=5), t=30)
+    assert m.has_ttl_keys()
+    run(m, Tick(), t=100)  # expired by the log clock
+    assert not m.has_ttl_keys()
+    run(m, Put("w", b"v", ttl_ms=1_000), t=200)
+    m2 = KVMachine()
+    m2.restore(m.snapshot())
+    assert m2.has_ttl_keys()

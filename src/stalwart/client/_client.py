@@ -31,6 +31,7 @@ from stalwart.client._protocol import (
 from stalwart.errors import ConfigError, DecodeError
 from stalwart.kv import (
     MAX_KEY_BYTES,
+    MAX_TTL_MS,
     MAX_VALUE_BYTES,
     Append,
     Cas,
@@ -61,7 +62,6 @@ BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
 WATCH_POLL_S = 0.1
 WATCH_BATCH = 1_000
-MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000  # the kv codec's bound (not exported by stalwart.kv)
 MAX_CLIENT_ID_CHARS = 96  # sessions add ".<instance>.<n>" within the protocol's 128
 
 

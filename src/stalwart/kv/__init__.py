@@ -7,6 +7,7 @@ It runs under any consensus log that offers ``apply`` / ``query`` / ``snapshot``
 from stalwart.kv._commands import (
     MAX_KEY_BYTES,
     MAX_RANGE_LIMIT,
+    MAX_TTL_MS,
     MAX_VALUE_BYTES,
     Append,
     Cas,
@@ -36,6 +37,7 @@ from stalwart.kv._machine import KVConfig, KVMachine
 __all__ = [
     "MAX_KEY_BYTES",
     "MAX_RANGE_LIMIT",
+    "MAX_TTL_MS",
     "MAX_VALUE_BYTES",
     "Append",
     "Cas",

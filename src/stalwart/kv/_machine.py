@@ -205,6 +205,19 @@ class KVMachine:
     def get(self, key: str) -> KeyValue | None:
         return self._live(key)
 
+    def has_ttl_keys(self) -> bool:
+        """Whether a stored key has a TTL (expired or not yet): then the leader must propose ticks.
+
+        Every key with a TTL has an entry in the expiry heap (stale ones are those overwritten
+        since), so only the heap's entries are looked at, not every key.
+        """
+        data = self._data
+        for at, key in self._expiry:
+            kv = data.get(key)
+            if kv is not None and kv.expires_at_ms == at:
+                return True
+        return False
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -290,17 +290,6 @@ class KVServer:
             case _:
                 pass  # VoteGranted: nothing to do here
 
-    def _has_ttl_keys(self) -> bool:
-        """Whether the state holds a key with a TTL (one pass, in pages)."""
-        after: str | None = None
-        while True:
-            page = self.machine.range("", 10_000, after)
-            if any(kv.expires_at_ms is not None for kv in page):
-                return True
-            if len(page) < 10_000:
-                return False
-            after = page[-1].key
-
     def _reply(self, out: ClientReply) -> None:
         match out.status:
             case ReplyStatus.OK:
@@ -333,7 +322,7 @@ class KVServer:
                 self._rescan_at_ms, self._rescan_ttl = 0, True
             if self._rescan_ttl and self.is_leader and self.replica.applied >= self.replica.raft.commit:
                 self._rescan_ttl = False
-                if self._has_ttl_keys():  # tick for a minute, then look again
+                if self.machine.has_ttl_keys():  # tick for a minute, then look again
                     self._ttl_until_ms = max(self._ttl_until_ms, now + TTL_RESCAN_MS)
                     self._rescan_at_ms = now + TTL_RESCAN_MS - 1000
             if self.is_leader and now <= self._ttl_until_ms:
