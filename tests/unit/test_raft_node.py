@@ -314,6 +314,53 @@ def test_pending_reads_fail_when_leadership_is_lost() -> None:
     assert 5 in c.apps[A].failed_reads and 5 not in c.apps[A].reads
 
 
+def _settled_leader(**options: object) -> tuple[Cluster, RaftNode]:
+    """A leader of three whose no-op committed and whose last heartbeat round a quorum acked."""
+    c = Cluster(["a", "b", "c"], **options)
+    for _ in range(80):
+        c.tick_all(1)
+        c.stabilize()
+        lead = c.leader()
+        if lead is None or c.nodes[lead].commit < 1:
+            continue
+        if not c.nodes[lead].cfg.lease_reads or c.nodes[lead].lease_valid(True):
+            return c, c.nodes[lead]
+    raise AssertionError("no settled leader")
+
+
+def _answered_at_once(c: Cluster, leader: RaftNode, ctx: int, lease: bool | None) -> bool:
+    """Ask for read ``ctx``; True if it is ready before any message is delivered (no round)."""
+    leader.read_index(ctx, lease=lease)
+    c.process(leader.id)
+    at_once = ctx in c.apps[leader.id].reads
+    c.stabilize()
+    assert ctx in c.apps[leader.id].reads, "every read is answered once a quorum confirms"
+    return at_once
+
+
+def test_a_per_call_lease_read_uses_the_lease_only_where_the_config_allows_it() -> None:
+    c, leader = _settled_leader(lease_reads=True)
+    assert leader.lease_valid(True) and not leader.lease_valid(False)
+    assert _answered_at_once(c, leader, 1, lease=True), "inside the lease: no heartbeat round"
+    assert not _answered_at_once(c, leader, 2, lease=False), "this call asked for ReadIndex"
+    assert _answered_at_once(c, leader, 3, lease=None), "None follows the config (lease_reads)"
+    # Without lease_reads (so without the restart vote guard) a lease request is a ReadIndex.
+    c, leader = _settled_leader()
+    assert not leader.lease_valid(True)
+    assert not _answered_at_once(c, leader, 4, lease=True)
+    # The lease runs out on the leader's own clock when no quorum acknowledges a round.
+    c, leader = _settled_leader(lease_reads=True)
+    others = [str(n) for n in c.ids if n != leader.id]
+    c.partition([str(leader.id)], others)
+    c.tick(str(leader.id), leader.cfg.lease_ticks + 1)
+    c.process(leader.id)
+    assert leader.role is Role.LEADER and not leader.lease_valid(True)
+    leader.read_index(5, lease=True)
+    c.process(leader.id)
+    c.stabilize()
+    assert 5 not in c.apps[leader.id].reads
+
+
 # ---- a randomized safety property ------------------------------------------------------------
 
 ACTIONS = st.lists(

@@ -122,3 +122,27 @@ def test_replicas_snapshot_and_keep_serving() -> None:
     net.settle(2)
     assert all(r.raft.log.snap_index >= 5 for r in net.nodes.values())
     assert net.ask(leader, ClientRead(100, b"")).result == b"v11"
+
+
+def test_an_overloaded_leader_answers_busy_not_a_redirect_to_itself() -> None:
+    from stalwart.raft.replica import MAX_PENDING_WRITES
+
+    net = elected()
+    leader = net.leader()
+    replica = net.nodes[leader]
+    for seq in range(1, MAX_PENDING_WRITES + 1):  # nothing is delivered: none of them commits
+        replica.step(NodeId(f"c{seq}"), ClientWrite(1, b"x"))
+    net.pump(leader)
+    assert net.replies == [], "all pending, none refused"
+    replica.step(CLIENT, ClientWrite(1, b"one too many"))
+    reads = replica.raft.cfg.max_pending_reads
+    for rid in range(reads + 1):
+        replica.step(CLIENT, ClientRead(100 + rid, b""))
+    net.pump(leader)
+    busy = [r for r in net.replies if r.status is ReplyStatus.BUSY]
+    assert [(r.client, r.request_id) for r in busy] == [(CLIENT, 1), (CLIENT, 100 + reads)]
+    assert all(r.leader_hint == leader for r in busy)
+    assert not any(r.status is ReplyStatus.REDIRECT for r in net.replies)
+    net.settle(3)  # once the followers hear of them, every pending write commits and answers OK
+    ok = [r for r in net.replies if r.status is ReplyStatus.OK and r.client != CLIENT]
+    assert len(ok) == MAX_PENDING_WRITES

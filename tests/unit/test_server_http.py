@@ -221,3 +221,24 @@ def test_concurrent_http_writes_all_apply_once(tmp_path: Path) -> None:
         assert len(scan["items"]) == 100
 
     run(tmp_path, body)
+
+
+def test_only_lease_reads_ask_raft_for_the_lease(tmp_path: Path) -> None:
+    from stalwart.raft.replica import ClientRead
+
+    async def body(server: KVServer, http: TestClient) -> None:
+        seen: list[object] = []
+        deliver = server.node.deliver
+
+        def spy(source: NodeId, message: object) -> None:
+            seen.append(message)
+            deliver(source, message)
+
+        server.node.deliver = spy  # type: ignore[method-assign]
+        for level in (Consistency.LINEARIZABLE, Consistency.LEASE, Consistency.STALE):
+            assert (await server.read(encode_query(Get("a")), level)).status is ResponseStatus.OK
+        assert [m.lease for m in seen if isinstance(m, ClientRead)] == [False, True], "stale is local"
+        cfg = server.replica.raft.cfg
+        assert cfg.lease_reads and cfg.check_quorum, "lease reads allowed, so the restart guard is on"
+
+    run(tmp_path, body)

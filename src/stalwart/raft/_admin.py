@@ -58,12 +58,15 @@ class Admin(Snapshots):
     def _committed_in_term(self) -> bool:
         return self.log.term_at(self.commit) == self.term
 
-    def read_index(self, ctx: int) -> None:
+    def read_index(self, ctx: int, *, lease: bool | None = None) -> None:
         """Ask for a linearizable read ``ctx``: ReadReady(ctx, index) or ReadFailed(ctx) follows.
 
         ReadIndex (dissertation 6.4): record commit, confirm leadership with a heartbeat round
         acknowledged by a quorum, then the read may be served once applied >= that index. No
-        log write. With ``lease_reads``, a leader inside its lease answers at once.
+        log write. ``lease`` asks for a lease read for this call (None: ``cfg.lease_reads``): a
+        leader inside its lease answers at once, without a round. The lease is used only where
+        the config allows it (``lease_reads``, which needs ``check_quorum`` and turns on the
+        restart vote guard the lease relies on); otherwise the read falls back to ReadIndex.
         """
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader)
@@ -75,10 +78,21 @@ class Admin(Snapshots):
         if not self._committed_in_term():
             self.reads_waiting.append(ctx)  # commit is not known current until our no-op commits
             return
-        if self.cfg.lease_reads and self.transferee is None and self.now < self.lease_until:
+        if self.lease_valid(lease):
             self.output(ReadReady(ctx, self.commit))
             return
         self._register_read(ctx)
+
+    def lease_valid(self, lease: bool | None = None) -> bool:
+        """Whether a read asking for ``lease`` may be served from this leader's lease now."""
+        use = self.cfg.lease_reads if lease is None else lease and self.cfg.lease_reads
+        return (
+            use
+            and self.cfg.check_quorum
+            and self.role is Role.LEADER
+            and self.transferee is None
+            and self.now < self.lease_until
+        )
 
     def _register_read(self, ctx: int) -> None:
         if not self.round_pending:

@@ -66,6 +66,9 @@ class ClientWrite:
 class ClientRead:
     request_id: int
     query: bytes
+    # True: the leader may answer from its lease (if its Raft config allows lease reads);
+    # False: always ReadIndex; None: as the Raft config says (lease_reads).
+    lease: bool | None = None
 
 
 class ReplyStatus(enum.StrEnum):
@@ -73,6 +76,7 @@ class ReplyStatus(enum.StrEnum):
     REDIRECT = "redirect"  # not run: retry at leader_hint
     INFO = "info"  # may or may not have run (leadership lost before the answer)
     FAIL = "fail"  # not run: the session expired
+    BUSY = "busy"  # not run: this leader is overloaded (too many pending requests); retry later
 
 
 @message(322)
@@ -192,24 +196,40 @@ class RaftReplica:
         hint = self.raft.transferee or self.raft.leader
         self._out.append(ClientReply(client, request_id, ReplyStatus.REDIRECT, None, hint))
 
+    def _busy(self, client: NodeId, request_id: int) -> None:
+        self._out.append(ClientReply(client, request_id, ReplyStatus.BUSY, None, self.raft.id))
+
+    def _refuse(self, client: NodeId, request_id: int) -> None:
+        """Not run: redirect unless this is a leader that refused for lack of room (busy)."""
+        if self.raft.role is Role.LEADER and self.raft.transferee is None:
+            self._busy(client, request_id)
+        else:
+            self._redirect(client, request_id)
+
     def _write(self, client: NodeId, msg: ClientWrite) -> None:
-        if self.raft.role is not Role.LEADER or len(self._writes) >= MAX_PENDING_WRITES:
+        if self.raft.role is not Role.LEADER:
             self._redirect(client, msg.request_id)
+            return
+        if len(self._writes) >= MAX_PENDING_WRITES:
+            self._busy(client, msg.request_id)
             return
         cmd = Command(str(client), msg.request_id, msg.ack, self.now_ms, msg.payload)
         try:
             index = self.raft.propose(encode_command(cmd))
         except ProtocolError:
-            self._redirect(client, msg.request_id)
+            self._refuse(client, msg.request_id)
             return
         self._writes[(client, msg.request_id)] = index
 
     def _read(self, client: NodeId, msg: ClientRead) -> None:
         ctx = self._next_ctx
         try:
-            self.raft.read_index(ctx)
-        except (NotLeaderError, ProtocolError):
+            self.raft.read_index(ctx, lease=msg.lease)
+        except NotLeaderError:
             self._redirect(client, msg.request_id)
+            return
+        except ProtocolError:
+            self._refuse(client, msg.request_id)
             return
         self._next_ctx += 1
         self._reads[ctx] = (client, msg.request_id, msg.query)

@@ -348,6 +348,9 @@ class RaftTarget(SimTarget):
                 return Reply(output.request_id, Outcome.OK, value)
             case ReplyStatus.REDIRECT:
                 return Reply(output.request_id, Outcome.REDIRECT, None, output.leader_hint)
+            case ReplyStatus.BUSY:
+                # Refused before any effect (the leader is overloaded): retried, like a redirect.
+                return Reply(output.request_id, Outcome.REDIRECT, None, output.leader_hint)
             case ReplyStatus.INFO:
                 return Reply(output.request_id, Outcome.INFO)
             case ReplyStatus.FAIL:
