@@ -219,6 +219,60 @@ def test_every_node_down_is_unavailable() -> None:
     asyncio.run(main())
 
 
+def test_giving_up_on_a_sent_write_says_its_outcome_is_unknown() -> None:
+    from stalwart.client import KVOutcomeUnknownError
+    from stalwart.errors import UnavailableError
+
+    answers: list[ResponseStatus] = []
+
+    def handle(node: str, request: Request) -> Response:
+        status = answers[len(cluster.log) - 1] if len(cluster.log) <= len(answers) else answers[-1]
+        return Response(request.request_id, status, leader_hint=None)
+
+    cluster = FakeCluster(handle)
+
+    async def main() -> None:
+        async with cluster.client(timeout_s=60, backoff_cap_s=0.0005) as kv:
+            # Refused every time before it ran (busy, no leader): definitely not applied.
+            answers[:] = [ResponseStatus.BUSY, ResponseStatus.REDIRECT]
+            with pytest.raises(KVUnavailableError, match="gave up") as info:
+                await kv.put("a", b"1")
+            assert not isinstance(info.value, KVOutcomeUnknownError)
+            # One "unknown" answer among the refusals: the write may have run.
+            cluster.log.clear()
+            answers[:] = [ResponseStatus.REDIRECT, ResponseStatus.UNKNOWN, ResponseStatus.REDIRECT]
+            with pytest.raises(KVOutcomeUnknownError, match="outcome is unknown") as unknown:
+                await kv.put("a", b"1")
+            assert isinstance(unknown.value, UnavailableError)
+            assert not isinstance(unknown.value, KVUnavailableError), "it does not read as 'not run'"
+            # A read that got nowhere is simply unavailable.
+            cluster.log.clear()
+            answers[:] = [ResponseStatus.UNKNOWN]
+            with pytest.raises(KVUnavailableError, match="gave up"):
+                await kv.get("a")
+
+    asyncio.run(main())
+
+
+def test_a_write_whose_connection_dropped_after_sending_is_unknown_when_given_up() -> None:
+    from stalwart.client import KVOutcomeUnknownError
+
+    cluster = FakeCluster(lambda node, r: ConnectionLostError("reset after the write went out"))
+
+    async def main() -> None:
+        async with cluster.client(timeout_s=60, backoff_cap_s=0.0005) as kv:
+            with pytest.raises(KVOutcomeUnknownError):
+                await kv.put("a", b"1")
+            assert writes(cluster.log), "it was sent"
+        down = FakeCluster(leader_is("n1"), down={"n1", "n2", "n3"})
+        async with down.client(timeout_s=60, backoff_cap_s=0.0005) as kv:
+            with pytest.raises(KVUnavailableError) as info:  # never sent: not run
+                await kv.put("a", b"1")
+            assert not isinstance(info.value, KVOutcomeUnknownError)
+
+    asyncio.run(main())
+
+
 def test_a_refused_request_is_not_retried() -> None:
     cluster = FakeCluster(lambda node, r: Response(r.request_id, ResponseStatus.ERROR, error="bad key"))
 

@@ -12,6 +12,7 @@ from stalwart.client._endpoints import Endpoints
 from stalwart.client._errors import (
     KVCompactedError,
     KVError,
+    KVOutcomeUnknownError,
     KVRequestError,
     KVTimeoutError,
     KVUnavailableError,
@@ -31,6 +32,7 @@ __all__ = [
     "KVClient",
     "KVCompactedError",
     "KVError",
+    "KVOutcomeUnknownError",
     "KVRequestError",
     "KVTimeoutError",
     "KVUnavailableError",

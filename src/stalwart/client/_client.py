@@ -15,6 +15,7 @@ from stalwart.client._conn import DEFAULT_MAX_INFLIGHT, Connection
 from stalwart.client._errors import (
     ConnectionLostError,
     KVCompactedError,
+    KVOutcomeUnknownError,
     KVRequestError,
     KVTimeoutError,
     KVUnavailableError,
@@ -111,7 +112,8 @@ class AsyncKVClient:
     (default half of it) before the call moves on. Inside it, the call goes to the believed leader,
     follows redirects (``leader_hint``), tries the other endpoints when a node is unreachable,
     and backs off with full jitter when no leader is known, at most ``MAX_ATTEMPTS`` times
-    (then :class:`KVUnavailableError`). A write keeps its (client id, sequence number) across
+    (then :class:`KVUnavailableError`: not run; or, for a write that was sent and may have
+    run, :class:`KVOutcomeUnknownError`). A write keeps its (client id, sequence number) across
     every retry, so the cluster applies it at most once however often it is resent.
     """
 
@@ -229,18 +231,24 @@ class AsyncKVClient:
     async def _route(self, build: Callable[[int], Request], pinned: str | None) -> Response:
         endpoint = pinned or self._leader or self._next_endpoint(None)
         last_error = "no attempt"
+        # Whether an attempt may have reached a leader and run (a write sent on a connection that
+        # then dropped or went silent, or answered "unknown"): giving up then says so.
+        maybe_ran = False
         for attempt in range(MAX_ATTEMPTS):
+            sent = False
             try:
                 async with asyncio.timeout(self._attempt_timeout_s):
                     conn = await self._conn(endpoint)
+                    sent = True
                     response = await conn.send(build)
             except (ConnectionLostError, TimeoutError) as exc:
                 # A lost connection, or a node that does not answer in time (paused, cut off,
                 # overloaded): try the next one. A write is resent unchanged, so it applies once.
+                maybe_ran = maybe_ran or sent
                 last_error = str(exc) or f"{endpoint} did not answer within {self._attempt_timeout_s}s"
                 self._forget(endpoint, close=isinstance(exc, TimeoutError))
                 if pinned is not None:
-                    raise KVUnavailableError(last_error) from None
+                    raise self._give_up(build, maybe_ran, last_error) from None
                 endpoint = self._next_endpoint(endpoint)
                 await self._backoff(attempt)
                 continue
@@ -256,6 +264,7 @@ class AsyncKVClient:
                     endpoint = self._next_endpoint(endpoint)
                     await self._backoff(attempt)
                 case ResponseStatus.BUSY | ResponseStatus.UNKNOWN:
+                    maybe_ran = maybe_ran or response.status is ResponseStatus.UNKNOWN
                     last_error = f"{endpoint} answered {response.status.value}: {response.error}"
                     await self._backoff(attempt)  # an unknown write is resent as is: it applies once
                 case ResponseStatus.ERROR:
@@ -264,7 +273,16 @@ class AsyncKVClient:
                     if pinned is None:
                         self._leader = endpoint
                     return response  # OK, EXPIRED (the caller starts a new session), or pinned
-        raise KVUnavailableError(f"gave up after {MAX_ATTEMPTS} attempts: {last_error}")
+        raise self._give_up(build, maybe_ran, f"gave up after {MAX_ATTEMPTS} attempts: {last_error}")
+
+    @staticmethod
+    def _give_up(
+        build: Callable[[int], Request], maybe_ran: bool, why: str
+    ) -> KVUnavailableError | KVOutcomeUnknownError:
+        """KVUnavailableError: not run; KVOutcomeUnknownError: a write that may have run."""
+        if maybe_ran and isinstance(build(0), WriteRequest):
+            return KVOutcomeUnknownError(f"{why} (the write was sent: its outcome is unknown)")
+        return KVUnavailableError(why)
 
     # ---- writes ------------------------------------------------------------------------------
 

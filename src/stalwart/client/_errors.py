@@ -17,6 +17,15 @@ class KVUnavailableError(UnavailableError, KVError):
     """No node could serve the call within the retry budget (none reachable, or no leader)."""
 
 
+class KVOutcomeUnknownError(UnavailableError, KVError):
+    """The client gave up on a write it had sent: it may or may not have been applied.
+
+    Raised instead of :class:`KVUnavailableError` once an attempt of the write may have reached
+    a leader (sent on a connection that then dropped or went silent, or answered ``unknown``).
+    Retrying with a new call is a new write; read the key to learn what happened.
+    """
+
+
 class KVRequestError(KVError):
     """The cluster refused the request as malformed or out of bounds; nothing changed."""
 
@@ -41,6 +50,7 @@ __all__ = [
     "ConnectionLostError",
     "KVCompactedError",
     "KVError",
+    "KVOutcomeUnknownError",
     "KVRequestError",
     "KVTimeoutError",
     "KVUnavailableError",

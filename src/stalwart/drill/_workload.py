@@ -148,7 +148,9 @@ class Worker:
         try:
             await call
         except UnavailableError:
-            return Status.INFO  # a timeout (DeadlineExceededError) or retries exhausted: unknown
+            # a timeout (KVTimeoutError), a sent write given up (KVOutcomeUnknownError) or
+            # retries exhausted (KVUnavailableError, counted unknown to be safe): indeterminate
+            return Status.INFO
         except StalwartError:
             return Status.FAIL
         except Exception:
