@@ -146,3 +146,44 @@ def test_an_overloaded_leader_answers_busy_not_a_redirect_to_itself() -> None:
     net.settle(3)  # once the followers hear of them, every pending write commits and answers OK
     ok = [r for r in net.replies if r.status is ReplyStatus.OK and r.client != CLIENT]
     assert len(ok) == MAX_PENDING_WRITES
+
+
+def test_a_batch_of_writes_is_one_append_and_each_write_is_answered_as_if_alone() -> None:
+    from stalwart.raft.replica import ClientWrites
+
+    net = elected()
+    leader = net.leader()
+    follower = next(n for n in NAMES if n != leader)
+    replica = net.nodes[leader]
+    last = replica.raft.log.last_index
+    batch = [(NodeId(f"c{i}"), 1, 0, b"v%d" % i) for i in range(5)]
+    batch.append((NodeId("c0"), 1, 0, b"v0"))  # a resend of c0's write in the same batch
+    replica.step(CLIENT, ClientWrites(batch))
+    assert replica.raft.log.last_index == last + 6, "proposed together"
+    net.pump(leader)
+    net.settle(3)
+    answers = {(r.client, r.request_id): r for r in net.replies}
+    assert {c for c, _ in answers} == {NodeId(f"c{i}") for i in range(5)}
+    assert all(r.status is ReplyStatus.OK for r in answers.values())
+    assert net.apps[leader].writes == 5, "the resend applied once"
+    net.replies.clear()
+    net.nodes[follower].step(CLIENT, ClientWrites([(NodeId("c9"), 1, 0, b"x")]))
+    net.pump(follower)
+    assert [(r.status, r.leader_hint) for r in net.replies] == [(ReplyStatus.REDIRECT, leader)]
+
+
+def test_a_batch_beyond_the_room_left_is_answered_busy_for_the_rest() -> None:
+    from stalwart.raft.replica import MAX_PENDING_WRITES, ClientWrites
+
+    net = elected()
+    leader = net.leader()
+    replica = net.nodes[leader]
+    replica.step(CLIENT, ClientWrites([(NodeId(f"c{i}"), 1, 0, b"x") for i in range(MAX_PENDING_WRITES - 2)]))
+    net.pump(leader)
+    replica.step(CLIENT, ClientWrites([(NodeId(f"d{i}"), 1, 0, b"y") for i in range(5)]))
+    net.pump(leader)
+    busy = sorted(str(r.client) for r in net.replies if r.status is ReplyStatus.BUSY)
+    assert busy == ["d2", "d3", "d4"] and len(net.replies) == 3
+    net.settle(3)
+    ok = [r for r in net.replies if r.status is ReplyStatus.OK]
+    assert len(ok) == MAX_PENDING_WRITES, "everything that found room commits"

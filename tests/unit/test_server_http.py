@@ -242,3 +242,39 @@ def test_only_lease_reads_ask_raft_for_the_lease(tmp_path: Path) -> None:
         assert cfg.lease_reads and cfg.check_quorum, "lease reads allowed, so the restart guard is on"
 
     run(tmp_path, body)
+
+
+def test_a_batch_of_writes_is_answered_per_request_refusals_at_once(tmp_path: Path) -> None:
+    from stalwart.server._server import Answer, Waiter
+
+    class Sink:
+        def __init__(self) -> None:
+            self.answers: dict[int, Answer] = {}
+
+        def answer(self, waiter: Waiter, answer: Answer) -> None:
+            assert waiter[1] not in self.answers, "answered once"
+            self.answers[waiter[1]] = answer
+
+    async def body(server: KVServer, http: TestClient) -> None:
+        sink = Sink()
+        put = encode_command(Put("a", b"1"), 0)
+        server.write_batch([
+            ("c1", 1, 0, put, (sink, 1, 0.0, "write")),
+            ("~bad", 1, 0, put, (sink, 2, 0.0, "write")),
+            ("c2", 1, 0, encode_command(Put("b", b"2"), 0), (sink, 3, 0.0, "write")),
+            ("c1", 1, 0, put, (sink, 4, 0.0, "write")),  # the same write again: one outcome
+            ("c3", 0, 0, put, (sink, 5, 0.0, "write")),
+        ])  # fmt: skip
+        assert {k: a.status for k, a in sink.answers.items()} == {
+            2: ResponseStatus.ERROR,
+            5: ResponseStatus.ERROR,
+        }, "refused at once, the rest pending"
+        for _ in range(200):
+            if len(sink.answers) == 5:
+                break
+            await asyncio.sleep(0.005)
+        assert all(sink.answers[k].status is ResponseStatus.OK for k in (1, 3, 4))
+        assert sink.answers[1].result == sink.answers[4].result
+        assert server.machine.revision == 2 and server._pending() == 0
+
+    run(tmp_path, body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,10 +32,12 @@ from stalwart.raft._types import EntryKind, Role
 from stalwart.raft.sessions import (
     Command,
     SessionConfig,
+    SessionError,
     Sessions,
     SessionStatus,
     StateMachine,
     encode_command,
+    pack_command,
 )
 from stalwart.sansio import DurableState, NodeId, Ready, Rng
 from stalwart.wire import message
@@ -43,6 +46,7 @@ __all__ = [
     "ClientRead",
     "ClientReply",
     "ClientWrite",
+    "ClientWrites",
     "Committed",
     "Elected",
     "RaftReplica",
@@ -59,6 +63,18 @@ class ClientWrite:
     request_id: int  # the session sequence number: increasing per client, kept across retries
     payload: bytes
     ack: int = 0  # the client needs no response below this request id any more
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWrites:
+    """Many clients' writes stepped at once, proposed as one batch (one log append).
+
+    Each item is ``(client, seq, ack, payload)``, exactly a :class:`ClientWrite` from ``client``;
+    each is answered by its own :class:`ClientReply`, as if stepped one by one. In-process only
+    (a host batches what its clients sent); the step source is not used.
+    """
+
+    writes: Sequence[tuple[NodeId, int, int, bytes]]
 
 
 @message(321)
@@ -161,8 +177,13 @@ class RaftReplica:
         tick_ms: int = 10,
         sessions: SessionConfig | None = None,
         snapshot_every: int = 1000,
+        notify_committed: bool = True,
     ) -> None:
         self.raft = RaftNode(config, rng, durable)
+        # Committed notifications (one per applied entry) are for checkers; a server that does
+        # not need them counts applied entries in ``entries_applied`` only.
+        self.notify_committed = notify_committed
+        self.entries_applied = 0
         self.app = app
         self.sessions = Sessions(app, sessions)
         self.tick_ms = tick_ms
@@ -183,8 +204,10 @@ class RaftReplica:
 
     # ---- input -----------------------------------------------------------------------------
 
-    def step(self, source: NodeId, message: RaftMessage | ClientWrite | ClientRead) -> None:
+    def step(self, source: NodeId, message: RaftMessage | ClientWrite | ClientWrites | ClientRead) -> None:
         match message:
+            case ClientWrites(writes=writes):
+                self._write_many(writes)
             case ClientWrite():
                 self._write(source, message)
             case ClientRead():
@@ -220,6 +243,39 @@ class RaftReplica:
             self._refuse(client, msg.request_id)
             return
         self._writes[(client, msg.request_id)] = index
+
+    def _write_many(self, writes: Sequence[tuple[NodeId, int, int, bytes]]) -> None:
+        raft = self.raft
+        if raft.role is not Role.LEADER or raft.transferee is not None:
+            for client, seq, _, _ in writes:
+                self._redirect(client, seq)
+            return
+        # Room under both bounds (pending answers here, uncommitted entries in Raft): the rest
+        # is refused as busy, before anything of it is proposed.
+        uncommitted = raft.log.last_index - raft.commit
+        room = min(MAX_PENDING_WRITES - len(self._writes), raft.cfg.max_uncommitted_entries - uncommitted)
+        now = self.now_ms
+        datas: list[bytes] = []
+        keys: list[tuple[NodeId, int]] = []
+        for client, seq, ack, payload in writes:
+            if len(keys) >= room:
+                self._busy(client, seq)
+                continue
+            try:
+                datas.append(pack_command(client, seq, ack, now, payload))
+            except SessionError:  # a client id too long for a session: refused, not run
+                self._out.append(ClientReply(client, seq, ReplyStatus.FAIL))
+                continue
+            keys.append((client, seq))
+        if not datas:
+            return
+        try:
+            indexes = raft.propose_batch(datas)
+        except ProtocolError:
+            for client, seq in keys:
+                self._refuse(client, seq)
+            return
+        self._writes.update(zip(keys, indexes, strict=True))
 
     def _read(self, client: NodeId, msg: ClientRead) -> None:
         ctx = self._next_ctx
@@ -261,7 +317,9 @@ class RaftReplica:
         match out:
             case ApplyEntry(entry=entry):
                 self.applied = entry.index
-                self._out.append(Committed(entry.index, entry.term, entry.data, self.raft.term))
+                self.entries_applied += 1
+                if self.notify_committed:
+                    self._out.append(Committed(entry.index, entry.term, entry.data, self.raft.term))
                 if entry.kind is EntryKind.NORMAL:
                     self._apply(entry.data)
             case RestoreSnapshot(index=index, data=data):

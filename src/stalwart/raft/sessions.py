@@ -43,6 +43,7 @@ __all__ = [
     "StateMachine",
     "decode_command",
     "encode_command",
+    "pack_command",
 ]
 
 
@@ -78,6 +79,14 @@ def encode_command(cmd: Command) -> bytes:
     if len(raw) > MAX_CLIENT_ID_BYTES:
         raise SessionError(f"client id longer than {MAX_CLIENT_ID_BYTES} bytes")
     return _HEAD.pack(cmd.seq, cmd.ack, cmd.time_ms, len(raw)) + raw + cmd.payload
+
+
+def pack_command(client: str, seq: int, ack: int, time_ms: int, payload: bytes) -> bytes:
+    """``encode_command(Command(client, seq, ack, time_ms, payload))`` without the object."""
+    raw = client.encode()
+    if len(raw) > MAX_CLIENT_ID_BYTES:
+        raise SessionError(f"client id longer than {MAX_CLIENT_ID_BYTES} bytes")
+    return b"".join((_HEAD.pack(seq, ack, time_ms, len(raw)), raw, payload))
 
 
 def decode_command(data: bytes) -> Command:

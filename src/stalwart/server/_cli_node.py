@@ -8,6 +8,7 @@ unreadable, out of space); 1 anything else (a bug: the traceback is logged).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -22,6 +23,12 @@ from stalwart.sansio import NodeId
 from stalwart.server._config import ServerConfig, load_cluster_key, parse_address, parse_members
 
 EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_CORRUPT, EXIT_STORAGE = 0, 1, 2, 3, 4
+# The cyclic GC's thresholds in a node process. With CPython's default (700 net allocations) an
+# in-flight request (a few dozen objects living ~100 ms) survives young collections and ends in
+# the oldest generation, whose full scans (every stored key, event and log entry) took a third
+# of a loaded node's CPU. The node makes few reference cycles; reference counting frees the
+# rest, so young collections can be rare. Measured: GC time from ~30% to ~4% of node CPU.
+NODE_GC_THRESHOLDS = (50_000, 20, 100)
 log = logging.getLogger("stalwart.server")
 
 
@@ -143,6 +150,7 @@ def command(  # noqa: PLR0917  (click passes options positionally)
 
 
 def _run(config: ServerConfig) -> int:
+    gc.set_threshold(*NODE_GC_THRESHOLDS)
     try:
         asyncio.run(serve(config))
     except BaseException as raw:

@@ -22,7 +22,6 @@ from stalwart.client._protocol import (
     Consistency,
     HandshakeError,
     ReadRequest,
-    Response,
     ResponseStatus,
     StatusRequest,
     WriteRequest,
@@ -32,7 +31,7 @@ from stalwart.client._protocol import (
 )
 from stalwart.errors import DecodeError, StalwartError
 from stalwart.server._config import Address
-from stalwart.server._server import Answer, KVServer
+from stalwart.server._server import Answer, KVServer, Waiter
 
 log = logging.getLogger("stalwart.server.clients")
 
@@ -110,17 +109,23 @@ class ClientListener:
 
 
 class _ClientConn:
-    """One client's connection: requests run concurrently; answers are batched into frames."""
+    """One client's connection: each frame's requests are handled as one batch, synchronously.
+
+    The writes of a frame go to the server as one batch (one proposal); answers are collected
+    as they come and sent as one frame per event-loop turn. No task or future per request.
+    """
 
     def __init__(
         self, server: KVServer, writer: asyncio.StreamWriter, session: wire.AuthSession, remote: str
     ):
         self.server, self.writer, self.session, self.remote = server, writer, session, remote
-        self.slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
-        self.futures: set[asyncio.Future[Answer]] = set()  # pending answers of this connection
+        self.inflight = 0  # requests handed to the server and not answered yet
+        self.room = asyncio.Event()  # set while inflight is under MAX_INFLIGHT_PER_CONNECTION
+        self.room.set()
         self.closed = False
         self.out: list[bytes] = []
         self.flush_scheduled = False
+        self.latencies: dict[tuple[str, str], list[float]] = {}  # (op, status) -> start times
 
     async def run(
         self, reader: asyncio.StreamReader, decoder: wire.FrameDecoder, frames: list[bytes]
@@ -129,60 +134,72 @@ class _ClientConn:
             for frame in frames:
                 body = self.session.open(frame)  # AuthenticationError: forged or replayed
                 if body:
-                    for item in unpack_batch(body):
-                        await self.slots.acquire()  # bounded in flight: stop reading when full
-                        self._spawn(wire.decode(item))
+                    self._handle([wire.decode(item) for item in unpack_batch(body)])
+                if self.inflight >= MAX_INFLIGHT_PER_CONNECTION:
+                    # Bounded in flight (at most one batch over): stop reading until answers
+                    # make room, and TCP pushes back on the client.
+                    self.room.clear()
+                    await self.room.wait()
             data = await reader.read(1 << 16)
             if not data:
                 return
             frames = decoder.feed(data)  # FrameTooLargeError from the header alone
 
-    def _spawn(self, msg: object) -> None:
-        """Start one request; its answer is sent from a future's callback (no task per request)."""
+    def _handle(self, msgs: list[object]) -> None:
+        """Start one frame's requests: its writes as one batch, then its reads and status asks."""
         started = time.perf_counter()
-        server = self.server
-        match msg:
-            case WriteRequest(client=client, seq=seq, ack=ack, command=command):
-                op, answer = "write", server.submit_write(client, seq, ack, command)
-            case ReadRequest(query=query, consistency=consistency):
-                op, answer = _READ_OPS[consistency], server.submit_read(query, consistency)
-            case StatusRequest():
-                op, answer = "status", self._status()
-            case _:
-                self.slots.release()
+        writes: list[tuple[str, int, int, bytes, Waiter]] = []
+        others: list[ReadRequest | StatusRequest] = []
+        for msg in msgs:
+            if type(msg) is WriteRequest:
+                writes.append(
+                    (msg.client, msg.seq, msg.ack, msg.command, (self, msg.request_id, started, "write"))
+                )
+            elif isinstance(msg, ReadRequest | StatusRequest):
+                others.append(msg)
+            else:
                 raise DecodeError(f"a {type(msg).__name__} is not a client request")
-        request_id = msg.request_id
-        if isinstance(answer, Answer):
-            self._finish(request_id, op, started, answer)
+        self.inflight += len(msgs)
+        server = self.server
+        if writes:
+            server.write_batch(writes)
+        for msg in others:
+            if isinstance(msg, ReadRequest):
+                op = _READ_OPS[msg.consistency]
+                server.read_into(msg.query, msg.consistency, (self, msg.request_id, started, op))
+            else:
+                self.answer((self, msg.request_id, started, "status"), self._status())
+
+    def answer(self, waiter: Waiter, answer: Answer) -> None:
+        """The server's answer to one request of this connection (sent with the turn's others)."""
+        self.inflight -= 1
+        if not self.room.is_set() and self.inflight < MAX_INFLIGHT_PER_CONNECTION:
+            self.room.set()
+        key = (waiter[3], answer.status.value)
+        started = self.latencies.get(key)
+        if started is None:
+            self.latencies[key] = [waiter[2]]
+        else:
+            started.append(waiter[2])
+        if self.closed:
             return
-        self.futures.add(answer)
-        answer.add_done_callback(lambda done: self._done(request_id, op, started, done))
-
-    def _done(self, request_id: int, op: str, started: float, future: asyncio.Future[Answer]) -> None:
-        self.futures.discard(future)
-        if future.cancelled():
-            self.slots.release()
-            return
-        self._finish(request_id, op, started, future.result())
-
-    def _finish(self, request_id: int, op: str, started: float, answer: Answer) -> None:
-        self.slots.release()
-        self.server.metrics.request("binary", op, answer.status.value, time.perf_counter() - started)
-        if not self.closed:
-            self._send(answer.response(request_id))
-
-    def _status(self) -> Answer:
-        return Answer(ResponseStatus.OK, json.dumps(self.server.status()).encode())
-
-    def _send(self, response: Response) -> None:
-        self.out.append(wire.encode(response))
+        self.out.append(wire.encode(answer.response(waiter[1])))
         if not self.flush_scheduled:
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _status(self) -> Answer:
+        return Answer(ResponseStatus.OK, json.dumps(self.server.status()).encode())
+
     def _flush(self) -> None:
         self.flush_scheduled = False
         out, self.out = self.out, []
+        now = time.perf_counter()
+        latencies, self.latencies = self.latencies, {}
+        for (op, status), starts in latencies.items():
+            self.server.metrics.requests_done("binary", op, status, [now - t for t in starts])
+        if self.closed:
+            return
         for start in range(0, len(out), 512):
             body = pack_batch(out[start : start + 512])
             self.writer.write(wire.encode_frame(self.session.seal(body)))
@@ -190,4 +207,4 @@ class _ClientConn:
     async def stop(self) -> None:
         # Pending answers stay with the server (a write may still apply); nobody sends them here.
         self.closed = True
-        self.futures.clear()
+        self.room.set()

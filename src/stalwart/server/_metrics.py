@@ -57,6 +57,19 @@ class _RequestStats(Collector):
         counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.sums[series] = self.sums.get(series, 0.0) + seconds
 
+    def record_many(self, api: str, op: str, status: str, latencies: list[float]) -> None:
+        """:meth:`record` for many requests of one series at once."""
+        key = (api, op, status)
+        self.counts[key] = self.counts.get(key, 0) + len(latencies)
+        series = (api, op)
+        counts = self.buckets.get(series)
+        if counts is None:
+            counts = self.buckets[series] = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        bucket = bisect.bisect_left
+        for seconds in latencies:
+            counts[bucket(LATENCY_BUCKETS_S, seconds)] += 1
+        self.sums[series] = self.sums.get(series, 0.0) + sum(latencies)
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "stalwart_requests", "Client requests by API, op and status", labels=["api", "op", "status"]
@@ -106,6 +119,10 @@ class Metrics:
         """Count one request and its latency (runs per request: plain dicts, no locks)."""
         self.requests.record(api, op, status, seconds)
 
+    def requests_done(self, api: str, op: str, status: str, latencies: list[float]) -> None:
+        """Count many requests of one (op, status) and their latencies (once per batch)."""
+        self.requests.record_many(api, op, status, latencies)
+
     def observe(self, server: KVServer) -> None:
         """Refresh the gauges from the node's current state."""
         st = server.replica.raft.status()
@@ -114,6 +131,7 @@ class Metrics:
         self.term.set(st.term)
         self.commit.set(st.commit)
         self.applied.set(server.replica.applied)
+        self.counters.applied_entries = server.replica.entries_applied
         self.revision.set(server.machine.revision)
         self.keys.set(len(server.machine))
         self.follower_lag.clear()

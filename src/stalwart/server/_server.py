@@ -14,9 +14,10 @@ import random
 import time
 import typing
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from stalwart.client._protocol import Consistency, Response, ResponseStatus
 from stalwart.errors import DecodeError
@@ -36,6 +37,7 @@ from stalwart.raft.replica import (
     ClientRead,
     ClientReply,
     ClientWrite,
+    ClientWrites,
     Committed,
     Elected,
     RaftReplica,
@@ -43,7 +45,7 @@ from stalwart.raft.replica import (
     ReplyStatus,
     Restored,
 )
-from stalwart.raft.sessions import SessionConfig
+from stalwart.raft.sessions import MAX_CLIENT_ID_BYTES, SessionConfig
 from stalwart.runtime import HostConfig, Node, RuntimeConfig
 from stalwart.sansio import DurableState, NodeId
 from stalwart.server._config import ServerConfig
@@ -53,6 +55,7 @@ from stalwart.storage import NodeStorage
 log = logging.getLogger("stalwart.server")
 
 READ_SOURCE = NodeId("~read")
+BATCH_SOURCE = NodeId("~writes")
 TICK_EVERY_S = 1.0
 TTL_RESCAN_MS = 60_000  # a leader that found TTL keys by scanning looks again this often
 PEER_MESSAGES: tuple[type, ...] = typing.get_args(RaftMessage)
@@ -87,6 +90,39 @@ def _error(text: str) -> Answer:
     return Answer(ResponseStatus.ERROR, error=text)
 
 
+def _bad_command(command: bytes, exc: DecodeError) -> Answer:
+    if len(command) > MAX_VALUE_BYTES:
+        return _error(f"bad command of {len(command)} bytes: values are at most {MAX_VALUE_BYTES} bytes")
+    return _error(f"bad command: {exc}")
+
+
+BUSY = Answer(ResponseStatus.BUSY, error="too many pending requests")
+TIMED_OUT = Answer(ResponseStatus.UNKNOWN, error="no outcome within the node's request timeout")
+MAX_CLIENT_BYTES = MAX_CLIENT_ID_BYTES
+
+
+class AnswerSink(Protocol):
+    """Who gets answers: a client connection, or futures (:meth:`KVServer.write`)."""
+
+    def answer(self, waiter: Waiter, answer: Answer) -> None: ...
+
+
+# Who waits for one request: (sink, its token, when it started, its op); the sink reads the rest.
+Waiter = tuple[AnswerSink, Any, float, str]
+
+
+class _FutureSink:
+    """Answers a request whose token is an asyncio future."""
+
+    def answer(self, waiter: Waiter, answer: Answer) -> None:
+        future = waiter[1]
+        if not future.done():
+            future.set_result(answer)
+
+
+_FUTURES = _FutureSink()
+
+
 class KVServer:
     """``async with KVServer(config) as server: ...``; the listeners attach to it."""
 
@@ -96,8 +132,8 @@ class KVServer:
         self.metrics = metrics or Metrics(config.node_id)
         self.storage = NodeStorage(config.data_dir, fsync=config.fsync)
         self._replica: _WallClockReplica | None = None
-        self._writes: dict[tuple[str, int], list[asyncio.Future[Answer]]] = {}
-        self._reads: dict[int, asyncio.Future[Answer]] = {}
+        self._writes: dict[tuple[str, int], list[Waiter]] = {}  # (session, seq) -> who waits
+        self._reads: dict[int, Waiter] = {}
         self._next_read = 1
         self._ttl_until_ms = 0  # a TTL key may exist until then: the leader proposes ticks
         self._rescan_ttl = False
@@ -118,6 +154,7 @@ class KVServer:
             replica = _WallClockReplica(
                 raft_config, random.Random(), durable, self.machine,
                 tick_ms=config.tick_ms, sessions=sessions, snapshot_every=config.snapshot_every,
+                notify_committed=False,
             )  # fmt: skip
             replica.now_ms = wall_ms()
             self._replica = replica
@@ -130,7 +167,10 @@ class KVServer:
             listen=config.listen, peers=config.peers, config=runtime,
         )  # fmt: skip
         self._ticker: asyncio.Task[None] | None = None
-        self._deadlines: deque[tuple[float, asyncio.Future[Answer]]] = deque()
+        # (deadline, the writes of one batch, or one read), in deadline order
+        self._deadlines: deque[
+            tuple[float, list[tuple[tuple[str, int], Waiter]] | None, tuple[int, Waiter] | None]
+        ] = deque()
 
     @property
     def replica(self) -> RaftReplica:
@@ -155,13 +195,13 @@ class KVServer:
     ) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        for futures in self._writes.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(Answer(ResponseStatus.UNKNOWN, error="node shutting down"))
-        for future in self._reads.values():
-            if not future.done():
-                future.set_result(Answer(ResponseStatus.REDIRECT, error="node shutting down"))
+        writes, self._writes = self._writes, {}
+        for waiting in writes.values():
+            for waiter in waiting:
+                waiter[0].answer(waiter, Answer(ResponseStatus.UNKNOWN, error="node shutting down"))
+        reads, self._reads = self._reads, {}
+        for waiter in reads.values():
+            waiter[0].answer(waiter, Answer(ResponseStatus.REDIRECT, error="node shutting down"))
         await self.node.__aexit__(exc_type, exc, tb)
 
     # ---- requests ----------------------------------------------------------------------------
@@ -184,78 +224,111 @@ class KVServer:
     def submit_write(
         self, client: str, seq: int, ack: int, command: bytes
     ) -> Answer | asyncio.Future[Answer]:
-        """:meth:`write` without a coroutine: an answer now, or a future of it (the listener's path)."""
-        if not client or client.startswith("~") or client in self.config.members:
-            return _error("a client id is non-empty, does not start with '~' and is not a node id")
-        if seq < 1 or ack < 0:
-            return _error("seq must be >= 1 and ack >= 0")
-        try:
-            cmd, _ = decode_command(command)
-        except DecodeError as exc:
-            if len(command) > MAX_VALUE_BYTES:
-                return _error(
-                    f"bad command of {len(command)} bytes: values are at most {MAX_VALUE_BYTES} bytes"
-                )
-            return _error(f"bad command: {exc}")
-        if isinstance(cmd, Tick):
-            return _error("tick commands are internal to the cluster")
-        if not self.is_leader:
-            return self._redirect()
-        if self._pending() >= self.config.max_pending_requests:
-            return Answer(ResponseStatus.BUSY, error="too many pending requests")
-        if isinstance(cmd, KvPut | KvCas) and cmd.ttl_ms is not None:
-            self._ttl_until_ms = max(self._ttl_until_ms, wall_ms() + cmd.ttl_ms + 1000)
-        key = (client, seq)
-        future = self._future()
-        self._writes.setdefault(key, []).append(future)
-        future.add_done_callback(lambda done: self._drop_write(key, done))
-        self.metrics.counters.proposals += 1
-        self.node.deliver(NodeId(client), ClientWrite(seq, encode_command(cmd, wall_ms()), ack))
-        return future
-
-    def _future(self) -> asyncio.Future[Answer]:
-        # The sweeper (in _tick_loop) answers futures pending past the request timeout.
+        """:meth:`write` without a coroutine: an answer now, or a future of it."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._deadlines.append((time.monotonic() + self.config.request_timeout_ms / 1000, future))
-        return future
+        self.write_batch([(client, seq, ack, command, (_FUTURES, future, 0.0, "write"))])
+        return future.result() if future.done() else future
 
-    def _drop_write(self, key: tuple[str, int], future: asyncio.Future[Answer]) -> None:
-        futures = self._writes.get(key, [])
-        if future in futures:
-            futures.remove(future)
-        if not futures:
-            self._writes.pop(key, None)
+    def submit_read(self, query: bytes, consistency: Consistency) -> Answer | asyncio.Future[Answer]:
+        """:meth:`read` without a coroutine: an answer now, or a future of it."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.read_into(query, consistency, (_FUTURES, future, 0.0, "read"))
+        return future.result() if future.done() else future
+
+    def write_batch(self, items: Sequence[tuple[str, int, int, bytes, Waiter]]) -> None:
+        """Run many kv commands ``(client, seq, ack, command, waiter)``; each waiter is answered once.
+
+        Refusals are answered at once; the accepted writes are stepped into the replica as one
+        batch (one proposal, one log append) and answered when the replica answers them, or
+        ``unknown`` after the request timeout.
+        """
+        accepted: list[tuple[NodeId, int, int, bytes]] = []
+        timed: list[tuple[tuple[str, int], Waiter]] = []
+        members = self.config.members
+        leader = self.is_leader
+        room = self.config.max_pending_requests - self._pending()
+        now = wall_ms()
+        writes = self._writes
+        for client, seq, ack, command, waiter in items:
+            if not client or client[0] == "~" or client in members or len(client.encode()) > MAX_CLIENT_BYTES:
+                refusal = _error(
+                    f"a client id is non-empty, at most {MAX_CLIENT_BYTES} bytes, does not start "
+                    "with '~' and is not a node id"
+                )
+            elif seq < 1 or ack < 0:
+                refusal = _error("seq must be >= 1 and ack >= 0")
+            else:
+                try:
+                    cmd, _ = decode_command(command)
+                except DecodeError as exc:
+                    refusal = _bad_command(command, exc)
+                else:
+                    if type(cmd) is Tick:
+                        refusal = _error("tick commands are internal to the cluster")
+                    elif not leader:
+                        refusal = self._redirect()
+                    elif len(accepted) >= room:
+                        refusal = BUSY
+                    else:
+                        if isinstance(cmd, KvPut | KvCas) and cmd.ttl_ms is not None:
+                            self._ttl_until_ms = max(self._ttl_until_ms, now + cmd.ttl_ms + 1000)
+                        key = (client, seq)
+                        waiting = writes.get(key)
+                        if waiting is None:
+                            writes[key] = [waiter]
+                        else:
+                            waiting.append(waiter)
+                        timed.append((key, waiter))
+                        accepted.append((NodeId(client), seq, ack, encode_command(cmd, now)))
+                        continue
+            waiter[0].answer(waiter, refusal)
+        if accepted:
+            self.metrics.counters.proposals += len(accepted)
+            self._deadlines.append((self._deadline(), timed, None))
+            self.node.deliver(BATCH_SOURCE, ClientWrites(accepted))
+
+    def read_into(self, query: bytes, consistency: Consistency, waiter: Waiter) -> None:
+        """Serve one read; ``waiter`` is answered once (now, or when the replica answers)."""
+        try:
+            decode_query(query)
+        except DecodeError as exc:
+            waiter[0].answer(waiter, _error(f"bad query: {exc}"))
+            return
+        if consistency is Consistency.STALE:
+            waiter[0].answer(waiter, Answer(ResponseStatus.OK, self.machine.query(query)))
+            return
+        if not self.is_leader:
+            waiter[0].answer(waiter, self._redirect())
+            return
+        if self._pending() >= self.config.max_pending_requests:
+            waiter[0].answer(waiter, BUSY)
+            return
+        rid = self._next_read
+        self._next_read += 1
+        self._reads[rid] = waiter
+        self._deadlines.append((self._deadline(), None, (rid, waiter)))
+        lease = consistency is Consistency.LEASE
+        self.node.deliver(READ_SOURCE, ClientRead(rid, query, lease))
+
+    def _deadline(self) -> float:
+        # The sweeper (in _tick_loop) answers requests pending past the request timeout.
+        return time.monotonic() + self.config.request_timeout_ms / 1000
 
     def _sweep(self) -> None:
         """Answer UNKNOWN to requests pending longer than the request timeout (oldest first)."""
         now = time.monotonic()
-        while self._deadlines and (self._deadlines[0][0] <= now or self._deadlines[0][1].done()):
-            _, future = self._deadlines.popleft()
-            if not future.done():
-                future.set_result(
-                    Answer(ResponseStatus.UNKNOWN, error="no outcome within the node's request timeout")
-                )
-
-    def submit_read(self, query: bytes, consistency: Consistency) -> Answer | asyncio.Future[Answer]:
-        """:meth:`read` without a coroutine: an answer now, or a future of it."""
-        try:
-            decode_query(query)
-        except DecodeError as exc:
-            return _error(f"bad query: {exc}")
-        if consistency is Consistency.STALE:
-            return Answer(ResponseStatus.OK, self.machine.query(query))
-        if not self.is_leader:
-            return self._redirect()
-        if self._pending() >= self.config.max_pending_requests:
-            return Answer(ResponseStatus.BUSY, error="too many pending requests")
-        rid = self._next_read
-        self._next_read += 1
-        future = self._future()
-        self._reads[rid] = future
-        future.add_done_callback(lambda _: self._reads.pop(rid, None))
-        lease = consistency is Consistency.LEASE
-        self.node.deliver(READ_SOURCE, ClientRead(rid, query, lease))
-        return future
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, writes, read = self._deadlines.popleft()
+            for key, waiter in writes or ():
+                waiting = self._writes.get(key)
+                if waiting is not None and any(w is waiter for w in waiting):
+                    waiting[:] = [w for w in waiting if w is not waiter]
+                    if not waiting:
+                        del self._writes[key]
+                    waiter[0].answer(waiter, TIMED_OUT)
+            if read is not None and self._reads.get(read[0]) is read[1]:
+                del self._reads[read[0]]
+                read[1][0].answer(read[1], TIMED_OUT)
 
     # ---- outputs -----------------------------------------------------------------------------
 
@@ -264,7 +337,7 @@ class KVServer:
             case ClientReply():
                 self._reply(out)
             case Committed():
-                self.metrics.counters.applied_entries += 1
+                pass  # not asked for (notify_committed=False): replica.entries_applied counts
             case Restored(index=index, boot=boot):
                 log.info("state restored node=%s index=%d boot=%s", self.config.node_id, index, boot)
             case Elected(term=term):
@@ -280,10 +353,10 @@ class KVServer:
         match out.status:
             case ReplyStatus.OK:
                 answer = Answer(ResponseStatus.OK, out.result)
+            case ReplyStatus.BUSY:
+                answer = BUSY
             case ReplyStatus.REDIRECT:
                 answer = Answer(ResponseStatus.REDIRECT, leader_hint=out.leader_hint)
-            case ReplyStatus.BUSY:
-                answer = Answer(ResponseStatus.BUSY, error="leader overloaded: too many pending requests")
             case ReplyStatus.INFO:
                 answer = Answer(
                     ResponseStatus.UNKNOWN, leader_hint=out.leader_hint, error="leadership changed"
@@ -293,12 +366,12 @@ class KVServer:
             case _:
                 typing.assert_never(out.status)
         if out.client == READ_SOURCE:
-            futures = [f] if (f := self._reads.pop(out.request_id, None)) is not None else []
+            waiter = self._reads.pop(out.request_id, None)
+            if waiter is not None:
+                waiter[0].answer(waiter, answer)
         else:
-            futures = self._writes.pop((str(out.client), out.request_id), [])
-        for future in futures:
-            if not future.done():
-                future.set_result(answer)
+            for waiter in self._writes.pop((str(out.client), out.request_id), ()):
+                waiter[0].answer(waiter, answer)
 
     async def _tick_loop(self) -> None:
         """The leader proposes a Tick about once a second while TTL keys may exist."""

@@ -23,6 +23,7 @@ from stalwart.raft.replica import (
     ClientRead,
     ClientReply,
     ClientWrite,
+    ClientWrites,
     Committed,
     Elected,
     RaftReplica,
@@ -199,8 +200,8 @@ class ChaosReplica(RaftReplica):
         self._cut_length_ticks = 0
         self._led_commit = -1  # the commit index at election of a watched leader, else -1
 
-    def step(self, source: NodeId, message: RaftMessage | ClientWrite | ClientRead) -> None:
-        if self._cut_ticks > 0 and not isinstance(message, (ClientWrite, ClientRead)):
+    def step(self, source: NodeId, message: RaftMessage | ClientWrite | ClientWrites | ClientRead) -> None:
+        if self._cut_ticks > 0 and not isinstance(message, (ClientWrite, ClientWrites, ClientRead)):
             return  # cut off: a peer message is lost
         super().step(source, message)
 
