@@ -12,7 +12,6 @@ expires the same keys at the same log position. A bounded history of events serv
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections import deque
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from stalwart.kv._commands import (
     event_from_row,
     kv_from_row,
 )
+from stalwart.kv._sortedkeys import SortedKeys
 
 SNAPSHOT_VERSION = 1
 MAX_TIME_MS = 2**62
@@ -65,7 +65,7 @@ class KVMachine:
         self.revision = 0
         self.clock_ms = 0
         self._data: dict[str, KeyValue] = {}
-        self._keys: list[str] = []  # sorted, for prefix scans
+        self._keys = SortedKeys()  # for prefix scans
         self._expiry: list[tuple[int, str]] = []  # heap of (expires_at_ms, key); stale entries skipped
         self._history: deque[Event] = deque()
         self._compacted = 0  # every event at or below this revision has been dropped
@@ -123,7 +123,7 @@ class KVMachine:
     def _put(self, key: str, value: bytes, expires: int | None, rev: int) -> WriteResult:
         current = self._data.get(key)
         if current is None:
-            bisect.insort(self._keys, key)
+            self._keys.add(key)
             kv = KeyValue(key, value, rev, rev, 1, expires)
         else:
             kv = KeyValue(key, value, current.create_revision, rev, current.version + 1, expires)
@@ -136,7 +136,7 @@ class KVMachine:
     def _delete(self, key: str, revision: int) -> bool:
         if self._data.pop(key, None) is None:
             return False
-        del self._keys[bisect.bisect_left(self._keys, key)]
+        self._keys.remove(key)
         self._record(Event(revision, EventKind.DELETE, key))
         return True
 
@@ -176,12 +176,12 @@ class KVMachine:
 
     def range(self, prefix: str, limit: int = 1_000, start_after: str | None = None) -> list[KeyValue]:
         limit = min(limit, MAX_RANGE_LIMIT)
-        lo = bisect.bisect_right(self._keys, start_after) if start_after is not None else 0
-        lo = max(lo, bisect.bisect_left(self._keys, prefix))
+        if start_after is not None and start_after >= prefix:
+            keys = self._keys.iter_from(start_after, inclusive=False)
+        else:
+            keys = self._keys.iter_from(prefix)
         out: list[KeyValue] = []
-        keys = self._keys
-        for i in range(lo, len(keys)):
-            key = keys[i]
+        for key in keys:
             if not key.startswith(prefix) or len(out) >= limit:
                 break
             kv = self._live(key)
@@ -246,7 +246,7 @@ class KVMachine:
         history = deque(event_from_row(e) for e in events)
         self.revision, self.clock_ms, self._compacted = revision, clock, compacted
         self._data = data_map
-        self._keys = sorted(data_map)
+        self._keys = SortedKeys(data_map)
         self._history = history
         self._expiry = [
             (kv.expires_at_ms, kv.key) for kv in data_map.values() if kv.expires_at_ms is not None
