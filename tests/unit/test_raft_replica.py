@@ -187,3 +187,18 @@ def test_a_batch_beyond_the_room_left_is_answered_busy_for_the_rest() -> None:
     net.settle(3)
     ok = [r for r in net.replies if r.status is ReplyStatus.OK]
     assert len(ok) == MAX_PENDING_WRITES, "everything that found room commits"
+
+
+def test_a_snapshot_is_taken_once_the_applied_entries_hold_snapshot_bytes() -> None:
+    net = Net(snapshot_every=10**9)
+    for replica in net.nodes.values():
+        replica.snapshot_bytes = 2_000
+    net.settle(40)
+    leader = net.leader()
+    raft = net.nodes[leader].raft
+    assert raft.log.snap_index == 0
+    for seq in range(1, 4):
+        assert net.ask(leader, ClientWrite(seq, b"x" * 500)).status is ReplyStatus.OK
+    assert raft.log.snap_index == 0, "1 500 bytes applied: not yet"
+    assert net.ask(leader, ClientWrite(4, b"x" * 600)).status is ReplyStatus.OK
+    assert raft.log.snap_index == raft.applied, "past 2 000 bytes: snapshotted and compacted"

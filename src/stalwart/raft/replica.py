@@ -4,7 +4,9 @@ This is the replicated-state-machine host a store (kv/, the simulator) puts on t
 :class:`RaftNode`: clients step :class:`ClientWrite` and :class:`ClientRead` into any replica;
 followers redirect; the leader proposes writes inside a session envelope and answers once the
 entry is applied; reads go through ReadIndex (or the lease) and are answered once applied
-reaches the confirmed index. The replica snapshots its state every ``snapshot_every`` entries.
+reaches the confirmed index. The replica snapshots its state every ``snapshot_every`` entries,
+or sooner once the entries applied since the last snapshot hold ``snapshot_bytes`` of data (so
+the log kept in memory stays bounded in bytes too, whatever the entries' size).
 """
 
 from __future__ import annotations
@@ -177,6 +179,7 @@ class RaftReplica:
         tick_ms: int = 10,
         sessions: SessionConfig | None = None,
         snapshot_every: int = 1000,
+        snapshot_bytes: int = 64 << 20,
         notify_committed: bool = True,
     ) -> None:
         self.raft = RaftNode(config, rng, durable)
@@ -188,6 +191,8 @@ class RaftReplica:
         self.sessions = Sessions(app, sessions)
         self.tick_ms = tick_ms
         self.snapshot_every = snapshot_every
+        self.snapshot_bytes = snapshot_bytes
+        self._bytes_since_snapshot = 0
         self.now_ms = 0
         self.applied = self.raft.applied
         self._writes: dict[tuple[NodeId, int], int] = {}  # (client, seq) -> proposed index
@@ -318,12 +323,14 @@ class RaftReplica:
             case ApplyEntry(entry=entry):
                 self.applied = entry.index
                 self.entries_applied += 1
+                self._bytes_since_snapshot += len(entry.data)
                 if self.notify_committed:
                     self._out.append(Committed(entry.index, entry.term, entry.data, self.raft.term))
                 if entry.kind is EntryKind.NORMAL:
                     self._apply(entry.data)
             case RestoreSnapshot(index=index, data=data):
                 self.sessions.restore(data)
+                self._bytes_since_snapshot = 0
                 self._out.append(Restored(index, boot))
                 self.applied = index
             case ReadReady(ctx=ctx, index=index):
@@ -379,5 +386,10 @@ class RaftReplica:
             self.raft.advance(self._raft_ready)
             self._raft_ready = None
         raft = self.raft
-        if raft.applied - raft.log.snap_index >= self.snapshot_every and raft.applied == self.applied:
+        due = (
+            raft.applied - raft.log.snap_index >= self.snapshot_every
+            or self._bytes_since_snapshot >= self.snapshot_bytes
+        )
+        if due and raft.applied == self.applied and raft.applied > raft.log.snap_index:
             raft.compact(raft.applied, self.sessions.snapshot())
+            self._bytes_since_snapshot = 0

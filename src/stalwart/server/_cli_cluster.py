@@ -28,7 +28,7 @@ def command() -> None:
 @click.option("--dir", "directory", default=DEFAULT_DIR, show_default=True, type=click.Path(path_type=Path))
 @click.option("--tick-ms", default=10, show_default=True, type=int)
 @click.option("--election-ms", default=1000, show_default=True, type=int)
-@click.option("--snapshot-every", default=10_000, show_default=True, type=int)
+@click.option("--snapshot-every", default=100_000, show_default=True, type=int)
 @click.option("--unsafe-no-fsync", is_flag=True, help="Experiments only: acknowledged writes may be lost.")
 @click.pass_context
 def start(  # noqa: PLR0917

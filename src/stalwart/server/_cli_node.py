@@ -117,7 +117,7 @@ def _fmt(address: tuple[str, int] | None) -> str:
 )
 @click.option("--heartbeat-ms", default=100, show_default=True, type=int, help="Heartbeat interval.")
 @click.option(
-    "--snapshot-every", default=10_000, show_default=True, type=int, help="Entries between snapshots."
+    "--snapshot-every", default=100_000, show_default=True, type=int, help="Entries between snapshots."
 )
 @click.option("--watch-history", default=10_000, show_default=True, type=int, help="Events kept for watches.")
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")

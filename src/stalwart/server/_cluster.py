@@ -52,7 +52,7 @@ class ClusterSpec:
     tick_ms: int = 10
     election_ms: int = 1000
     heartbeat_ms: int = 100
-    snapshot_every: int = 10_000
+    snapshot_every: int = 100_000
     fsync: bool = True
     extra_args: list[str] = field(default_factory=list)
     version: int = FORMAT_VERSION

@@ -75,7 +75,7 @@ class ServerConfig:
     tick_ms: int = 10
     election_ms: int = 1000
     heartbeat_ms: int = 100
-    snapshot_every: int = 10_000
+    snapshot_every: int = 100_000
     session_timeout_ms: int = 120_000
     request_timeout_ms: int = 30_000  # a request pending this long is answered UNKNOWN
     max_pending_requests: int = 8_000  # under the replica's bound (10 000 writes): "busy" comes first
