@@ -191,7 +191,27 @@ _COMMAND_ARITY = {Op.PUT: 6, Op.DELETE: 4, Op.CAS: 7, Op.APPEND: 5, Op.TICK: 3}
 
 
 def decode_command(data: bytes) -> tuple[Command, int]:
-    obj = _unpack(data)
+    return command_from(_unpack(data))
+
+
+def unpack_message(data: bytes) -> list[Any]:
+    """The validated envelope ``[version, op, ...]`` of a kv message, not yet checked field by field."""
+    return _unpack(data)
+
+
+def put_fields(obj: list[Any]) -> tuple[str, bytes, int | None, int] | None:
+    """``(key, value, ttl_ms, time_ms)`` of a PUT from :func:`unpack_message`, checked exactly as
+    :func:`decode_command` checks it (DecodeError); None if ``obj`` is not a PUT."""
+    if obj[1] != Op.PUT:
+        return None
+    if len(obj) != _COMMAND_ARITY[Op.PUT]:
+        raise DecodeError("kv command PUT has the wrong number of fields")
+    time_ms = _int(obj[2], 0, 2**62, "time_ms")
+    return _key(obj[3]), _value(obj[4]), _ttl(obj[5]), time_ms
+
+
+def command_from(obj: list[Any]) -> tuple[Command, int]:
+    """:func:`decode_command` of an already unpacked message."""
     try:
         op = Op(obj[1])
     except ValueError:
@@ -248,6 +268,11 @@ def decode_query(data: bytes) -> Query:
 
 def encode_result(result: WriteResult) -> bytes:
     return _pack([VERSION, int(result.ok), result.revision, result.value, int(result.existed)])
+
+
+def pack_result(ok: bool, revision: int, value: bytes | None = None, existed: bool = False) -> bytes:
+    """``encode_result(WriteResult(ok, revision, value, existed))`` without the object."""
+    return _pack([VERSION, int(ok), revision, value, int(existed)])
 
 
 def decode_result(data: bytes) -> WriteResult:

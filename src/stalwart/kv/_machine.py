@@ -24,6 +24,7 @@ from stalwart.kv._commands import (
     MAX_VALUE_BYTES,
     Append,
     Cas,
+    Command,
     Delete,
     Event,
     EventKind,
@@ -33,14 +34,15 @@ from stalwart.kv._commands import (
     Range,
     Tick,
     Watch,
-    WriteResult,
-    decode_command,
+    command_from,
     decode_query,
     encode_query_result,
-    encode_result,
     encode_watch_result,
     event_from_row,
     kv_from_row,
+    pack_result,
+    put_fields,
+    unpack_message,
 )
 from stalwart.kv._sortedkeys import SortedKeys
 
@@ -59,15 +61,22 @@ def _expiry(time_ms: int, ttl_ms: int | None) -> int | None:
     return None if ttl_ms is None else min(time_ms + ttl_ms, MAX_TIME_MS)
 
 
+# A stored key: (value, create_revision, mod_revision, version, expires_at_ms); a KeyValue is
+# built only when a reader asks (a frozen dataclass per write cost more than the write).
+_Row = tuple[bytes, int, int, int, int | None]
+# A history event: (revision, kind, key, value), an Event when a watcher asks.
+_EventRow = tuple[int, int, str, bytes]
+
+
 class KVMachine:
     def __init__(self, config: KVConfig | None = None) -> None:
         self._config = config or KVConfig()
         self.revision = 0
         self.clock_ms = 0
-        self._data: dict[str, KeyValue] = {}
+        self._data: dict[str, _Row] = {}
         self._keys = SortedKeys()  # for prefix scans
         self._expiry: list[tuple[int, str]] = []  # heap of (expires_at_ms, key); stale entries skipped
-        self._history: deque[Event] = deque()
+        self._history: deque[_EventRow] = deque()
         self._compacted = 0  # every event at or below this revision has been dropped
         self._last_change_revision = 0
 
@@ -81,9 +90,14 @@ class KVMachine:
         never make one replica fail where another succeeds.
         """
         try:
-            command, time_ms = decode_command(payload)
+            obj = unpack_message(payload)
+            put = put_fields(obj)  # the common case, without building a Put
+            if put is None:
+                command, time_ms = command_from(obj)
+            else:
+                time_ms = put[3]
         except DecodeError as exc:
-            return encode_result(WriteResult(False, self.revision, f"error: {exc}".encode()[:200]))
+            return pack_result(False, self.revision, f"error: {exc}".encode()[:200])
         # One proposer with a wild clock must not expire every key at once: the log clock moves
         # forward by at most max_clock_step_ms per command (like an HLC's max-offset guard).
         # TTLs count from the proposer's own timestamp, so a lagging log clock expires keys late,
@@ -91,69 +105,75 @@ class KVMachine:
         step_ms = self._config.max_clock_step_ms if self.clock_ms else MAX_TIME_MS
         self.clock_ms = max(self.clock_ms, min(time_ms, self.clock_ms + step_ms))
         rev = self.revision + 1  # the revision of every change this command makes
-        changed = self._expire(rev)
-        match command:
-            case Put(key, value, ttl):
-                result = self._put(key, value, _expiry(time_ms, ttl), rev)
-            case Delete(key):
-                existed = self._delete(key, rev)
-                result = WriteResult(existed, rev if existed else self.revision, existed=existed)
-            case Cas(key, expected, value, ttl):
-                current = self._data.get(key)
-                now = None if current is None else current.value
-                if now != expected:
-                    result = WriteResult(False, rev if changed else self.revision, now, current is not None)
-                else:
-                    result = self._put(key, value, _expiry(time_ms, ttl), rev)
-            case Append(key, suffix):
-                current = self._data.get(key)
-                value = (b"" if current is None else current.value) + suffix
-                if len(value) > MAX_VALUE_BYTES:
-                    result = WriteResult(False, rev if changed else self.revision, None, current is not None)
-                else:
-                    self._put(key, value, None if current is None else current.expires_at_ms, rev)
-                    result = WriteResult(True, rev, value, current is not None)
-            case Tick():
-                result = WriteResult(True, rev if changed else self.revision)
+        changed = self._expire(rev) if self._expiry else False
+        if put is not None:
+            key, value, ttl, _ = put
+            result = pack_result(True, rev, None, self._put(key, value, _expiry(time_ms, ttl), rev))
+        else:
+            result = self._apply_other(command, time_ms, rev, changed)
         if self._last_change_revision == rev:
             self.revision = rev
         self._check()
-        return encode_result(result)
+        return result
 
-    def _put(self, key: str, value: bytes, expires: int | None, rev: int) -> WriteResult:
+    def _apply_other(self, command: Command, time_ms: int, rev: int, changed: bool) -> bytes:
+        match command:
+            case Put(key, value, ttl):
+                return pack_result(True, rev, None, self._put(key, value, _expiry(time_ms, ttl), rev))
+            case Delete(key):
+                existed = self._delete(key, rev)
+                return pack_result(existed, rev if existed else self.revision, None, existed)
+            case Cas(key, expected, value, ttl):
+                current = self._data.get(key)
+                now = None if current is None else current[0]
+                if now != expected:
+                    return pack_result(False, rev if changed else self.revision, now, current is not None)
+                return pack_result(True, rev, None, self._put(key, value, _expiry(time_ms, ttl), rev))
+            case Append(key, suffix):
+                current = self._data.get(key)
+                value = (b"" if current is None else current[0]) + suffix
+                if len(value) > MAX_VALUE_BYTES:
+                    return pack_result(False, rev if changed else self.revision, None, current is not None)
+                self._put(key, value, None if current is None else current[4], rev)
+                return pack_result(True, rev, value, current is not None)
+            case Tick():
+                return pack_result(True, rev if changed else self.revision)
+
+    def _put(self, key: str, value: bytes, expires: int | None, rev: int) -> bool:
+        """Store ``key``; True if it existed."""
         current = self._data.get(key)
         if current is None:
             self._keys.add(key)
-            kv = KeyValue(key, value, rev, rev, 1, expires)
+            self._data[key] = (value, rev, rev, 1, expires)
         else:
-            kv = KeyValue(key, value, current.create_revision, rev, current.version + 1, expires)
-        self._data[key] = kv
+            self._data[key] = (value, current[1], rev, current[3] + 1, expires)
         if expires is not None:
             heapq.heappush(self._expiry, (expires, key))
-        self._record(Event(rev, EventKind.PUT, key, value))
-        return WriteResult(True, rev, existed=current is not None)
+        self._record((rev, EventKind.PUT, key, value))
+        return current is not None
 
     def _delete(self, key: str, revision: int) -> bool:
         if self._data.pop(key, None) is None:
             return False
         self._keys.remove(key)
-        self._record(Event(revision, EventKind.DELETE, key))
+        self._record((revision, EventKind.DELETE, key, b""))
         return True
 
     def _expire(self, rev: int) -> bool:
         changed = False
         while self._expiry and self._expiry[0][0] <= self.clock_ms:
             at, key = heapq.heappop(self._expiry)
-            kv = self._data.get(key)
-            if kv is not None and kv.expires_at_ms == at:  # not overwritten since
+            row = self._data.get(key)
+            if row is not None and row[4] == at:  # not overwritten since
                 changed = self._delete(key, rev) or changed
         return changed
 
-    def _record(self, event: Event) -> None:
-        self._last_change_revision = event.revision
-        self._history.append(event)
-        while len(self._history) > self._config.history_events:
-            self._compacted = self._history.popleft().revision
+    def _record(self, event: _EventRow) -> None:
+        self._last_change_revision = event[0]
+        history = self._history
+        history.append(event)
+        while len(history) > self._config.history_events:
+            self._compacted = history.popleft()[0]
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -168,11 +188,13 @@ class KVMachine:
                 return encode_watch_result(self.revision, events, self._compacted)
 
     def _live(self, key: str) -> KeyValue | None:
-        kv = self._data.get(key)
-        # A key past its expiry but not yet expired by a command is already gone for readers.
-        if kv is not None and kv.expires_at_ms is not None and kv.expires_at_ms <= self.clock_ms:
+        row = self._data.get(key)
+        if row is None:
             return None
-        return kv
+        # A key past its expiry but not yet expired by a command is already gone for readers.
+        if row[4] is not None and row[4] <= self.clock_ms:
+            return None
+        return KeyValue(key, *row)
 
     def range(self, prefix: str, limit: int = 1_000, start_after: str | None = None) -> list[KeyValue]:
         limit = min(limit, MAX_RANGE_LIMIT)
@@ -194,12 +216,12 @@ class KVMachine:
         if since_revision < self._compacted:
             return None
         out: list[Event] = []
-        for event in self._history:
-            if event.revision > since_revision and event.key.startswith(prefix):
+        for rev, kind, key, value in self._history:
+            if rev > since_revision and key.startswith(prefix):
                 # Never cut a revision in two: a watcher resumes after the last revision it saw.
-                if len(out) >= limit and event.revision != out[-1].revision:
+                if len(out) >= limit and rev != out[-1].revision:
                     break
-                out.append(event)
+                out.append(Event(rev, EventKind(kind), key, value))
         return out
 
     def get(self, key: str) -> KeyValue | None:
@@ -213,8 +235,8 @@ class KVMachine:
         """
         data = self._data
         for at, key in self._expiry:
-            kv = data.get(key)
-            if kv is not None and kv.expires_at_ms == at:
+            row = data.get(key)
+            if row is not None and row[4] == at:
                 return True
         return False
 
@@ -224,9 +246,9 @@ class KVMachine:
     # -- snapshots -------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        rows = [[kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.expires_at_ms]
-                for kv in (self._data[k] for k in self._keys)]  # fmt: skip
-        events = [[e.revision, int(e.kind), e.key, e.value] for e in self._history]
+        data = self._data
+        rows = [[k, *data[k]] for k in self._keys]
+        events = [[rev, int(kind), key, value] for rev, kind, key, value in self._history]
         state = [SNAPSHOT_VERSION, self.revision, self.clock_ms, self._compacted, rows, events]
         data = msgpack.packb(state, use_bin_type=True)
         assert isinstance(data, bytes)
@@ -242,19 +264,22 @@ class KVMachine:
             raise DecodeError("bad kv snapshot header")
         if not isinstance(rows, list) or not isinstance(events, list):
             raise DecodeError("bad kv snapshot body")
-        data_map = {kv.key: kv for kv in map(kv_from_row, rows)}
-        history = deque(event_from_row(e) for e in events)
+        data_map: dict[str, _Row] = {
+            kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.expires_at_ms)
+            for kv in map(kv_from_row, rows)
+        }
+        history: deque[_EventRow] = deque()
+        for e in map(event_from_row, events):
+            history.append((e.revision, e.kind, e.key, e.value))
         self.revision, self.clock_ms, self._compacted = revision, clock, compacted
         self._data = data_map
         self._keys = SortedKeys(data_map)
         self._history = history
-        self._expiry = [
-            (kv.expires_at_ms, kv.key) for kv in data_map.values() if kv.expires_at_ms is not None
-        ]
+        self._expiry = [(row[4], key) for key, row in data_map.items() if row[4] is not None]
         heapq.heapify(self._expiry)
         self._check()
 
     def _check(self) -> None:
         # The sorted index and the map hold the same keys; no key is newer than the store.
         assert len(self._keys) == len(self._data)
-        assert not self._history or self._history[-1].revision <= self.revision
+        assert not self._history or self._history[-1][0] <= self.revision

@@ -367,17 +367,19 @@ class RaftReplica:
         return Elected(term, leader, log.snap_index, log.last_index, tuple(runs))
 
     def _apply(self, data: bytes) -> None:
-        result = self.sessions.apply(data)
-        client = NodeId(result.client)
-        if self._writes.pop((client, result.seq), None) is None:
+        client_id, seq, status, response = self.sessions.apply_raw(data)
+        if not self._writes:
+            return  # nobody waits here (a follower): nothing to answer
+        client = NodeId(client_id)
+        if self._writes.pop((client, seq), None) is None:
             return
-        match result.status:
+        match status:
             case SessionStatus.APPLIED | SessionStatus.DUPLICATE:
-                reply = ClientReply(client, result.seq, ReplyStatus.OK, result.response)
+                reply = ClientReply(client, seq, ReplyStatus.OK, response)
             case SessionStatus.STALE:
-                reply = ClientReply(client, result.seq, ReplyStatus.INFO)
+                reply = ClientReply(client, seq, ReplyStatus.INFO)
             case SessionStatus.EXPIRED:
-                reply = ClientReply(client, result.seq, ReplyStatus.FAIL)
+                reply = ClientReply(client, seq, ReplyStatus.FAIL)
         self._out.append(reply)
 
     def advance(self, ready: Ready[RaftMessage, ReplicaOutput]) -> None:

@@ -151,31 +151,45 @@ class Sessions:
         return len(self._sessions)
 
     def apply(self, data: bytes) -> SessionResult:
-        cmd = decode_command(data)
-        self.time_ms = max(self.time_ms, cmd.time_ms)  # cluster time only moves forward
-        self._expire()
-        if cmd.client in self._tombstones:
-            return SessionResult(cmd.client, cmd.seq, SessionStatus.EXPIRED, None)
-        session = self._sessions.get(cmd.client)
+        return SessionResult(*self.apply_raw(data))
+
+    def apply_raw(self, data: bytes) -> tuple[str, int, SessionStatus, bytes | None]:
+        """:meth:`apply` as a tuple ``(client, seq, status, response)`` (no object per command)."""
+        try:
+            seq, ack, time_ms, size = _HEAD.unpack_from(data)
+            start = _HEAD.size
+            if start + size > len(data):
+                raise DecodeError("session command: client id runs past the end")
+            client = data[start : start + size].decode()
+        except (struct.error, UnicodeDecodeError) as exc:
+            raise DecodeError(f"session command: {exc}") from None
+        self.time_ms = max(self.time_ms, time_ms)  # cluster time only moves forward
+        if self.time_ms >= self._next_expiry_ms:
+            self._expire()
+        if client in self._tombstones:
+            return client, seq, SessionStatus.EXPIRED, None
+        session = self._sessions.get(client)
         if session is None:
             if len(self._sessions) >= self.cfg.max_sessions:
                 oldest = min(self._sessions, key=lambda c: (self._sessions[c].last_active_ms, c))
                 self._bury(oldest)
-            session = self._sessions[cmd.client] = _Session()
+            session = self._sessions[client] = _Session()
         session.last_active_ms = self.time_ms
-        for seq in [s for s in session.responses if s < cmd.ack]:
-            del session.responses[seq]
-        cached = session.responses.get(cmd.seq)
-        if cached is not None:
-            return SessionResult(cmd.client, cmd.seq, SessionStatus.DUPLICATE, cached)
-        if cmd.seq <= session.last_seq:
-            return SessionResult(cmd.client, cmd.seq, SessionStatus.STALE, None)
-        response = self.app.apply(cmd.payload)
-        session.last_seq = cmd.seq
-        session.responses[cmd.seq] = response
-        while len(session.responses) > self.cfg.max_responses:
-            del session.responses[min(session.responses)]
-        return SessionResult(cmd.client, cmd.seq, SessionStatus.APPLIED, response)
+        responses = session.responses
+        if responses:
+            for old in [s for s in responses if s < ack]:
+                del responses[old]
+            cached = responses.get(seq)
+            if cached is not None:
+                return client, seq, SessionStatus.DUPLICATE, cached
+        if seq <= session.last_seq:
+            return client, seq, SessionStatus.STALE, None
+        response = self.app.apply(data[start + size :])
+        session.last_seq = seq
+        responses[seq] = response
+        while len(responses) > self.cfg.max_responses:
+            del responses[min(responses)]
+        return client, seq, SessionStatus.APPLIED, response
 
     def _expire(self) -> None:
         if self.time_ms < self._next_expiry_ms or not self._sessions:
