@@ -1,12 +1,15 @@
 """Distributed locks side by side: stalwart.lock against the libraries a user would pick instead.
 
-Run: ``.venv/bin/python -m bench.bench_locks [--iterations N] [--runs R] [--seconds S]``
+Run: ``.venv/bin/python -m bench.bench_locks [--iterations N] [--runs R] [--seconds S] [--only TEXT]``
 
 Starts its own servers (five redis-servers and one ZooKeeper, 127.0.0.1, free ports, temp dirs)
 and measures, in one process on the same machine:
 
 - uncontended acquire+release latency (median per run, then the median of the runs), for the bare
-  floor (SET NX PX + EVALSHA compare-and-delete, sync and asyncio), stalwart RedisLock (asyncio
+  floor (SET NX PX + EVALSHA compare-and-delete, sync and asyncio), the raw fan-out floors (the
+  lock's own acquire and release scripts sent over bare asyncio Protocols to 1 server and to 5
+  servers at once, waiting for every reply: what the machine allows before any client code),
+  stalwart RedisLock (asyncio
   and the blocking wrapper), redis-py's Lock (sync and asyncio), python-redis-lock, pottery's
   Redlock (sync and asyncio, 5 servers), aioredlock (5 servers), stalwart Redlock (5 servers),
   kazoo's Lock and stalwart ZooKeeperLock;
@@ -43,6 +46,8 @@ from stalwart.lock import (
     ZooKeeperClient,
     ZooKeeperLock,
 )
+from stalwart.lock._scripts import ACQUIRE_FAST, RELEASE_BUMP, SCRIPTS
+from stalwart.lock._scripts import RELEASE as RELEASE_SCRIPT
 from tests.servers.redis import RedisServer, start_redis
 from tests.servers.zookeeper import ZooKeeperServer, start_zookeeper
 
@@ -127,9 +132,96 @@ async def contend_async(cycle_factory: Callable[[], AsyncCycle], seconds: float)
     return note_shares(counts) / (time.monotonic() - t0)
 
 
+class _RawReply(asyncio.Protocol):
+    """The floor's connection: no parser at all, a reply is done after ``lines`` CRLFs."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.lines = 0
+        self.done: Callable[[], None] = lambda: None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.buf.count(b"\r\n") >= self.lines:
+            self.buf = b""
+            self.done()
+
+
+class RawFanout:
+    """The physical floor of a fan-out: one packed request written to N bare asyncio Protocols,
+    one future resolved when the last reply arrived. No parsing, timeouts or error handling."""
+
+    def __init__(self, conns: list[_RawReply]) -> None:
+        self.conns = conns
+
+    @classmethod
+    async def open(cls, urls: list[str]) -> RawFanout:
+        loop = asyncio.get_running_loop()
+        conns = []
+        for url in urls:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            _, proto = await loop.create_connection(_RawReply, "127.0.0.1", port)
+            conns.append(proto)
+        return cls(conns)
+
+    async def call(self, packed: bytes, lines: int) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        remaining = [len(self.conns)]
+
+        def one() -> None:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                fut.set_result(None)
+
+        for conn in self.conns:
+            conn.lines, conn.done = lines, one
+            assert conn.transport is not None
+            conn.transport.write(packed)
+        await fut
+
+    def close(self) -> None:
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+def pack(*args: str | int) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def raw_floor_cycle(fan: RawFanout, key: str) -> AsyncCycle:
+    """The lock's own scripts, bare: EVALSHA acquire (a 2-item array: 3 lines) and release (an
+    integer: 1 line); with several servers, Redlock's release script (it also bumps the counter)."""
+    release = RELEASE_SCRIPT if len(fan.conns) == 1 else RELEASE_BUMP
+
+    async def cycle() -> None:
+        owner = os.urandom(16).hex()
+        await fan.call(pack("EVALSHA", ACQUIRE_FAST.sha, 2, key, key + ":fence", owner, 10000), 3)
+        if release is RELEASE_SCRIPT:
+            await fan.call(pack("EVALSHA", release.sha, 1, key, owner, key + ":wake"), 1)
+        else:
+            await fan.call(pack("EVALSHA", release.sha, 2, key, key + ":fence", owner, key + ":wake", 0), 1)
+
+    return cycle
+
+
 class Bench:
     def __init__(
-        self, servers: list[RedisServer], zk: ZooKeeperServer | None, n: int, seconds: float
+        self,
+        servers: list[RedisServer],
+        zk: ZooKeeperServer | None,
+        n: int,
+        seconds: float,
+        only: list[str] | None = None,
     ) -> None:
         self.url = servers[0].url
         self.urls = [s.url for s in servers]
@@ -139,8 +231,14 @@ class Bench:
         self.latency: dict[str, list[float]] = {}
         self.throughput: dict[str, list[float]] = {}
         self.fairness: dict[str, list[float]] = {}
+        self.only = [o.lower() for o in only or []]
+
+    def wanted(self, name: str) -> bool:
+        return not self.only or any(o in name.lower() for o in self.only)
 
     def record(self, table: dict[str, list[float]], name: str, fn: Callable[[], float]) -> None:
+        if not self.wanted(name):
+            return
         try:
             value = fn()
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
@@ -224,6 +322,20 @@ class Bench:
             await r.evalsha(sha, 1, "bench:afloor", v)
 
         await self.arecord(self.latency, "bare SET NX + EVALSHA (asyncio)", time_async(floor, self.n))
+        for script in SCRIPTS:
+            for url in self.urls:
+                async with redis.asyncio.Redis.from_url(url) as one:
+                    await one.script_load(script.source)
+        for urls in (self.urls[:1], self.urls):
+            fan = await RawFanout.open(urls)
+            try:
+                await self.arecord(
+                    self.latency,
+                    f"raw fan-out floor ({len(urls)} server{'s' if len(urls) > 1 else ''})",
+                    time_async(raw_floor_cycle(fan, f"bench:raw{len(urls)}"), self.n),
+                )
+            finally:
+                fan.close()
         async with RedisBackend(self.url) as backend:
             lock = RedisLock(backend, "bench:stalwart", ttl=10.0)
 
@@ -296,6 +408,10 @@ class Bench:
             await mgr.destroy()
 
     async def arecord(self, table: dict[str, list[float]], name: str, coro: Awaitable[float]) -> None:
+        if not self.wanted(name):
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return
         try:
             value = await coro
         except Exception as exc:
@@ -448,6 +564,12 @@ def report(bench: Bench) -> None:
          "bare SET NX + EVALSHA (sync)", lat, "<= 1.10x"),
         ("stalwart Redlock 5 servers / RedisLock asyncio", "stalwart Redlock (5 servers)",
          "stalwart RedisLock (asyncio)", lat, "<= 2x"),
+        ("  the same for the raw floors: 5 servers / 1 server", "raw fan-out floor (5 servers)",
+         "raw fan-out floor (1 server)", lat, "physical"),
+        ("  stalwart Redlock / raw 5-server floor", "stalwart Redlock (5 servers)",
+         "raw fan-out floor (5 servers)", lat, "near 1x"),
+        ("  stalwart RedisLock asyncio / raw 1-server floor", "stalwart RedisLock (asyncio)",
+         "raw fan-out floor (1 server)", lat, "near 1x"),
         ("contended stalwart asyncio / redis-py asyncio", "stalwart RedisLock (asyncio)",
          "redis-py Lock (asyncio)", thr, ">= 1x"),
         ("contended stalwart fair / redis-py asyncio", "stalwart RedisLock (asyncio, fair FIFO)",
@@ -467,12 +589,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.5, help="contended duration per contender per run")
     parser.add_argument("--no-zookeeper", action="store_true")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="measure only the rows whose name contains TEXT (case-insensitive; repeatable)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     servers = [start_redis() for _ in range(5)]
     zk = None if args.no_zookeeper or shutil.which("java") is None else start_zookeeper()
     try:
-        bench = Bench(servers, zk, args.iterations, args.seconds)
+        bench = Bench(servers, zk, args.iterations, args.seconds, args.only)
         for run in range(args.runs):
             print(f"run {run + 1}/{args.runs} ...", flush=True)
             bench.sync_latencies()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stalwart.lock import BackendProtocolError
-from stalwart.lock._resp import RespError, _Incomplete, pack, parse
+from stalwart.lock._resp import Gather, RespConnection, RespError, _Incomplete, pack, parse
 
 
 def encode(reply: Any) -> bytes:
@@ -65,3 +66,81 @@ def test_garbage_is_a_protocol_error(garbage: bytes) -> None:
 def test_pack_is_a_resp_array_of_bulk_strings(args: list[Any]) -> None:
     encoded = [a if isinstance(a, bytes) else str(a).encode() for a in args]
     assert parse(pack(args), 0)[0] == encoded
+
+
+def test_gather_resolves_once_when_every_slot_is_answered() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gather = Gather(3, loop.create_future())
+        gather.deliver(1, 7)
+        gather.deliver(1, 8)  # a second answer for the same slot is dropped
+        gather.deliver(0, b"x")
+        assert not gather.future.done() and gather.remaining == 1
+        gather.deliver(2, RespError("ERR"))
+        assert gather.future.done() and gather.results[:2] == [b"x", 7]
+        gather.deliver(2, 9)  # late: dropped
+        assert isinstance(gather.results[2], RespError)
+
+    asyncio.run(main())
+
+
+def test_gather_expire_fills_only_the_open_slots() -> None:
+    async def main() -> None:
+        gather = Gather(3, asyncio.get_running_loop().create_future())
+        gather.deliver(1, 1)
+        gather.expire(lambda i: f"timeout {i}")
+        assert gather.future.done() and gather.results == ["timeout 0", 1, "timeout 2"]
+        gather.deliver(0, 5)
+        assert gather.results[0] == "timeout 0"
+
+    asyncio.run(main())
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+@given(st.lists(st.integers(min_value=1, max_value=30), max_size=6))
+def test_replies_split_anywhere_reach_their_gathers_in_order(cuts: list[int]) -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        loop = asyncio.get_running_loop()
+        gathers = [Gather(1, loop.create_future()) for _ in range(3)]
+        for g in gathers:
+            conn.request_into(b"PING", g, 0)
+        stream = b"*2\r\n:1\r\n:42\r\n:1\r\n$3\r\nabc\r\n"
+        pos = 0
+        for cut in cuts:
+            conn.data_received(stream[pos : pos + cut])
+            pos += cut
+        conn.data_received(stream[pos:])
+        assert [g.results[0] for g in gathers] == [[1, 42], 1, b"abc"]
+        conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_broken_connection_answers_pending_gathers_with_its_error() -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        gather = Gather(2, asyncio.get_running_loop().create_future())
+        conn.request_into(b"PING", gather, 0)
+        conn.data_received(b"?garbage\r\n")
+        conn.request_into(b"PING", gather, 1)  # not usable any more: answered at once
+        assert gather.future.done()
+        assert all(isinstance(r, BackendProtocolError) for r in gather.results)
+
+    asyncio.run(main())

@@ -25,10 +25,17 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from stalwart.errors import ConfigError
 from stalwart.lock._backend import expect_int, expect_pair
-from stalwart.lock._errors import BackendError, BackendUnavailable, LockTimeout, NotAcquired
+from stalwart.lock._errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendUnavailable,
+    LockTimeout,
+    NotAcquired,
+)
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
 from stalwart.lock._redis import _LockBase, check_ttl, lock_keys, new_owner
 from stalwart.lock._redlock_client import MAX_SERVERS, RedlockClient, shared_redlock_client
+from stalwart.lock._resp import pack_items, pack_prefix
 from stalwart.lock._scripts import ACQUIRE_FAST, BUMP, RELEASE_BUMP
 
 
@@ -64,6 +71,15 @@ class Redlock(_LockBase):
         self.channel = f"{base}:wake"
         self._acquire_keys = (base, f"{base}:fence")
         self._release_keys = (base, f"{base}:fence")
+        # Encoded once: per call only the owner, TTL and token are encoded, then the same bytes
+        # are written to every server.
+        head = ("EVALSHA", ACQUIRE_FAST.sha, 2, *self._acquire_keys)
+        self._acquire_prefix = pack_prefix(len(head) + 2, head)  # + owner, ttl
+        head = ("EVALSHA", RELEASE_BUMP.sha, 2, *self._release_keys)
+        self._release_prefix = pack_prefix(len(head) + 3, head)  # + owner, channel, token
+        self._channel_arg = pack_items((self.channel,))
+        self._ttl_arg = pack_items((self._ttl_ms,))
+        self._release_fns: tuple[RedlockClient, Callable[[Held], Awaitable[None]]] | None = None
 
     def client(self) -> RedlockClient:
         t = self._redlock_target
@@ -78,6 +94,8 @@ class Redlock(_LockBase):
             if held is None:
                 raise NotAcquired(self.name, "no quorum")
             return held
+        if timeout is None:
+            return await self._retry_loop(client)
         try:
             async with asyncio.timeout(timeout):
                 return await self._retry_loop(client)
@@ -107,15 +125,19 @@ class Redlock(_LockBase):
             raise
 
     async def _attempt_owner(self, client: RedlockClient, owner: str) -> Held | BackendError | None:
+        packed = self._acquire_prefix + pack_items((owner,)) + self._ttl_arg
         sent_at = time.monotonic()
-        replies = await client.fanout(ACQUIRE_FAST, self._acquire_keys, (owner, self._ttl_ms))
+        replies = await client.fanout_packed(ACQUIRE_FAST, packed)
         tokens: list[tuple[int, int]] = []  # (server index, token)
         errors: list[BaseException] = []
         for i, reply in enumerate(replies):
             if isinstance(reply, BaseException):
                 errors.append(reply)
                 continue
-            got, value = expect_pair(reply, f"acquire on {client.urls[i]}")
+            try:
+                got, value = expect_pair(reply, "acquire")
+            except BackendProtocolError as exc:
+                raise BackendProtocolError(f"{client.urls[i]}: {exc}") from None
             if got == 1:
                 tokens.append((i, value))
         drift_s = drift_allowance_s(self.ttl_s, client.drift_factor)
@@ -145,7 +167,7 @@ class Redlock(_LockBase):
             ttl_s=self.ttl_s,
             sent_at=sent_at,
             drift_s=drift_s,
-            releaser=self._releaser(client),
+            releaser=self._releaser(client),  # one closure per client, not per acquisition
             on_lost=self._on_lost,
             token_is_safe=False,
             kind="redlock",
@@ -156,16 +178,22 @@ class Redlock(_LockBase):
         return held
 
     def _releaser(self, client: RedlockClient) -> Callable[[Held], Awaitable[None]]:
+        cached = self._release_fns
+        if cached is not None and cached[0] is client:
+            return cached[1]
+
         async def release(held: Held) -> None:
             client.watchdog.remove(held)
             released = await self._release_everywhere(client, held.owner, held.token)
             if released < client.quorum:
                 held._mark_lost(f"only {released} servers still held the lease at release", at_release=True)
 
+        self._release_fns = (client, release)
         return release
 
     async def _release_everywhere(self, client: RedlockClient, owner: str, token: int) -> int:
-        replies = await client.fanout(RELEASE_BUMP, self._release_keys, (owner, self.channel, token))
+        packed = self._release_prefix + pack_items((owner,)) + self._channel_arg + pack_items((token,))
+        replies = await client.fanout_packed(RELEASE_BUMP, packed)
         return sum(1 for r in replies if r == 1)
 
 

@@ -12,7 +12,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable, LockError
 from stalwart.lock._held import Held
-from stalwart.lock._resp import RedisAddress, RespConnection, RespError, pack
+from stalwart.lock._resp import Gather, RedisAddress, RespConnection, RespError, pack
 from stalwart.lock._scripts import RENEW, Script
 from stalwart.lock._watchdog import Watchdog
 
@@ -47,6 +47,9 @@ class RedlockClient:
         self.drift_factor = drift_factor
         self._conns: list[RespConnection | None] = [None] * len(urls)
         self._connecting: list[asyncio.Task[RespConnection] | None] = [None] * len(urls)
+        self._cold_tasks: set[asyncio.Task[Any]] = set()
+        self._inflight: dict[Gather, float] = {}  # fan-outs awaiting replies -> their deadline
+        self._sweeper: asyncio.TimerHandle | None = None
         self.watchdog = Watchdog(self._renew_batch)
         self.rng = rng or random.Random()
         self.closed = False
@@ -59,8 +62,13 @@ class RedlockClient:
 
     async def aclose(self) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for gather in list(self._inflight):
+            gather.expire(lambda i: BackendUnavailable(f"{self.urls[i]}: client closed"))
         await self.watchdog.aclose()
-        for task in self._connecting:
+        for task in [*self._connecting, *self._cold_tasks]:
             if task is not None and not task.done():
                 task.cancel()
         for conn in self._conns:
@@ -70,65 +78,94 @@ class RedlockClient:
     async def fanout(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> list[Any]:
         """Run a script on every server in parallel; wait for every reply or its timeout.
 
-        Returns one entry per server: the reply, or a :class:`BackendError` value. The request is
-        encoded once and written to every open connection, then all replies are awaited against
-        one deadline; a server without an open connection connects in a task of its own.
+        Returns one entry per server: the reply, or a :class:`BackendError` value.
         """
-        packed = pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return await self.fanout_packed(script, pack(("EVALSHA", script.sha, len(keys), *keys, *args)))
+
+    async def fanout_packed(self, script: Script, packed: bytes) -> list[Any]:
+        """:meth:`fanout` of an already encoded ``EVALSHA`` of ``script``.
+
+        The request is written to every open connection, and ONE future (a :class:`Gather`) is
+        resolved when the last reply arrived or, through one timer, at the deadline; a server
+        without an open connection connects in a task of its own under the same deadline.
+        """
         results = await self._fanout_once(packed)
-        for i, result in enumerate(results):
-            if isinstance(result, RespError) and result.message.startswith("NOSCRIPT"):
+        for i, first in enumerate(results):
+            if type(first) is not RespError:
+                continue
+            answer: Any = first
+            if first.message.startswith("NOSCRIPT"):
                 # That server lost its scripts (a restart): load the script and ask once more.
                 try:
                     async with asyncio.timeout(self.server_timeout_s):
                         conn = await self._connection(i)
                         await conn.request(pack(("SCRIPT", "LOAD", script.source)))
-                        results[i] = await conn.request(packed)
+                        answer = await conn.request(packed)
                 except (BackendError, TimeoutError) as exc:
-                    results[i] = exc
-        out = [
-            BackendProtocolError(f"{script.name} on {self.urls[i]}: {r.message}")
-            if isinstance(r, RespError)
-            else r
-            for i, r in enumerate(results)
-        ]
-        # Every server has an answer: a reply or the error that stood in for it.
-        assert len(out) == len(self._servers), "one answer per server"
-        return out
+                    answer = exc
+            if isinstance(answer, RespError):
+                answer = BackendProtocolError(f"{script.name} on {self.urls[i]}: {answer.message}")
+            results[i] = answer
+        # (A Gather resolves only once every slot is filled: by a reply, an error or the deadline.)
+        assert len(results) == len(self._servers), "one answer per server"
+        return results
 
     async def _fanout_once(self, packed: bytes) -> list[Any]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.server_timeout_s
-        results: list[Any] = [None] * len(self._servers)
-        sent: list[tuple[int, asyncio.Future[Any]]] = []
-        cold: dict[int, asyncio.Task[Any]] = {}
+        gather = Gather(len(self._conns), loop.create_future())
+        cold: list[int] = []
         for i, conn in enumerate(self._conns):
             if conn is not None and conn.usable:
-                sent.append((i, conn.request(packed)))
+                conn.request_into(packed, gather, i)
             else:
-                cold[i] = loop.create_task(self._cold_call(i, packed, deadline))
-        answered = 0
-        try:
-            async with asyncio.timeout_at(deadline):
-                for i, fut in sent:
-                    try:
-                        results[i] = await fut
-                    except BackendError as exc:
-                        results[i] = exc
-                    answered += 1
-        except TimeoutError:
-            for i, fut in sent[answered:]:
-                fut.cancel()  # its reply, if it ever comes, is dropped by the connection
-                results[i] = BackendUnavailable(f"{self.urls[i]}: no reply within {self.server_timeout_s} s")
-        except BaseException:
-            for _, fut in sent:
-                fut.cancel()
-            for task in cold.values():
-                task.cancel()
-            raise
-        for i, task in cold.items():
-            results[i] = await task
-        return results
+                cold.append(i)
+        deadline = loop.time() + self.server_timeout_s
+        tasks = [self._start_cold(gather, i, packed, deadline) for i in cold]
+        if gather.remaining:
+            # No timer per call: one sweeper per client, armed for the earliest deadline in flight
+            # (on loopback nearly every fan-out completes long before it would fire).
+            self._inflight[gather] = deadline
+            if self._sweeper is None:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+            try:
+                await gather.future
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+            finally:
+                self._inflight.pop(gather, None)
+        return gather.results
+
+    def _sweep(self) -> None:
+        """Answer every fan-out past its deadline with timeouts; re-arm for the next one."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for gather, deadline in list(self._inflight.items()):
+            if deadline <= now:
+                del self._inflight[gather]
+                gather.expire(self._no_reply)
+        if self._inflight:
+            self._sweeper = loop.call_at(min(self._inflight.values()), self._sweep)
+
+    def _no_reply(self, i: int) -> BackendUnavailable:
+        return BackendUnavailable(f"{self.urls[i]}: no reply within {self.server_timeout_s} s")
+
+    def _start_cold(self, gather: Gather, i: int, packed: bytes, deadline: float) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(self._cold_call(i, packed, deadline))
+        self._cold_tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._cold_tasks.discard(t)
+            if t.cancelled():
+                gather.deliver(i, BackendUnavailable(f"{self.urls[i]}: request cancelled"))
+            else:
+                exc = t.exception()
+                gather.deliver(i, exc if exc is not None else t.result())
+
+        task.add_done_callback(done)
+        return task
 
     async def _cold_call(self, i: int, packed: bytes, deadline: float) -> Any:
         try:

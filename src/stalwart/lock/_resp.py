@@ -47,13 +47,66 @@ class _Incomplete(Exception):
     """Not enough bytes buffered for a whole reply yet."""
 
 
+#: A :class:`Gather` slot that has no answer yet.
+MISSING: Any = object()
+
+
+class Gather:
+    """One fan-out's answers: a slot per server and ONE future, resolved when the last arrives.
+
+    A fan-out over N connections queues ``(gather, i)`` on connection ``i`` instead of a future
+    per server, so a reply costs a list store and a decrement, and the caller wakes once. A
+    connection that breaks answers its slot with the error (a value); :meth:`expire` answers every
+    slot still open (the fan-out's single deadline). Answers after the future is done (late
+    replies, a caller that gave up) are dropped.
+    """
+
+    __slots__ = ("future", "remaining", "results")
+
+    def __init__(self, n: int, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.results: list[Any] = [MISSING] * n
+        self.remaining = n
+
+    def deliver(self, i: int, answer: Any) -> None:
+        if self.future.done() or self.results[i] is not MISSING:
+            return
+        self.results[i] = answer
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(None)
+
+    def expire(self, answer_for: Callable[[int], Any]) -> None:
+        """Answer every open slot with ``answer_for(i)`` and resolve the future."""
+        if self.future.done():
+            return
+        for i, r in enumerate(self.results):
+            if r is MISSING:
+                self.results[i] = answer_for(i)
+        self.remaining = 0
+        self.future.set_result(None)
+
+
 def pack(args: Sequence[str | int | float | bytes]) -> bytes:
     """Encode one command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n" % len(args) + pack_items(args)
+
+
+def pack_items(args: Sequence[str | int | float | bytes]) -> bytes:
+    """Encode arguments as bulk strings, without the array header: a prefix built once by
+    :func:`pack_prefix` plus ``pack_items`` of the per-call arguments is the whole command."""
+    parts = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def pack_prefix(total: int, head: Sequence[str | int | float | bytes]) -> bytes:
+    """The encoding of a command of ``total`` arguments up to the end of ``head``."""
+    if total < len(head):
+        raise ValueError("a prefix cannot be longer than the command")
+    return b"*%d\r\n" % total + pack_items(head)
 
 
 def parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
@@ -63,46 +116,45 @@ def parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
         if len(buf) - pos > MAX_REPLY_BYTES:
             raise BackendProtocolError("reply header too long")
         raise _Incomplete
-    kind, line = buf[pos : pos + 1], bytes(buf[pos + 1 : end])
+    kind = buf[pos]
     nxt = end + 2
-    match kind:
-        case b":":
-            return _int(line), nxt
-        case b"+":
-            return line, nxt
-        case b"-":
-            return RespError(line.decode(errors="replace")), nxt
-        case b"$":
-            size = _int(line)
-            if size < 0:
-                return None, nxt
-            if size > MAX_REPLY_BYTES:
-                raise BackendProtocolError(f"bulk reply of {size} bytes is over the limit")
-            if len(buf) < nxt + size + 2:
-                raise _Incomplete
-            if buf[nxt + size : nxt + size + 2] != _CRLF:
-                raise BackendProtocolError("bulk reply not terminated by CRLF")
-            return bytes(buf[nxt : nxt + size]), nxt + size + 2
-        case b"*":
-            count = _int(line)
-            if count < 0:
-                return None, nxt
-            if count > MAX_ARRAY_ITEMS:
-                raise BackendProtocolError(f"array reply of {count} items is over the limit")
-            items = []
-            for _ in range(count):
-                item, nxt = parse(buf, nxt)
-                items.append(item)
-            return items, nxt
-        case _:
-            raise BackendProtocolError(f"not a RESP reply: {bytes(buf[pos : pos + 32])!r}")
+    # Most frequent first: the lock scripts answer integers and arrays of integers.
+    if kind == 58:  # ':'
+        return _int(buf[pos + 1 : end]), nxt
+    if kind == 42:  # '*'
+        count = _int(buf[pos + 1 : end])
+        if count < 0:
+            return None, nxt
+        if count > MAX_ARRAY_ITEMS:
+            raise BackendProtocolError(f"array reply of {count} items is over the limit")
+        items = []
+        for _ in range(count):
+            item, nxt = parse(buf, nxt)
+            items.append(item)
+        return items, nxt
+    if kind == 43:  # '+'
+        return bytes(buf[pos + 1 : end]), nxt
+    if kind == 45:  # '-'
+        return RespError(bytes(buf[pos + 1 : end]).decode(errors="replace")), nxt
+    if kind == 36:  # '$'
+        size = _int(buf[pos + 1 : end])
+        if size < 0:
+            return None, nxt
+        if size > MAX_REPLY_BYTES:
+            raise BackendProtocolError(f"bulk reply of {size} bytes is over the limit")
+        if len(buf) < nxt + size + 2:
+            raise _Incomplete
+        if buf[nxt + size : nxt + size + 2] != _CRLF:
+            raise BackendProtocolError("bulk reply not terminated by CRLF")
+        return bytes(buf[nxt : nxt + size]), nxt + size + 2
+    raise BackendProtocolError(f"not a RESP reply: {bytes(buf[pos : pos + 32])!r}")
 
 
-def _int(line: bytes) -> int:
+def _int(line: bytes | bytearray) -> int:
     try:
         return int(line)
     except ValueError:
-        raise BackendProtocolError(f"bad integer in reply: {line[:32]!r}") from None
+        raise BackendProtocolError(f"bad integer in reply: {bytes(line[:32])!r}") from None
 
 
 PushHandler = Callable[[list[Any]], None]
@@ -142,7 +194,8 @@ class RespConnection(asyncio.Protocol):
         self._on_close = on_close
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # A future per plain request, or (gather, slot) for a fan-out's request.
+        self._pending: collections.deque[asyncio.Future[Any] | tuple[Gather, int]] = collections.deque()
         self.broken: BaseException | None = None
 
     @classmethod
@@ -194,6 +247,19 @@ class RespConnection(asyncio.Protocol):
         self._transport.write(packed)
         return fut
 
+    def request_into(self, packed: bytes, gather: Gather, i: int) -> None:
+        """Send a request whose reply (or failure) answers ``gather``'s slot ``i``."""
+        if not self.usable:
+            gather.deliver(i, self.broken or BackendUnavailable(f"{self.where}: connection closed"))
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self._break(BackendUnavailable(f"{self.where}: {MAX_PENDING} requests unanswered"))
+            gather.deliver(i, self.broken or BackendUnavailable(self.where))
+            return
+        assert self._transport is not None, "usable implies a transport"
+        self._pending.append((gather, i))
+        self._transport.write(packed)
+
     def close(self) -> None:
         self._break(BackendUnavailable(f"{self.where}: connection closed"))
 
@@ -204,25 +270,34 @@ class RespConnection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
+        if self._buf:
+            self._buf += data
+            buf: bytes | bytearray = self._buf
+        else:
+            buf = data  # the usual case: whole replies in one segment, parsed without a copy
         pos = 0
         try:
-            while pos < len(self._buf):
-                reply, pos = parse(self._buf, pos)
+            while pos < len(buf):
+                reply, pos = parse(buf, pos)
                 if self._on_push is not None and type(reply) is list and reply and reply[0] == b"message":
                     self._on_push(reply)
                     continue
                 if not self._pending:
                     raise BackendProtocolError(f"{self.where}: a reply nobody asked for")
-                fut = self._pending.popleft()
-                if not fut.done():  # a request whose caller gave up: its reply is dropped
-                    fut.set_result(reply)
+                entry = self._pending.popleft()
+                if isinstance(entry, tuple):
+                    entry[0].deliver(entry[1], reply)
+                elif not entry.done():  # a request whose caller gave up: its reply is dropped
+                    entry.set_result(reply)
         except _Incomplete:
             pass
         except BackendProtocolError as exc:
             self._break(exc)
             return
-        del self._buf[:pos]
+        if buf is self._buf:
+            del self._buf[:pos]
+        elif pos < len(data):
+            self._buf += data[pos:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._break(BackendUnavailable(f"{self.where}: connection lost: {exc!r}"))
@@ -232,9 +307,11 @@ class RespConnection(asyncio.Protocol):
         if first:
             self.broken = exc
         while self._pending:
-            fut = self._pending.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
+            entry = self._pending.popleft()
+            if isinstance(entry, tuple):
+                entry[0].deliver(entry[1], exc)
+            elif not entry.done():
+                entry.set_exception(exc)
         if self._transport is not None:
             with contextlib.suppress(RuntimeError):
                 self._transport.close()
@@ -247,4 +324,15 @@ def _expect_ok(reply: Any, where: str) -> None:
         raise BackendProtocolError(f"{where}: login or SELECT refused: {reply!r:.200}")
 
 
-__all__ = ["MAX_PENDING", "RedisAddress", "RespConnection", "RespError", "pack", "parse"]
+__all__ = [
+    "MAX_PENDING",
+    "MISSING",
+    "Gather",
+    "RedisAddress",
+    "RespConnection",
+    "RespError",
+    "pack",
+    "pack_items",
+    "pack_prefix",
+    "parse",
+]
