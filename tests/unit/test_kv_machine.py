@@ -228,3 +228,24 @@ def test_has_ttl_keys_sees_only_live_ttl_keys() -> None:
     m2 = KVMachine()
     m2.restore(m.snapshot())
     assert m2.has_ttl_keys()
+
+
+@given(_commands, st.integers(0, 2**62), st.integers(0, 2**62))
+def test_restamp_gives_the_bytes_encode_command_gives(cmd: Command, sent: int, stamp: int) -> None:
+    from stalwart.kv import restamp, unpack_message
+
+    data = encode_command(cmd, sent)
+    assert restamp(data, unpack_message(data), stamp) == encode_command(cmd, stamp)
+    zero = encode_command(cmd, 0)  # as clients send it: the fast path
+    assert restamp(zero, unpack_message(zero), stamp) == encode_command(cmd, stamp)
+
+
+@given(st.builds(Put, _keys, _vals, st.none() | st.integers(1, MAX_TTL_MS)), st.integers(0, 2**62))
+def test_put_fields_reads_a_put_as_decode_command_does(put: Put, t: int) -> None:
+    from stalwart.kv import put_fields, unpack_message
+
+    assert put_fields(unpack_message(encode_command(put, t))) == (put.key, put.value, put.ttl_ms, t)
+    assert put_fields(unpack_message(encode_command(Delete("k"), t))) is None
+    bad = msgpack.packb([1, 1, t, "", b"v", None])
+    with pytest.raises(DecodeError):
+        put_fields(unpack_message(bad))

@@ -23,6 +23,7 @@ from stalwart.kv._commands import (
     Tick,
     Watch,
     WriteResult,
+    command_from,
     decode_command,
     decode_get_result,
     decode_query,
@@ -31,6 +32,9 @@ from stalwart.kv._commands import (
     decode_watch_result,
     encode_command,
     encode_query,
+    put_fields,
+    restamp,
+    unpack_message,
 )
 from stalwart.kv._machine import KVConfig, KVMachine
 
@@ -55,6 +59,7 @@ __all__ = [
     "Tick",
     "Watch",
     "WriteResult",
+    "command_from",
     "decode_command",
     "decode_get_result",
     "decode_query",
@@ -63,4 +68,7 @@ __all__ = [
     "decode_watch_result",
     "encode_command",
     "encode_query",
+    "put_fields",
+    "restamp",
+    "unpack_message",
 ]

@@ -210,6 +210,26 @@ def put_fields(obj: list[Any]) -> tuple[str, bytes, int | None, int] | None:
     return _key(obj[3]), _value(obj[4]), _ttl(obj[5]), time_ms
 
 
+def restamp(data: bytes, obj: list[Any], time_ms: int) -> bytes:
+    """``encode_command(cmd, time_ms)`` for ``data``, an encoded command whose unpacked form is
+    ``obj``: the same bytes, built by replacing the time field instead of packing again.
+
+    A message is a msgpack array of at most 7 items (a one-byte header), then the version and
+    the op (one byte each), then the time: a command encoded with time 0 (as clients send it)
+    has it as the single byte 0 at offset 3. Anything else is decoded and encoded again.
+    """
+    if obj[2] == 0 and len(data) > 3 and data[3] == 0 and data[0] == 0x90 | len(obj):
+        return b"".join((data[:3], _pack_int(time_ms), data[4:]))
+    command, _ = command_from(obj)
+    return encode_command(command, time_ms)
+
+
+def _pack_int(value: int) -> bytes:
+    data = msgpack.packb(value)
+    assert isinstance(data, bytes)
+    return data
+
+
 def command_from(obj: list[Any]) -> tuple[Command, int]:
     """:func:`decode_command` of an already unpacked message."""
     try:

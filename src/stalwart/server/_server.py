@@ -26,12 +26,14 @@ from stalwart.kv import (
     KVConfig,
     KVMachine,
     Tick,
-    decode_command,
+    command_from,
     decode_query,
     encode_command,
+    put_fields,
+    restamp,
+    unpack_message,
 )
 from stalwart.kv import Cas as KvCas
-from stalwart.kv import Put as KvPut
 from stalwart.raft import RaftConfig, RaftMessage, Role
 from stalwart.raft.replica import (
     ClientRead,
@@ -259,7 +261,13 @@ class KVServer:
                 refusal = _error("seq must be >= 1 and ack >= 0")
             else:
                 try:
-                    cmd, _ = decode_command(command)
+                    obj = unpack_message(command)
+                    put = put_fields(obj)  # a PUT is checked without building a Put
+                    if put is None:
+                        cmd, _ = command_from(obj)
+                        ttl = cmd.ttl_ms if isinstance(cmd, KvCas) else None
+                    else:
+                        cmd, ttl = None, put[2]
                 except DecodeError as exc:
                     refusal = _bad_command(command, exc)
                 else:
@@ -270,8 +278,8 @@ class KVServer:
                     elif len(accepted) >= room:
                         refusal = BUSY
                     else:
-                        if isinstance(cmd, KvPut | KvCas) and cmd.ttl_ms is not None:
-                            self._ttl_until_ms = max(self._ttl_until_ms, now + cmd.ttl_ms + 1000)
+                        if ttl is not None:
+                            self._ttl_until_ms = max(self._ttl_until_ms, now + ttl + 1000)
                         key = (client, seq)
                         waiting = writes.get(key)
                         if waiting is None:
@@ -279,7 +287,7 @@ class KVServer:
                         else:
                             waiting.append(waiter)
                         timed.append((key, waiter))
-                        accepted.append((NodeId(client), seq, ack, encode_command(cmd, now)))
+                        accepted.append((NodeId(client), seq, ack, restamp(command, obj, now)))
                         continue
             waiter[0].answer(waiter, refusal)
         if accepted:
@@ -411,6 +419,7 @@ class KVServer:
             "leader_http": _addr(cfg.peer_http.get(st.leader)) if st.leader is not None else None,
             "fsync": cfg.fsync,
             "pending_requests": self._pending(),
+            "runtime": self.node.stats.snapshot(),
         }
 
 
