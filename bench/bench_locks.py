@@ -447,14 +447,15 @@ class Bench:
                 self.seconds,
             ),
         )
-        stl = BlockingLock(RedisLock(self.url, "bench:c-stalwart-blocking", ttl=10.0))
-        self.record(
-            self.throughput,
-            "stalwart RedisLock (blocking, threads)",
-            lambda: contend_sync(
-                lambda: stl, lambda lk: lk.acquire(), lambda _lk, held: held.release(), self.seconds
-            ),
-        )
+        for fair in (False, True):
+            stl = BlockingLock(RedisLock(self.url, f"bench:c-stalwart-blocking-{fair}", ttl=10.0, fair=fair))
+            self.record(
+                self.throughput,
+                f"stalwart RedisLock (blocking, threads{', fair FIFO' if fair else ''})",
+                lambda stl=stl: contend_sync(
+                    lambda: stl, lambda lk: lk.acquire(), lambda _lk, held: held.release(), self.seconds
+                ),
+            )
         if self.zk is not None:
             from kazoo.client import KazooClient
 
@@ -576,6 +577,8 @@ def report(bench: Bench) -> None:
          "redis-py Lock (asyncio)", thr, ">= 1x"),
         ("contended stalwart blocking / redis-py sync", "stalwart RedisLock (blocking, threads)",
          "redis-py Lock (sync, threads)", thr, ">= 1x"),
+        ("contended stalwart blocking fair / redis-py sync",
+         "stalwart RedisLock (blocking, threads, fair FIFO)", "redis-py Lock (sync, threads)", thr, ">= 1x"),
     ]  # fmt: skip
     for label, a, b, table, goal in goals:
         print(f"  {label:50} {ratio(a, b, table):>8} (goal {goal})")

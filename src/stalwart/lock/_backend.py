@@ -20,7 +20,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._conn import ConnPool
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable
 from stalwart.lock._held import Held
-from stalwart.lock._resp import RedisAddress
+from stalwart.lock._resp import RedisAddress, pack
 from stalwart.lock._scripts import Script
 from stalwart.lock._waker import Waker
 from stalwart.lock._watchdog import Watchdog
@@ -125,7 +125,13 @@ class RedisBackend:
         connection broke (a restarted server leaves every pooled connection dead); an acquire is
         never retried blindly, since it may have taken the lock before the link broke.
         """
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self.run_packed(
+            script, pack(("EVALSHA", script.sha, len(keys), *keys, *args)), idempotent=idempotent
+        )
+
+    async def run_packed(self, script: Script, command: bytes, *, idempotent: bool = False) -> Any:
+        """:meth:`run` of an ``EVALSHA`` of ``script`` already encoded (hot paths build it from a
+        prefix encoded once)."""
         for attempt in range(2):
             try:
                 try:

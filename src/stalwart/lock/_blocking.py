@@ -146,11 +146,16 @@ class BlockingLock:
     def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> BlockingHeld:
         fast = self._fast if self._fast_ready else self._fast_path()
         if fast is not None:
-            held = fast.try_acquire()
-            if held is not None:
-                return BlockingHeld(held, fast)
-            if not blocking:
-                raise NotAcquired(fast.lock.name)
+            # While threads of this process already wait for the lock (the loop's waker is
+            # subscribed for them), a try from here would most likely fail and be repeated on the
+            # loop right after registering: go straight to waiting. Read without the loop's
+            # help; a stale answer costs one try more or less, never correctness.
+            if not (blocking and fast.backend.waker.waiting_on(fast.lock.channel)):
+                held = fast.try_acquire()
+                if held is not None:
+                    return BlockingHeld(held, fast)
+                if not blocking:
+                    raise NotAcquired(fast.lock.name)
             return _LOOP.run(self._wait(fast.lock, timeout))
         return _LOOP.run(self._acquire(timeout, blocking))
 

@@ -121,12 +121,13 @@ class ConnPool:
             raise redis.exceptions.TimeoutError(f"{self.url}: no reply within the timeout")
         return reply
 
-    async def execute(self, command: Command) -> Any:
-        """Send one command and read its reply (error replies raise ResponseError)."""
+    async def execute(self, command: Command | bytes) -> Any:
+        """Send one command (or its RESP encoding) and read its reply (error replies raise
+        ResponseError)."""
         conn = await self.checkout()
         healthy = False
         try:
-            await self.send(conn, conn.pack_command(*command))
+            await self.send(conn, [command] if isinstance(command, bytes) else conn.pack_command(*command))
             try:
                 reply = await self.read(conn)
             except redis.exceptions.ResponseError:

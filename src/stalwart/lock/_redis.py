@@ -16,6 +16,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg, RedisBackend, expect_int, expect_pair
 from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
+from stalwart.lock._resp import pack_items, pack_prefix
 from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, DEQUEUE, RELEASE, RELEASE_FAIR, RENEW, Script
 
 #: Longest a waiter sleeps without a wake-up before it tries again (pub/sub is at-most-once).
@@ -218,6 +219,15 @@ class RedisLock(_LockBase):
         else:
             self._acquire_keys, self._release_keys = (base, f"{base}:fence"), (base,)
             self._release_script = RELEASE
+        # The hot calls encoded once up to their per-call arguments.
+        acquire = ACQUIRE_FAIR if fair else ACQUIRE_FAST
+        head = ("EVALSHA", acquire.sha, len(self._acquire_keys), *self._acquire_keys)
+        self._acquire_prefix = pack_prefix(len(head) + (3 if fair else 2), head)  # owner, ttl[, wttl]
+        self._ttl_arg = pack_items((self._ttl_ms,))
+        self._queue_args = (pack_items((0,)), pack_items((self._waiter_ttl_ms,)))  # by `queue`
+        head = ("EVALSHA", self._release_script.sha, len(self._release_keys), *self._release_keys)
+        self._release_prefix = pack_prefix(len(head) + 2, head)  # owner, channel
+        self._channel_arg = pack_items((self.channel,))
 
     def new_owner(self) -> str:
         """A fresh owner value; a fair waiter's carries the lease a release may hand over to it."""
@@ -243,14 +253,19 @@ class RedisLock(_LockBase):
         return await self._acquire(timeout, blocking, first_try=True)
 
     async def _acquire(self, timeout: float | None, blocking: bool, *, first_try: bool) -> Held:
-        """``first_try=False``: the caller has just tried (the blocking fast path): go straight
-        to waiting, whose first step after subscribing is a try anyway."""
+        """``first_try=False``: go straight to waiting, whose first step after subscribing is a
+        try anyway (the caller has just tried, or others of this client wait already)."""
         held = self._reentry()
         if held is not None:
             return held
         backend = self._backend()
         owner = self.new_owner()
         attempt = _Attempt()
+        if first_try and blocking and backend.waker.waiting_on(self.channel):
+            # Others of this client already wait for this lock: a try now would most likely fail
+            # and be repeated right after subscribing. Register first (no round trip: the
+            # subscription is confirmed already), so the wait's first try is the only one.
+            first_try = False
         if first_try or not blocking:
             result = await self._try(backend, owner, blocking and self.fair, attempt)
             if isinstance(result, Held):
@@ -277,12 +292,11 @@ class RedisLock(_LockBase):
             raise
 
     async def _try(self, backend: RedisBackend, owner: str, queue: bool, attempt: _Attempt) -> Held | int:
-        sent_at = time.monotonic()
+        packed = self._acquire_prefix + pack_items((owner,)) + self._ttl_arg
         if self.fair:
-            args: Sequence[Arg] = (owner, self._ttl_ms, self._waiter_ttl_ms if queue else 0)
-            reply = await backend.run(ACQUIRE_FAIR, self._acquire_keys, args)
-        else:
-            reply = await backend.run(ACQUIRE_FAST, self._acquire_keys, (owner, self._ttl_ms))
+            packed += self._queue_args[queue]
+        sent_at = time.monotonic()
+        reply = await backend.run_packed(ACQUIRE_FAIR if self.fair else ACQUIRE_FAST, packed)
         got, value = expect_pair(reply, "acquire")
         if got == 2:  # a release handed it to us after an earlier try of ours had failed
             return await self._handed_over(backend, owner, value, attempt)
@@ -342,8 +356,8 @@ class RedisLock(_LockBase):
     def _releaser(self, backend: RedisBackend) -> Callable[[Held], Awaitable[None]]:
         async def release(held: Held) -> None:
             backend.watchdog.remove(held)
-            args = (held.owner, self.channel)
-            reply = await backend.run(self._release_script, self._release_keys, args, idempotent=True)
+            packed = self._release_prefix + pack_items((held.owner,)) + self._channel_arg
+            reply = await backend.run_packed(self._release_script, packed, idempotent=True)
             if expect_int(reply, "release") != 1:
                 held._mark_lost("the lease had already expired on the server at release", at_release=True)
 

@@ -64,6 +64,20 @@ class Waker:
         """True while the subscriber connection is open or opening (False once nobody waits)."""
         return (self._conn is not None and self._conn.usable) or self._connecting is not None
 
+    def waiting_on(self, channel: str) -> bool:
+        """True while a waiter of this client waits on ``channel`` with a confirmed subscription:
+        the lock is contended, so a new acquirer may as well register before its first try."""
+        key = channel.encode()
+        entry = self._subs.get(key)
+        return (
+            bool(self._waiters.get(key))
+            and entry is not None
+            and entry[0].usable
+            and entry[1].done()
+            and not entry[1].cancelled()
+            and entry[1].exception() is None
+        )
+
     async def register(self, channel: str, ticket: str | None = None) -> Waiter:
         """Subscribe (if needed) and return a waiter; its subscription is confirmed on return."""
         waiter = Waiter(channel.encode(), ticket.encode() if ticket is not None else None)
