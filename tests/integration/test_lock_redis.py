@@ -412,3 +412,79 @@ def test_blocking_threads_no_lost_updates(url: str, fair: bool) -> None:
         t.join(60)
     assert shared["value"] == 8 * 20
     assert order == sorted(order) and len(set(order)) == len(order)
+
+
+async def _queued(backend: RedisBackend, lock: RedisLock, n: int) -> None:
+    for _ in range(200):
+        if await backend.redis.zcard(f"{lock.key}:q") == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{n} waiters never queued")
+
+
+def test_waiter_cancelled_as_the_lock_is_handed_to_it_passes_it_on(url: str) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "cancel-handover", fair=True, ttl=5.0)
+            holder = await lock.acquire()
+            first = asyncio.create_task(lock.acquire())
+            await _queued(backend, lock, 1)
+            second = asyncio.create_task(RedisLock(backend, "cancel-handover", fair=True).acquire())
+            await _queued(backend, lock, 2)
+            await holder.release()  # the server hands the lock to `first` (token + 1) ...
+            first.cancel()  # ... which gives up before (or just after) it learns so
+            t0 = time.monotonic()
+            try:
+                got = await first
+            except asyncio.CancelledError:
+                pass
+            else:  # it had already taken the hand-over: releasing passes it on the same way
+                assert got.token == holder.token + 1
+                await got.release()
+            held = await asyncio.wait_for(second, 3)
+            # Passed on at once by the abandoning waiter, not after the 5 s hand-over lease.
+            assert time.monotonic() - t0 < 1.0
+            assert held.token == holder.token + 2
+            await held.release()
+            assert await backend.redis.keys("*") == [f"{lock.key}:fence".encode()]
+
+    run(body)
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_contended_acquire_registers_before_its_first_try(url: str, fair: bool) -> None:
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            name = f"register-first-{fair}"
+            holder = await RedisLock(backend, name, ttl=5.0).acquire()
+            waiter = asyncio.create_task(RedisLock(backend, name, fair=fair).acquire())
+            lock = RedisLock(backend, name, fair=fair)
+            for _ in range(200):
+                if backend.waker.waiting_on(lock.channel):
+                    break
+                await asyncio.sleep(0.01)
+            assert backend.waker.waiting_on(lock.channel)
+            tries = 0
+            run_packed = backend.run_packed
+
+            async def counting(script: Any, packed: bytes, **kw: Any) -> Any:
+                nonlocal tries
+                tries += script.name.startswith("acquire")
+                return await run_packed(script, packed, **kw)
+
+            backend.run_packed = counting  # type: ignore[method-assign]
+            late = asyncio.create_task(lock.acquire(timeout=5))
+            await asyncio.sleep(0.2)
+            assert tries == 1, "a contended acquire subscribes first and tries once, not twice"
+            await holder.release()
+            for task in (waiter, late):  # one after the other: each holds until released
+                held = await asyncio.wait_for(task, 5)
+                assert held.token > holder.token
+                await held.release()
+            backend.run_packed = run_packed  # type: ignore[method-assign]
+            # And when the lock is free by the time it registers, its one try takes it.
+            free = await RedisLock(backend, name, fair=fair).acquire(timeout=1)
+            await free.release()
+            assert not backend.waker.active
+
+    run(body)
