@@ -472,7 +472,7 @@ def test_contended_acquire_registers_before_its_first_try(url: str, fair: bool) 
                 tries += script.name.startswith("acquire")
                 return await run_packed(script, packed, **kw)
 
-            backend.run_packed = counting  # type: ignore[method-assign]
+            backend.run_packed = counting  # type: ignore[method-assign,assignment]
             late = asyncio.create_task(lock.acquire(timeout=5))
             await asyncio.sleep(0.2)
             assert tries == 1, "a contended acquire subscribes first and tries once, not twice"
