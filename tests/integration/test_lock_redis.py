@@ -339,7 +339,7 @@ def test_ten_thousand_cycles_leave_nothing_behind(url: str) -> None:
             numsub = await admin.pubsub_numsub(*(f"stalwart:lock:{{{n}}}:wake" for n in names))
             assert all(count == 0 for _, count in numsub), (
                 numsub,
-                backend.waker._subscribed,
+                backend.waker._subs,
                 backend.waker._waiters,
                 backend.waker.active,
             )
