@@ -90,6 +90,11 @@ class CoordinatorSettings:
         )
 
 
+def _expire(fut: asyncio.Future[TxDecided], txid: str) -> None:
+    if not fut.done():
+        fut.set_exception(OutcomeUnknownError(txid, "no decision in time; recovery will finish it"))
+
+
 class _Refused(TxDecided):
     """The coordinator refused the commit request: nothing was prepared or decided."""
 
@@ -103,6 +108,7 @@ class Transaction:
         self._host = host
         self.txid = txid
         self._begun: list[str] = []
+        self._gids: dict[str, str] = {}  # participant -> branch id, made once
 
     @property
     def participants(self) -> tuple[str, ...]:
@@ -113,15 +119,17 @@ class Transaction:
     ) -> list[tuple[Any, ...]]:
         """Run a statement on ``participant`` inside this transaction; returns its rows."""
         resource = self._host.resource(participant)
-        if participant not in self._begun:
-            await resource.begin(self._host.gid(self.txid, participant))
+        gid = self._gids.get(participant)
+        if gid is None:
+            gid = self._gids[participant] = self._host.gid(self.txid, participant)
+            await resource.begin(gid)
             self._begun.append(participant)
-        return await resource.execute(self._host.gid(self.txid, participant), statement, params)
+        return await resource.execute(gid, statement, params)
 
     async def _rollback(self) -> None:
         for name in self._begun:
             with contextlib.suppress(Exception):
-                await self._host.resource(name).rollback(self._host.gid(self.txid, name))
+                await self._host.resource(name).rollback(self._gids[name])
 
 
 class _TransactionScope:
@@ -280,16 +288,17 @@ class TwoPhaseCoordinator:
     async def _commit(self, tx: Transaction) -> None:
         if self._driver_failed():
             raise TransactionRefusedError(tx.txid, "the coordinator has stopped; restart it")
-        fut: asyncio.Future[TxDecided] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TxDecided] = loop.create_future()
         self._waiting[tx.txid] = fut
         self._tx_parts[tx.txid] = tx.participants
-        await self._inbox.put((NodeId("client"), CommitRequest(tx.txid, tx.participants)))
+        # One timer handle instead of an asyncio.timeout scope: this runs once per transaction.
+        expiry = loop.call_later(self._settings.outcome_timeout_s, _expire, fut, tx.txid)
         try:
-            async with asyncio.timeout(self._settings.outcome_timeout_s):
-                decided = await fut
-        except TimeoutError:
-            raise OutcomeUnknownError(tx.txid, "no decision in time; recovery will finish it") from None
+            await self._inbox.put((NodeId("client"), CommitRequest(tx.txid, tx.participants)))
+            decided = await fut
         finally:
+            expiry.cancel()
             self._waiting.pop(tx.txid, None)
         if isinstance(decided, _Refused):
             raise TransactionRefusedError(tx.txid, decided.reason)
@@ -380,10 +389,16 @@ class TwoPhaseCoordinator:
         if key in self._calls:
             return  # the previous attempt is still running; the coordinator will resend
         self._calls.add(key)
-        task = asyncio.get_running_loop().create_task(self._call(env.to, env.payload))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._call(env.to, env.payload))
         self._tasks.add(task)
+        # A participant call that hangs is cancelled after vote_timeout_s: a Prepare then counts
+        # as no vote (the coordinator's own vote timeout aborts), a Decide is sent again later.
+        # One timer handle per call instead of an asyncio.timeout scope: this is the hot path.
+        deadline = loop.call_later(self._settings.vote_timeout_s, task.cancel)
 
         def done(t: asyncio.Task[None]) -> None:
+            deadline.cancel()
             self._tasks.discard(t)
             self._calls.discard(key)
 
@@ -408,8 +423,7 @@ class TwoPhaseCoordinator:
 
     async def _prepare(self, resource: ResourceManager, participant: str, txid: TxId, gid: str) -> Vote:
         try:
-            async with asyncio.timeout(self._settings.vote_timeout_s):
-                yes, reason = await resource.prepare(gid)
+            yes, reason = await resource.prepare(gid)
         except Exception as exc:  # a participant failing in any way is a no vote, never a crash
             yes, reason = False, f"prepare failed: {exc!r}"
         if yes:
@@ -425,11 +439,10 @@ class TwoPhaseCoordinator:
         self, resource: ResourceManager, participant: str, txid: TxId, gid: str, commit: bool
     ) -> Ack | None:
         try:
-            async with asyncio.timeout(self._settings.vote_timeout_s):
-                if commit:
-                    await resource.commit_prepared(gid)
-                else:
-                    await resource.rollback(gid)
+            if commit:
+                await resource.commit_prepared(gid)
+            else:
+                await resource.rollback(gid)
         except Exception as exc:  # retried by the coordinator until acknowledged
             log.warning("phase 2 on %s for %s failed, will retry: %r", participant, txid, exc)
             return None

@@ -96,11 +96,16 @@ class SQLiteDecisionLog:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
+            rows: list[tuple[str, int, bytes]] = []  # consecutive appends go in one executemany
             for op in ops:
                 _check_op(op)
+                if isinstance(op, AppendLog):
+                    rows.append((self._name, op.index, op.payload))
+                    continue
+                if rows:
+                    db.executemany("INSERT INTO txn_log VALUES (?, ?, ?)", rows)
+                    rows = []
                 match op:
-                    case AppendLog(index=i, payload=p):
-                        db.execute("INSERT INTO txn_log VALUES (?, ?, ?)", (self._name, i, p))
                     case TruncateLog(from_index=i):
                         db.execute("DELETE FROM txn_log WHERE coordinator = ? AND idx >= ?", (self._name, i))
                     case CompactLog(through_index=i):
@@ -108,6 +113,8 @@ class SQLiteDecisionLog:
                         self._put_meta(db, "__first_index", (i + 1).to_bytes(8, "big"))
                     case PutMeta(key=k, value=v):
                         self._put_meta(db, k, v)
+            if rows:
+                db.executemany("INSERT INTO txn_log VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -59,8 +60,27 @@ class ResourceManager(Protocol):
     async def close(self) -> None: ...
 
 
+_PLAIN_GID = re.compile(r"^[A-Za-z0-9_:.-]{1,200}$")
+_Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+def _gid_statement(verb: str, gid: str) -> sql.Composed | bytes:
+    """``verb 'gid'``: gids this coordinator makes (letters, digits, ``_:.-``) are quoted by hand,
+    which costs a fraction of psycopg's literal adaptation; anything else (a gid found on the
+    server by a recovery scan) goes through ``sql.Literal``."""
+    if _PLAIN_GID.match(gid):
+        return f"{verb} '{gid}'".encode()
+    return sql.SQL(verb + " {}").format(sql.Literal(gid))
+
+
 class PostgresResource:
-    """A PostgreSQL database as a participant, through psycopg 3 and PREPARE TRANSACTION."""
+    """A PostgreSQL database as a participant, through psycopg 3 and PREPARE TRANSACTION.
+
+    Two small pools: branch connections are not in autocommit mode, so a branch's first statement
+    opens its transaction (psycopg sends the BEGIN within the same call, without a call of its
+    own); phase-2 connections are in autocommit mode, as COMMIT PREPARED must run outside a
+    transaction block.
+    """
 
     def __init__(
         self, name: str, dsn: str, *, connect_timeout_s: float = 5.0, max_idle: int = MAX_IDLE_CONNECTIONS
@@ -69,27 +89,35 @@ class PostgresResource:
         self._dsn = dsn
         self._max_idle = max_idle
         self._timeout_s = connect_timeout_s
-        self._branches: dict[str, psycopg.AsyncConnection[tuple[Any, ...]]] = {}
-        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+        self._branches: dict[str, _Conn] = {}
+        self._idle: list[_Conn] = []  # autocommit: phase 2, scans, preflight
+        self._idle_branch: list[_Conn] = []  # not autocommit: branches
         self._xids: OrderedDict[str, str] = OrderedDict()  # gid -> xid of prepared branches
         self.lost_branches: list[str] = []  # prepared branches someone else rolled back
 
-    async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        """A pooled connection in autocommit mode (branches open with an explicit BEGIN)."""
-        while self._idle:
-            conn = self._idle.pop()
+    async def _connect(self, *, branch: bool = False) -> _Conn:
+        """A pooled connection: autocommit for phase 2 and scans, or one for branches."""
+        idle = self._idle_branch if branch else self._idle
+        while idle:
+            conn = idle.pop()
             if not conn.closed:
                 return conn
         try:
-            return await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, int(self._timeout_s))
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=not branch, connect_timeout=max(1, int(self._timeout_s))
             )
         except psycopg.Error as exc:
             raise ParticipantError(f"participant {self.name!r}: cannot connect: {exc}") from exc
+        if not branch:
+            # Phase-2 statements are all different (each names its gid): skip psycopg's
+            # bookkeeping of statements to prepare server-side.
+            conn.prepare_threshold = None
+        return conn
 
-    def _release(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-        if not conn.closed and len(self._idle) < self._max_idle:
-            self._idle.append(conn)
+    def _release(self, conn: _Conn) -> None:
+        idle = self._idle if conn.autocommit else self._idle_branch
+        if not conn.closed and len(idle) < self._max_idle:
+            idle.append(conn)
         else:
             asyncio.get_running_loop().create_task(conn.close())
 
@@ -106,13 +134,11 @@ class PostgresResource:
     async def begin(self, gid: str) -> None:
         if gid in self._branches:
             raise ParticipantError(f"participant {self.name!r}: branch {gid} already open")
-        conn = await self._connect()
-        try:
-            await conn.execute("BEGIN")
-        except psycopg.Error as exc:
-            await conn.close()
-            raise ParticipantError(f"participant {self.name!r}: BEGIN failed: {exc}") from exc
-        self._branches[gid] = conn
+        conn = await self._connect(branch=True)
+        if conn.pgconn.transaction_status != TransactionStatus.IDLE:
+            await conn.close()  # pooled branch connections are idle between branches
+            raise ParticipantError(f"participant {self.name!r}: a pooled connection was not idle")
+        self._branches[gid] = conn  # the branch's first statement opens the transaction
 
     async def execute(self, gid: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self._branches.get(gid)
@@ -126,16 +152,17 @@ class PostgresResource:
         if conn is None:
             return False, "no open branch (lost with a crash or a cut connection)"
         try:
-            status = conn.info.transaction_status
-            if status is not TransactionStatus.INTRANS:
+            status = conn.pgconn.transaction_status
+            if status == TransactionStatus.IDLE:
+                await conn.execute("BEGIN")  # no statement ran in this branch: prepare it empty
+                status = conn.pgconn.transaction_status
+            if status != TransactionStatus.INTRANS:
                 # INERROR: a statement failed (perhaps caught by the application); PostgreSQL
                 # would answer PREPARE with a silent ROLLBACK. Never vote yes for that.
                 await conn.close()
-                return False, f"the branch is {status.name}, not an open transaction"
+                return False, f"the branch is {TransactionStatus(status).name}, not an open transaction"
             # One round trip: the branch's xid (to tell later whether it committed), then PREPARE.
-            query = sql.SQL("SELECT pg_current_xact_id()::text; PREPARE TRANSACTION {}").format(
-                sql.Literal(gid)
-            )
+            query = _gid_statement("SELECT pg_current_xact_id()::text; PREPARE TRANSACTION", gid)
             cur = await conn.execute(query)
             row = await cur.fetchone()
             cur.nextset()
@@ -161,7 +188,7 @@ class PostgresResource:
         """Run COMMIT/ROLLBACK PREPARED; False when the gid was not there (42704)."""
         conn = await self._connect()
         try:
-            await conn.execute(sql.SQL(verb + " {}").format(sql.Literal(gid)))
+            await conn.execute(_gid_statement(verb, gid))
         except psycopg.Error as exc:
             if exc.sqlstate != PG_UNDEFINED_OBJECT:
                 await conn.close()
@@ -225,10 +252,11 @@ class PostgresResource:
         return True
 
     async def close(self) -> None:
-        for conn in [*self._branches.values(), *self._idle]:
+        for conn in [*self._branches.values(), *self._idle, *self._idle_branch]:
             await conn.close()
         self._branches.clear()
         self._idle.clear()
+        self._idle_branch.clear()
 
 
 class MariaDBResource:
