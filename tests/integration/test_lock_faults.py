@@ -1,10 +1,12 @@
-"""Faults against real servers: a holder paused past its TTL (SIGSTOP), Redis killed and restarted
-mid-lease, and fake servers that close connections, answer garbage or never answer."""
+"""Faults against real servers: a holder paused past its TTL (SIGSTOP; the choreography is
+``tests.integration._locks.freeze_and_fence``), Redis killed and restarted mid-lease, and fake
+servers that close connections, answer garbage or never answer."""
 
 # ruff: noqa: F401, F811
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,12 +23,14 @@ from stalwart.lock import (
     BackendProtocolError,
     BackendUnavailable,
     FencedResource,
+    Held,
     LockLost,
     RedisBackend,
     RedisLock,
     Redlock,
     RedlockClient,
 )
+from tests.integration._locks import Fence, freeze_and_fence
 from tests.servers.redis import RedisServer, flush, redis_server, redis_server_aof, redis_server_fn
 
 pytestmark = pytest.mark.integration
@@ -40,82 +44,19 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(main())
 
 
-# The holder is a separate OS process so it can be frozen with SIGSTOP. It acquires, checks its
-# lease (ensure), reports its token, then waits for "write" on stdin and does its fenced write
-# with the token it holds, exactly as a holder that was paused between check and act would.
-HOLDER = r"""
-import asyncio, json, sys
-from stalwart.lock import RedisBackend, RedisLock, FencedResource, StaleToken
-
-async def main(url, ttl):
-    async with RedisBackend(url) as backend:
-        held = await RedisLock(backend, "paused", ttl=ttl).acquire()
-        held.ensure()
-        print(json.dumps({"token": held.token}), flush=True)
-        loop = asyncio.get_running_loop()
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        assert line.strip() == "write"
-        try:
-            await FencedResource(backend, "guarded").write(held.token, b"from the paused holder")
-            outcome = "accepted"
-        except StaleToken as exc:
-            outcome = f"rejected: {exc}"
-        try:
-            await asyncio.wait_for(held.lost.wait(), 5)
-        except TimeoutError:
-            pass
-        print(json.dumps({"write": outcome, "lost": held.lost.is_set(), "reason": held.lost_reason}),
-              flush=True)
-        await held.release()
-
-asyncio.run(main(sys.argv[1], float(sys.argv[2])))
-"""
-
-
 def test_paused_holder_is_fenced_off_and_learns_it_lost(redis_server: RedisServer) -> None:
     flush(redis_server)
     ttl = 0.6
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, redis_server.url, str(ttl)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        first = json.loads(proc.stdout.readline())
-        os.kill(proc.pid, signal.SIGSTOP)
 
-        async def next_holder() -> int:
-            async with RedisBackend(redis_server.url) as backend:
-                t0 = time.monotonic()
-                async with RedisLock(backend, "paused", ttl=5.0) as held:
-                    # The lease expired on the server only because the holder stopped renewing.
-                    assert time.monotonic() - t0 > ttl / 3
-                    await FencedResource(backend, "guarded").write(held.token, b"from the next holder")
-                    return held.token
+    async def next_holder(stack: contextlib.AsyncExitStack) -> Held:
+        backend = await stack.enter_async_context(RedisBackend(redis_server.url))
+        t0 = time.monotonic()
+        held = await RedisLock(backend, "paused", ttl=5.0).acquire(timeout=10)
+        # The lease expired on the server only because the frozen holder stopped renewing.
+        assert time.monotonic() - t0 > ttl / 3
+        return held
 
-        second = run(next_holder)
-        assert second > first["token"]
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.stdin.write("write\n")
-        proc.stdin.flush()
-        report = json.loads(proc.stdout.readline())
-        assert report["write"].startswith("rejected"), report
-        assert report["lost"] is True, report
-
-        async def check() -> Any:
-            return await FencedResource(redis_server.url, "guarded").read()
-
-        assert run(check) == (second, b"from the next holder")
-        assert proc.wait(10) == 0
-    finally:
-        os.kill(proc.pid, signal.SIGCONT) if proc.poll() is None else None
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    freeze_and_fence("redis", redis_server.url, ttl, Fence("redis", redis_server.url), next_holder)
 
 
 def test_redis_killed_and_restarted_mid_lease(redis_server_fn: RedisServer) -> None:

@@ -10,8 +10,9 @@
 
 Also: :class:`Redlock` (N independent Redis servers; its tokens are NOT safe, see
 ``held.token_is_safe``), :class:`ZooKeeperLock` (kazoo, bridged to asyncio),
-:class:`RedisRWLock`, :class:`RedisSemaphore`, :class:`FencedResource` (the resource side of
-fencing) and :class:`BlockingLock` (the same shape for threads). docs/locks.md states the
+:class:`RedisRWLock`, :class:`RedisSemaphore`, :class:`FencedResource` and
+:class:`FencedRow` (the resource side of fencing, on a Redis key or a PostgreSQL row) and
+:class:`BlockingLock` (the same shape for threads). docs/locks.md states the
 guarantees and their limits.
 """
 
@@ -28,6 +29,7 @@ from stalwart.lock._errors import (
     StaleToken,
 )
 from stalwart.lock._fence import FencedResource
+from stalwart.lock._fence_pg import FencedRow
 from stalwart.lock._held import Held, LostCallback
 from stalwart.lock._redis import RedisLock, close_shared
 from stalwart.lock._redlock import Redlock, RedlockClient
@@ -42,6 +44,7 @@ __all__ = [
     "BlockingHeld",
     "BlockingLock",
     "FencedResource",
+    "FencedRow",
     "Held",
     "LockError",
     "LockLost",
