@@ -165,3 +165,35 @@ def test_twopc_refusal_rolls_back_and_log_is_exclusive(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
         ).fetchone()
         assert idle is not None and idle[0] == 0, "a refused transaction left its branch open"
+
+
+def test_twopc_postgres_batch_commit_falls_back_one_by_one(bank: tuple[str, dict[str, Any]]) -> None:
+    """Phase 2 in one pipeline: when one branch was committed already (an earlier attempt), the
+    pipeline stops there and every branch is then finished on its own; none is left prepared.
+    A gid the coordinator did not make (found by a recovery scan) is quoted safely."""
+    dsn, _ = bank
+
+    async def prepare(res: PostgresResource, gid: str, acct: int) -> None:
+        await res.begin(gid)
+        await res.execute(gid, "UPDATE accounts SET balance = balance + 1 WHERE id = %s", (acct,))
+        assert await res.prepare(gid) == (True, "")
+
+    async def main() -> None:
+        res = PostgresResource("pg", dsn)
+        try:
+            gids = ["st:t.abc:b1:pg", "st:t.abc:b2:pg", "st:t.abc:b3:pg", "odd'gid; --"]
+            for acct, gid in enumerate(gids, start=1):
+                await prepare(res, gid, acct)
+            await res.commit_prepared("st:t.abc:b2:pg")  # the middle one is done already
+            await res.commit_prepared_many(gids)
+            await res.commit_prepared_many(gids)  # idempotent: all are gone now
+            assert res.lost_branches == []
+            await prepare(res, "st:t.abc:b5:pg", 5)
+            await prepare(res, "st:t.abc:b6:pg", 6)
+            await res.commit_prepared_many(["st:t.abc:b5:pg", "st:t.abc:b6:pg"])  # the pipeline path
+        finally:
+            await res.close()
+
+    asyncio.run(main())
+    assert pg_sum(dsn) == 1006
+    assert prepared_left(dsn, bank[1]) == 0

@@ -25,9 +25,10 @@ from stalwart.txn._errors import (
     TransactionError,
     TransactionRefusedError,
 )
-from stalwart.txn._resources import MariaDBResource, PostgresResource, ResourceManager
+from stalwart.txn._resources import BatchCommitter, MariaDBResource, PostgresResource, ResourceManager
 
 __all__ = [
+    "BatchCommitter",
     "BlockingCoordinator",
     "BlockingTransaction",
     "CoordinatorSettings",

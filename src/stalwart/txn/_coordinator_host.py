@@ -14,17 +14,17 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from stalwart.errors import ConfigError, StorageError
 from stalwart.sansio import Envelope, NodeId, PutMeta, StorageOp
 from stalwart.txn._decision_log import DecisionLog, SQLiteDecisionLog
 from stalwart.txn._errors import OutcomeUnknownError, TransactionAbortedError, TransactionRefusedError
-from stalwart.txn._resources import ResourceManager
+from stalwart.txn._resources import BatchCommitter, ResourceManager
 from stalwart.txn.twopc import (
     Ack,
     CommitRequest,
@@ -51,6 +51,7 @@ _TICK = object()
 MAX_INBOX = 10_000
 MAX_BATCH = 1_024
 MAX_CALLS_PER_RESOURCE = 64
+MAX_COMMIT_BATCH = 64  # phase-2 commits sent to one participant in one call
 MAX_DEFERRED_OPS = 512
 MAX_LOG_RETRY_DELAY_S = 5.0
 
@@ -185,6 +186,9 @@ class TwoPhaseCoordinator:
             raise ConfigError(f"participant names {bad}: 1-16 letters, digits, '_' or '-'")
         self.name = name
         self._resources = {r.name: r for r in resources}
+        self._batchers: dict[str, BatchCommitter] = {
+            r.name: cast(BatchCommitter, r) for r in resources if hasattr(r, "commit_prepared_many")
+        }
         self._log = log if log is not None else SQLiteDecisionLog(log_path, name)
         self._settings = settings or CoordinatorSettings()
         self._hook = fault_hook
@@ -348,9 +352,23 @@ class TwoPhaseCoordinator:
         for decision in ready.outputs:
             if isinstance(decision, TxDecided) and decision.outcome is Outcome.COMMITTED:
                 self._fault("after-decision-logged", decision.txid)
-        # 2. messages: calls to the participants, each in its own bounded task.
+        # 2. messages: calls to the participants, each in its own bounded task; the commits
+        # decided in this cycle go to a participant that can take them together in one call.
+        commits: dict[str, list[TxId]] = {}
         for env in ready.messages:
-            self._dispatch(env)
+            payload = env.payload
+            if isinstance(payload, Decide) and payload.commit and env.to in self._batchers:
+                key = (env.to, payload.txid)
+                if key not in self._calls:
+                    self._calls.add(key)
+                    commits.setdefault(env.to, []).append(payload.txid)
+            else:
+                self._dispatch(env)
+        for participant, txids in commits.items():
+            for at in range(0, len(txids), MAX_COMMIT_BATCH):
+                chunk = txids[at : at + MAX_COMMIT_BATCH]
+                keys = [(participant, t) for t in chunk]
+                self._spawn(self._commit_batch(participant, chunk), keys)
         # 3. outputs: outcomes to the waiting transactions.
         for out in ready.outputs:
             if isinstance(out, TxDecided):
@@ -389,8 +407,12 @@ class TwoPhaseCoordinator:
         if key in self._calls:
             return  # the previous attempt is still running; the coordinator will resend
         self._calls.add(key)
+        self._spawn(self._call(env.to, env.payload), [key])
+
+    def _spawn(self, call: Coroutine[Any, Any, None], keys: list[tuple[str, TxId]]) -> None:
+        """Run one participant call in a task; ``keys`` are released from ``_calls`` when it ends."""
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._call(env.to, env.payload))
+        task = loop.create_task(call)
         self._tasks.add(task)
         # A participant call that hangs is cancelled after vote_timeout_s: a Prepare then counts
         # as no vote (the coordinator's own vote timeout aborts), a Decide is sent again later.
@@ -400,7 +422,8 @@ class TwoPhaseCoordinator:
         def done(t: asyncio.Task[None]) -> None:
             deadline.cancel()
             self._tasks.discard(t)
-            self._calls.discard(key)
+            for key in keys:
+                self._calls.discard(key)
 
         task.add_done_callback(done)
 
@@ -420,6 +443,25 @@ class TwoPhaseCoordinator:
         self._calls.discard((participant, message.txid))
         if reply is not None:
             await self._inbox.put((NodeId(participant), reply))
+
+    async def _commit_batch(self, participant: str, txids: list[TxId]) -> None:
+        """Phase 2 commit of several transactions on one participant, in one call."""
+        batcher = self._batchers[participant]
+        async with self._limits[participant]:
+            try:
+                await batcher.commit_prepared_many([self.gid(t, participant) for t in txids])
+            except Exception as exc:  # retried by the coordinator until acknowledged
+                log.warning(
+                    "phase 2 on %s for %d transactions failed, will retry: %r", participant, len(txids), exc
+                )
+                return
+        for txid in txids:
+            done = self._committed.setdefault(txid, set())
+            done.add(participant)
+            self._fault("mid-phase-two" if len(done) == 1 else "after-phase-two", txid)
+            self._calls.discard((participant, txid))
+        for txid in txids:
+            await self._inbox.put((NodeId(participant), Ack(txid)))
 
     async def _prepare(self, resource: ResourceManager, participant: str, txid: TxId, gid: str) -> Vote:
         try:
