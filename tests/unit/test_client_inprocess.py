@@ -131,3 +131,36 @@ def test_the_blocking_client_has_the_same_methods(node: BackgroundNode) -> None:
         events = kv.watch("a", rev - 1)
         assert next(events).kind is EventKind.PUT
         events.close()
+
+
+def test_a_connection_bounds_its_requests_in_flight_and_cancelled_waiters_pass_their_turn(
+    node: BackgroundNode,
+) -> None:
+    from stalwart.client import Connection, Consistency
+    from stalwart.client._protocol import ReadRequest, ResponseStatus
+    from stalwart.kv import Get, encode_query
+
+    query = encode_query(Get("k"))
+
+    async def main() -> None:
+        conn = await Connection.open(node.endpoint, key=KEY, client_id="bound", max_inflight=2)
+        peak = 0
+
+        def build(rid: int) -> ReadRequest:
+            nonlocal peak
+            peak = max(peak, conn._inflight)
+            return ReadRequest(rid, query, Consistency.LINEARIZABLE)
+
+        try:
+            calls = [asyncio.ensure_future(conn.send(build)) for _ in range(12)]
+            await asyncio.sleep(0)
+            for call in calls[3:6]:  # waiting for room: cancelled before their turn
+                call.cancel()
+            done = await asyncio.gather(*calls, return_exceptions=True)
+            answered = [r for r in done if not isinstance(r, BaseException)]
+            assert len(answered) == 9 and all(r.status is ResponseStatus.OK for r in answered)
+            assert peak == 2 and conn._inflight == 0 and not conn._room
+        finally:
+            await conn.close()
+
+    asyncio.run(main())

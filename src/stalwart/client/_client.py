@@ -15,6 +15,7 @@ from stalwart.client._conn import DEFAULT_MAX_INFLIGHT, Connection
 from stalwart.client._errors import (
     ConnectionLostError,
     KVCompactedError,
+    KVError,
     KVOutcomeUnknownError,
     KVRequestError,
     KVTimeoutError,
@@ -64,6 +65,11 @@ BACKOFF_CAP_S = 0.5
 WATCH_POLL_S = 0.1
 WATCH_BATCH = 1_000
 MAX_CLIENT_ID_CHARS = 96  # sessions add ".<instance>.<n>" within the protocol's 128
+
+
+class _CallTimedOut(KVError):
+    """Raised inside a call when its deadline passed; :meth:`AsyncKVClient._call` turns it into
+    :class:`KVTimeoutError`."""
 
 
 @dataclass(slots=True)
@@ -213,22 +219,33 @@ class AsyncKVClient:
             return self.endpoints[self._rng.randrange(len(self.endpoints))]
         return self.endpoints[(self.endpoints.index(after) + 1) % len(self.endpoints)]
 
-    async def _backoff(self, attempt: int) -> None:
+    async def _backoff(self, attempt: int, deadline: float) -> None:
+        """A full-jitter pause, cut short by the call's deadline (then the call times out)."""
         self.retries += 1
-        await asyncio.sleep(self._rng.uniform(0, min(self._backoff_cap_s, self._backoff_base_s * 2**attempt)))
+        delay = self._rng.uniform(0, min(self._backoff_cap_s, self._backoff_base_s * 2**attempt))
+        left = deadline - asyncio.get_running_loop().time()
+        if delay >= left:
+            await asyncio.sleep(max(0.0, left))
+            raise _CallTimedOut
+        await asyncio.sleep(delay)
 
     async def _call(self, build: Callable[[int], Request], *, pinned: str | None = None) -> Response:
-        """Send until a final answer; redirects and lost connections are handled here."""
+        """Send until a final answer; redirects and lost connections are handled here.
+
+        One timer per attempt: it fires at the attempt's limit or the call's deadline, whichever
+        comes first (two nested timeout scopes cost a loaded client measurably more).
+        """
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await self._route(build, pinned)
-        except TimeoutError:
+            return await self._route(build, pinned, deadline)
+        except _CallTimedOut:
             self._leader = None  # whoever we thought led did not answer: ask around next time
             raise KVTimeoutError(
                 f"no answer within {self.timeout_s}s (a write's outcome is unknown)"
             ) from None
 
-    async def _route(self, build: Callable[[int], Request], pinned: str | None) -> Response:
+    async def _route(self, build: Callable[[int], Request], pinned: str | None, deadline: float) -> Response:
+        loop = asyncio.get_running_loop()
         endpoint = pinned or self._leader or self._next_endpoint(None)
         last_error = "no attempt"
         # Whether an attempt may have reached a leader and run (a write sent on a connection that
@@ -237,11 +254,13 @@ class AsyncKVClient:
         for attempt in range(MAX_ATTEMPTS):
             sent = False
             try:
-                async with asyncio.timeout(self._attempt_timeout_s):
+                async with asyncio.timeout_at(min(deadline, loop.time() + self._attempt_timeout_s)):
                     conn = await self._conn(endpoint)
                     sent = True
                     response = await conn.send(build)
             except (ConnectionLostError, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError) and loop.time() >= deadline:
+                    raise _CallTimedOut from None
                 # A lost connection, or a node that does not answer in time (paused, cut off,
                 # overloaded): try the next one. A write is resent unchanged, so it applies once.
                 maybe_ran = maybe_ran or sent
@@ -250,7 +269,7 @@ class AsyncKVClient:
                 if pinned is not None:
                     raise self._give_up(build, maybe_ran, last_error) from None
                 endpoint = self._next_endpoint(endpoint)
-                await self._backoff(attempt)
+                await self._backoff(attempt, deadline)
                 continue
             match response.status:
                 case ResponseStatus.REDIRECT if pinned is None:
@@ -262,11 +281,13 @@ class AsyncKVClient:
                         continue
                     self._leader = None
                     endpoint = self._next_endpoint(endpoint)
-                    await self._backoff(attempt)
+                    await self._backoff(attempt, deadline)
                 case ResponseStatus.BUSY | ResponseStatus.UNKNOWN:
                     maybe_ran = maybe_ran or response.status is ResponseStatus.UNKNOWN
                     last_error = f"{endpoint} answered {response.status.value}: {response.error}"
-                    await self._backoff(attempt)  # an unknown write is resent as is: it applies once
+                    await self._backoff(
+                        attempt, deadline
+                    )  # an unknown write is resent as is: it applies once
                 case ResponseStatus.ERROR:
                     raise KVRequestError(response.error or "request refused")
                 case _:
