@@ -41,6 +41,14 @@ class _LoopThread:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop thread and block until it is done.
+
+        Leaner than ``run_coroutine_threadsafe(...).result()`` (a concurrent Future, its
+        Condition and two chained callbacks): one task, one done callback and a bare lock the
+        caller blocks on. If the caller is interrupted while it waits (KeyboardInterrupt), the
+        task is cancelled, so an acquire in flight undoes itself instead of leaving a lease
+        that nobody will release.
+        """
         loop = self.loop()
         try:
             asyncio.get_running_loop()
@@ -49,7 +57,26 @@ class _LoopThread:
         else:
             coro.close()
             raise LockError("blocking lock used from inside an event loop; use the asyncio lock")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        done = threading.Lock()
+        done.acquire()
+        box: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = loop.create_task(coro)
+            box.append(task)
+            task.add_done_callback(lambda _: done.release())
+
+        loop.call_soon_threadsafe(start)
+        try:
+            done.acquire()
+        except BaseException:
+
+            def cancel() -> None:  # runs after start() (callbacks run in scheduling order)
+                box[0].cancel()
+
+            loop.call_soon_threadsafe(cancel)
+            raise
+        return box[0].result()
 
 
 _LOOP = _LoopThread()
@@ -156,11 +183,13 @@ class BlockingLock:
                     return BlockingHeld(held, fast)
                 if not blocking:
                     raise NotAcquired(fast.lock.name)
-            return _LOOP.run(self._wait(fast.lock, timeout))
+            return _LOOP.run(self._wait(fast, timeout))
         return _LOOP.run(self._acquire(timeout, blocking))
 
-    async def _wait(self, lock: RedisLock, timeout: float | None) -> BlockingHeld:
-        return BlockingHeld(await lock._acquire(timeout, True, first_try=False))
+    async def _wait(self, fast: FastPath, timeout: float | None) -> BlockingHeld:
+        # Acquired on the loop, released from the caller's thread like a fast-path lease (its
+        # watchdog entry is then removed with one call_soon_threadsafe, no round trip back).
+        return BlockingHeld(await fast.lock._acquire(timeout, True, first_try=False), fast)
 
     def _fast_path(self) -> FastPath | None:
         """A plain RedisLock on a URL acquires and releases without hopping threads."""

@@ -100,7 +100,7 @@ async def wait_loop(
                     await waiter.event.wait()
             await backend.waker.ensure_subscribed(waiter)
     finally:
-        await asyncio.shield(backend.waker.unregister(waiter))
+        backend.waker.unregister(waiter)
 
 
 class _LockBase(abc.ABC):

@@ -85,12 +85,21 @@ class Waker:
         try:
             await self.ensure_subscribed(waiter)
         except BaseException:
-            await self.unregister(waiter)
+            self.unregister(waiter)
             raise
         return waiter
 
     async def ensure_subscribed(self, waiter: Waiter) -> None:
         channel = waiter.channel
+        entry = self._subs.get(channel)
+        if (
+            entry is not None
+            and entry[0].usable
+            and entry[1].done()
+            and not entry[1].cancelled()
+            and entry[1].exception() is None
+        ):
+            return  # confirmed already: the usual case after a wake-up, no timer needed
         try:
             async with asyncio.timeout(self._timeout_s):
                 entry = self._subs.get(channel)
@@ -105,7 +114,9 @@ class Waker:
         except BackendError as exc:
             raise BackendUnavailable(f"subscribing to wake-ups failed: {exc}") from exc
 
-    async def unregister(self, waiter: Waiter) -> None:
+    def unregister(self, waiter: Waiter) -> None:
+        """Forget the waiter; unsubscribe (fire and forget) or close once nobody waits. Never
+        awaits, so it cannot be interrupted halfway."""
         waiters = self._waiters.get(waiter.channel)
         if waiters is None:
             return
