@@ -412,6 +412,16 @@ def test_blocking_threads_no_lost_updates(url: str, fair: bool) -> None:
         t.join(60)
     assert shared["value"] == 8 * 20
     assert order == sorted(order) and len(set(order)) == len(order)
+    # Leases acquired on the loop (contended) and released from the threads left nothing behind.
+    fast = lock._fast
+    assert fast is not None
+    for _ in range(100):
+        if fast.backend.watchdog.leases == 0 and not fast.backend.waker.active:
+            break
+        time.sleep(0.02)
+    assert fast.backend.watchdog.leases == 0 and not fast.backend.watchdog.running
+    assert not fast.backend.waker.active
+    assert fast.client.keys("*") == [f"stalwart:lock:{{brmw-{fair}}}:fence".encode()]
 
 
 async def _queued(backend: RedisBackend, lock: RedisLock, n: int) -> None:
