@@ -439,8 +439,11 @@ class TwoPhaseCoordinator:
                     reply = await self._prepare(resource, participant, txid, gid)
                 case Decide(txid=txid, commit=commit):
                     reply = await self._decide(resource, participant, txid, gid, commit)
-        # This call is over: a decision that the reply triggers must not be skipped as a duplicate.
-        self._calls.discard((participant, message.txid))
+        if isinstance(message, Prepare):
+            # This call is over: the decision its vote triggers, to the same participant, must
+            # not be skipped as a duplicate. (An ack triggers nothing: its key is released when
+            # the task ends, after the ack is queued, so a retry made meanwhile is skipped.)
+            self._calls.discard((participant, message.txid))
         if reply is not None:
             await self._inbox.put((NodeId(participant), reply))
 
@@ -459,7 +462,8 @@ class TwoPhaseCoordinator:
             done = self._committed.setdefault(txid, set())
             done.add(participant)
             self._fault("mid-phase-two" if len(done) == 1 else "after-phase-two", txid)
-            self._calls.discard((participant, txid))
+        # The acks are queued before this call's keys are released (when the task ends): a
+        # retry the coordinator makes before it reads them is skipped, not sent again.
         for txid in txids:
             await self._inbox.put((NodeId(participant), Ack(txid)))
 
