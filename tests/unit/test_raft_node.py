@@ -213,7 +213,7 @@ def test_inflight_window_limits_unacknowledged_appends() -> None:
     for i in range(10):
         a.propose(b"%d" % i)
     c.process(A)
-    to_b = [m for s, d, m in c.net if d == B and isinstance(m, AppendEntries) and m.entries]
+    to_b = [m for s, d, m in c.net if d == B and isinstance(m, AppendEntries) and (m.entries or m.packed)]
     assert len(to_b) == 2  # the window is full; the rest waits for acknowledgements
     assert a.status().followers[0].state is ProgressState.REPLICATE
     c.stabilize()
@@ -418,3 +418,28 @@ def test_random_faults_never_break_safety(actions: list[tuple[str, int]], seed: 
         c.tick_all(1)
         c.stabilize()
     assert all(n.commit == c.nodes[leader].commit for n in c.nodes.values())
+
+
+def test_packed_entries_are_unpacked_and_checked_like_entries() -> None:
+    from stalwart.raft._types import pack_entries, unpack_entries
+
+    entries = (Entry(1, 1, EntryKind.NOOP, b""), Entry(1, 2, EntryKind.NORMAL, b"x" * 300))
+    blob = pack_entries(entries)
+    assert unpack_entries(1, blob) == entries and unpack_entries(1, b"") == ()
+    for bad in (blob[:-1], blob[:5], blob[:8] + b"\x07" + blob[9:]):
+        with pytest.raises(DecodeError):
+            unpack_entries(1, bad)
+    with pytest.raises(DecodeError, match="unknown kind"):
+        unpack_entries(1, pack_entries([Entry(1, 1, EntryKind.NORMAL, b"")])[:8] + b"\x09" + b"\0" * 4)
+    n = node(B)
+    n.step(A, AppendEntries(1, 0, 0, (), 0, blob))
+    assert n.log.last_index == 2 and n.log.entry(2) == entries[1]
+    n2 = node(B)
+    for bad_msg in (
+        AppendEntries(1, 0, 0, (), 0, blob[:-1]),  # truncated
+        AppendEntries(1, 0, 0, entries, 0, blob),  # both forms at once
+        AppendEntries(1, 0, 0, (), 0, pack_entries([Entry(2, 1, EntryKind.NORMAL, b"x")])),  # future term
+    ):
+        with pytest.raises(RemoteProtocolError):
+            n2.step(A, bad_msg)
+    assert n2.log.last_index == 0 and n2.term == 0, "refused before anything changed"

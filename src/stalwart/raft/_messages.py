@@ -33,11 +33,16 @@ class RequestVoteResponse:
 @message(302)
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
+    """Entries after ``prev_index`` go either as ``entries`` or, as leaders send them, packed
+    into one blob (``_types.pack_entries``: decoding a tuple of nested messages cost a follower
+    more than applying them); the receiving node unpacks it before anything else."""
+
     term: int
     prev_index: int
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
+    packed: bytes = b""
 
 
 @message(303)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from stalwart.errors import RemoteProtocolError
+from stalwart.errors import DecodeError, RemoteProtocolError
 from stalwart.raft._admin import Admin
 from stalwart.raft._messages import (
     AppendEntries,
@@ -18,7 +18,7 @@ from stalwart.raft._messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from stalwart.raft._types import Role
+from stalwart.raft._types import Role, unpack_entries
 from stalwart.sansio import NodeId
 
 
@@ -43,6 +43,8 @@ class RaftNode(Admin):
         RemoteProtocolError before anything changes.
         """
         assert self._handed is None, "step() between ready() and advance()"
+        if type(message) is AppendEntries and message.packed:
+            message = _unpacked(message)
         _validate(message)
         if source == self.id or not self.step_term(source, message):
             self.check_invariants()
@@ -99,6 +101,17 @@ class RaftNode(Admin):
             self.round += 1
             self.round_ticks.append((self.round, self.now))
             self.broadcast_heartbeat()
+
+
+def _unpacked(msg: AppendEntries) -> AppendEntries:
+    """``msg`` with its packed entries as ``entries`` (RemoteProtocolError if they do not decode)."""
+    if msg.entries:
+        raise RemoteProtocolError("raft: AppendEntries with both entries and packed entries")
+    try:
+        entries = unpack_entries(msg.prev_index + 1, msg.packed)
+    except DecodeError as exc:
+        raise RemoteProtocolError(f"raft: {exc}") from None
+    return AppendEntries(msg.term, msg.prev_index, msg.prev_term, entries, msg.commit)
 
 
 def _validate(message: RaftMessage) -> None:

@@ -12,7 +12,7 @@ from stalwart.raft._messages import (
     TimeoutNow,
 )
 from stalwart.raft._progress import ProgressState
-from stalwart.raft._types import Entry, Role
+from stalwart.raft._types import Entry, Role, pack_entries
 from stalwart.sansio import NodeId
 
 
@@ -38,7 +38,7 @@ class Replication(Election):
             entries = self.log.slice(pr.next, hi, self.cfg.max_msg_bytes)
         if not entries and not send_empty:
             return False
-        self.send(to, AppendEntries(self.term, prev, prev_term, tuple(entries), self.commit))
+        self.send(to, AppendEntries(self.term, prev, prev_term, (), self.commit, pack_entries(entries)))
         pr.sent_entries(entries[-1].index if entries else prev)
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NewType
 
@@ -69,6 +70,38 @@ def decode_entry(index: int, payload: bytes) -> Entry:
         return Entry(term, index, EntryKind(kind), payload[_ENTRY_HEADER.size :])
     except ValueError:
         raise DecodeError(f"raft entry {index}: unknown kind {kind}") from None
+
+
+_PACKED_HEADER = struct.Struct(">QBI")  # term, kind, data length
+_KINDS = {int(kind): kind for kind in EntryKind}
+
+
+def pack_entries(entries: Sequence[Entry]) -> bytes:
+    """Consecutive entries as one blob (``AppendEntries.packed``): per entry its term, kind,
+    data length and data; the indexes are implied (the first follows ``prev_index``)."""
+    header = _PACKED_HEADER.pack
+    return b"".join([header(e.term, e.kind, len(e.data)) + e.data for e in entries])
+
+
+def unpack_entries(first_index: int, blob: bytes) -> tuple[Entry, ...]:
+    """The entries of :func:`pack_entries`, numbered from ``first_index``; DecodeError otherwise."""
+    out: list[Entry] = []
+    unpack = _PACKED_HEADER.unpack_from
+    size, end, offset, index = _PACKED_HEADER.size, len(blob), 0, first_index
+    try:
+        while offset < end:
+            term, kind, length = unpack(blob, offset)
+            offset += size
+            if offset + length > end:
+                raise DecodeError(f"packed raft entry {index} runs past the end")
+            out.append(Entry(term, index, _KINDS[kind], blob[offset : offset + length]))
+            offset += length
+            index += 1
+    except struct.error:
+        raise DecodeError(f"packed raft entry {index}: truncated header") from None
+    except KeyError:
+        raise DecodeError(f"packed raft entry {index}: unknown kind") from None
+    return tuple(out)
 
 
 @message(310)
