@@ -249,3 +249,12 @@ def test_put_fields_reads_a_put_as_decode_command_does(put: Put, t: int) -> None
     bad = msgpack.packb([1, 1, t, "", b"v", None])
     with pytest.raises(DecodeError):
         put_fields(unpack_message(bad))
+
+
+@given(st.booleans(), st.integers(0, 2**62), st.none() | _vals, st.booleans())
+def test_pack_result_gives_the_bytes_encode_result_gives(
+    ok: bool, rev: int, value: bytes | None, existed: bool
+) -> None:
+    from stalwart.kv._commands import WriteResult, encode_result, pack_result
+
+    assert pack_result(ok, rev, value, existed) == encode_result(WriteResult(ok, rev, value, existed))

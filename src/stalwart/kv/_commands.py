@@ -34,6 +34,9 @@ class Op(enum.IntEnum):
     WATCH = 12
 
 
+_PUT, _DELETE, _CAS, _APPEND, _TICK = (int(op) for op in (Op.PUT, Op.DELETE, Op.CAS, Op.APPEND, Op.TICK))
+
+
 @dataclass(frozen=True, slots=True)
 class Put:
     key: str
@@ -174,17 +177,18 @@ def _unpack(data: bytes) -> list[Any]:
 
 def encode_command(cmd: Command, time_ms: int) -> bytes:
     """``time_ms`` is the proposing node's clock; the state machine's clock is the largest seen."""
+    # Plain ints for the ops: msgpack packs an IntEnum on a slower path (same bytes).
     match cmd:
         case Put(key, value, ttl):
-            return _pack([VERSION, Op.PUT, time_ms, key, value, ttl])
+            return _pack([VERSION, _PUT, time_ms, key, value, ttl])
         case Delete(key):
-            return _pack([VERSION, Op.DELETE, time_ms, key])
+            return _pack([VERSION, _DELETE, time_ms, key])
         case Cas(key, expected, value, ttl):
-            return _pack([VERSION, Op.CAS, time_ms, key, expected, value, ttl])
+            return _pack([VERSION, _CAS, time_ms, key, expected, value, ttl])
         case Append(key, suffix):
-            return _pack([VERSION, Op.APPEND, time_ms, key, suffix])
+            return _pack([VERSION, _APPEND, time_ms, key, suffix])
         case Tick():
-            return _pack([VERSION, Op.TICK, time_ms])
+            return _pack([VERSION, _TICK, time_ms])
 
 
 _COMMAND_ARITY = {Op.PUT: 6, Op.DELETE: 4, Op.CAS: 7, Op.APPEND: 5, Op.TICK: 3}
@@ -290,8 +294,14 @@ def encode_result(result: WriteResult) -> bytes:
     return _pack([VERSION, int(result.ok), result.revision, result.value, int(result.existed)])
 
 
+_OK_HEAD = _pack([VERSION, 1, 0, None, 0])[:3]  # array header, version, ok=1
+_NONE_EXISTED = (_pack([None, 0])[1:], _pack([None, 1])[1:])  # value nil, existed 0/1
+
+
 def pack_result(ok: bool, revision: int, value: bytes | None = None, existed: bool = False) -> bytes:
     """``encode_result(WriteResult(ok, revision, value, existed))`` without the object."""
+    if ok and value is None:  # a put's answer: the same bytes, without packing the list
+        return b"".join((_OK_HEAD, _pack_int(revision), _NONE_EXISTED[existed]))
     return _pack([VERSION, int(ok), revision, value, int(existed)])
 
 
