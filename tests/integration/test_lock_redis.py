@@ -498,3 +498,54 @@ def test_contended_acquire_registers_before_its_first_try(url: str, fair: bool) 
             assert not backend.waker.active
 
     run(body)
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_blocking_waiter_in_its_own_thread_times_out_and_leaves_nothing(url: str, fair: bool) -> None:
+    import threading
+
+    name = f"thread-wait-{fair}"
+    lock = BlockingLock(RedisLock(url, name, ttl=5.0, fair=fair))
+    holder = lock.acquire()
+    got: list[Any] = []
+    first = threading.Thread(target=lambda: got.append(lock.acquire(timeout=10)))
+    first.start()  # the first waiter subscribes on the loop
+    fast = lock._fast
+    assert fast is not None
+    for _ in range(200):
+        if fast.can_wait_here():
+            break
+        time.sleep(0.01)
+    assert fast.can_wait_here()
+    waits: list[str] = []
+    wait = fast.wait
+
+    def spy(timeout: float | None, fallback: Any) -> Held:
+        waits.append("thread")
+        return wait(timeout, fallback)
+
+    fast.wait = spy  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    with pytest.raises(LockTimeout):
+        lock.acquire(timeout=0.3)
+    assert waits == ["thread"] and 0.25 < time.monotonic() - t0 < 2.0
+    queue = fast.client.zrange(f"stalwart:lock:{{{name}}}:q", 0, -1)
+    assert len(queue) == (1 if fair else 0), "the timed-out thread left the FIFO queue"
+    # A second thread waiter is handed the lock (fair) or woken (unfair) after the first one.
+    second = threading.Thread(target=lambda: got.append(lock.acquire(timeout=10)))
+    second.start()
+    time.sleep(0.2)
+    holder.release()
+    first.join(10)
+    assert len(got) >= 1
+    got[0].release()
+    second.join(10)
+    assert len(got) == 2 and got[1].token > got[0].token > holder.token
+    got[1].release()
+    fast.wait = wait  # type: ignore[method-assign]
+    for _ in range(100):
+        if fast.backend.watchdog.leases == 0 and not fast.backend.waker.active:
+            break
+        time.sleep(0.02)
+    assert fast.backend.watchdog.leases == 0 and not fast.backend.waker.active
+    assert fast.client.keys("*") == [f"stalwart:lock:{{{name}}}:fence".encode()]

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from stalwart.lock._errors import LockError, NotAcquired
 from stalwart.lock._fastsync import FastPath
 from stalwart.lock._held import Held
-from stalwart.lock._redis import RedisLock
+from stalwart.lock._redis import RedisLock, _Attempt
 
 T = TypeVar("T")
 
@@ -177,14 +177,22 @@ class BlockingLock:
             # subscribed for them), a try from here would most likely fail and be repeated on the
             # loop right after registering: go straight to waiting. Read without the loop's
             # help; a stale answer costs one try more or less, never correctness.
-            if not (blocking and fast.backend.waker.waiting_on(fast.lock.channel)):
+            if not blocking or not fast.can_wait_here():
                 held = fast.try_acquire()
                 if held is not None:
                     return BlockingHeld(held, fast)
                 if not blocking:
                     raise NotAcquired(fast.lock.name)
+            if fast.can_wait_here():
+                # Others of this process keep the wake-up channel subscribed: wait in this thread.
+                return BlockingHeld(fast.wait(timeout, self._fallback), fast)
             return _LOOP.run(self._wait(fast, timeout))
         return _LOOP.run(self._acquire(timeout, blocking))
+
+    def _fallback(self, owner: str, attempt: _Attempt, timeout: float | None) -> Held:
+        fast = self._fast
+        assert fast is not None, "only the fast path waits in threads"
+        return _LOOP.run(fast.lock._acquire(timeout, True, first_try=False, owner=owner, attempt=attempt))
 
     async def _wait(self, fast: FastPath, timeout: float | None) -> BlockingHeld:
         # Acquired on the loop, released from the caller's thread like a fast-path lease (its

@@ -15,9 +15,11 @@ not depend on the watchdog: ``ensure()`` computes it from the send time either w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -26,10 +28,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from stalwart.lock._backend import RedisBackend, expect_int, expect_pair, map_error
-from stalwart.lock._errors import LockError
+from stalwart.lock._errors import LockError, LockTimeout
 from stalwart.lock._held import Held, drift_allowance_s
-from stalwart.lock._redis import RedisLock
-from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, RENEW, Script
+from stalwart.lock._redis import RedisLock, _Attempt
+from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, DEQUEUE, RENEW, Script
+from stalwart.lock._waker import Waiter
+
+#: Continues a thread's wait on the loop: (owner, attempt, remaining timeout) -> the held lock.
+Fallback = Callable[[str, _Attempt, float | None], Held]
 
 #: Longest a fast-path lease waits before the loop's watchdog takes it over.
 HANDOVER_S = 0.05
@@ -112,6 +118,8 @@ class FastPath:
         self._release = release
         self._release_head = (release.sha, len(lock._release_keys), *lock._release_keys)
         self._renew_keys = (lock.key,)
+        self._renew_head = (RENEW.sha, 1, lock.key)
+        self._dequeue_head = (DEQUEUE.sha, len(lock._queue_keys), *lock._queue_keys)
 
     def _run(self, script: Script, head: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         try:
@@ -124,14 +132,17 @@ class FastPath:
             raise map_error(exc, f"{script.name} on {self.backend.url}") from exc
 
     def try_acquire(self) -> Held | None:
-        lock = self.lock
-        owner = lock.new_owner()
+        owner = self.lock.new_owner()
         sent_at = time.monotonic()
         got, token = expect_pair(
             self._run(self._acquire, self._acquire_head, (owner, *self._acquire_tail)), "acquire"
         )
         if got != 1:
             return None
+        return self._new_held(owner, token, sent_at)
+
+    def _new_held(self, owner: str, token: int, sent_at: float, *, start: bool = True) -> Held:
+        lock = self.lock
         if token < 1:
             raise LockError(f"acquire returned a non-positive fencing token {token}")
         held = Held(
@@ -145,9 +156,103 @@ class FastPath:
             on_lost=lock._on_lost,
             renew_data=(RENEW, self._renew_keys, (owner, lock._ttl_ms)),
         )
+        if start and lock._auto_renew:
+            self.handover.add(held)
+        return held
+
+    # -- waiting from the caller's thread ------------------------------------------------------
+
+    def can_wait_here(self) -> bool:
+        """True when other waiters of this process keep the lock's channel subscribed: a thread
+        can then wait by itself, with the loop only delivering its wake-up."""
+        return self.backend.waker.waiting_on(self.lock.channel)
+
+    def wait(self, timeout: float | None, fallback: Fallback) -> Held:
+        """A contended acquire that waits in the caller's thread.
+
+        The waiter is added on the loop (``call_soon_threadsafe``, before this thread's first
+        try is even sent, and callbacks run in order, so no wake-up for it can be dispatched
+        before it is listed); tries and the hand-over run on the synchronous connection; the
+        loop's subscriber sets this thread's latch straight from ``data_received``. No task and
+        no thread hop per wait. If the channel's subscription went away meanwhile (the waiter is
+        orphaned, or the subscriber broke), the wait continues on the loop through ``fallback``
+        with the same ticket. Any failure or timeout gives the lock up (compare-and-delete by
+        the unique owner: a lock handed over to us meanwhile is passed on) and leaves the queue.
+        """
+        lock = self.lock
+        deadline = None if timeout is None else time.monotonic() + timeout
+        owner = lock.new_owner()
+        attempt = _Attempt()
+        latch = threading.Event()
+        waiter = Waiter(lock.channel.encode(), owner.encode() if lock.fair else None, latch)
+        waker = self.backend.waker
+        self.loop.call_soon_threadsafe(waker.add_thread_waiter, waiter)
+        try:
+            try:
+                while True:
+                    latch.clear()  # before trying: a release during the try still sets it
+                    if waiter.orphaned or not waker.waiting_on(lock.channel):
+                        break
+                    token = waiter.take_token()
+                    result = self._handed_over(owner, token, attempt) if token else self._try(owner, attempt)
+                    if isinstance(result, Held):
+                        return result
+                    if waiter.handed_over():
+                        continue
+                    delay_s = lock._poll_max_s if result < 0 else min(lock._poll_max_s, result / 1000 + 0.001)
+                    if deadline is not None:
+                        delay_s = min(delay_s, deadline - time.monotonic())
+                        if delay_s <= 0:
+                            raise LockTimeout(lock.name, f"not acquired within {timeout} s")
+                    latch.wait(delay_s)
+            finally:
+                self.loop.call_soon_threadsafe(waker.unregister, waiter)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return fallback(owner, attempt, remaining)
+        except BaseException:
+            self._abandon(owner)
+            raise
+
+    def _try(self, owner: str, attempt: _Attempt) -> Held | int:
+        sent_at = time.monotonic()
+        tail = (self.lock._ttl_ms, self.lock._waiter_ttl_ms) if self.lock.fair else (self.lock._ttl_ms,)
+        got, value = expect_pair(self._run(self._acquire, self._acquire_head, (owner, *tail)), "acquire")
+        if got == 2:  # a release handed it to us after an earlier try of ours had failed
+            return self._handed_over(owner, value, attempt)
+        if got != 1:
+            attempt.last_failed_sent = sent_at
+            return value
+        if time.monotonic() >= sent_at + self.lock.ttl_s - self._drift_s:
+            self._abandon(owner)  # the reply came too late to be of any use
+            return -1
+        return self._new_held(owner, value, sent_at)
+
+    def _handed_over(self, owner: str, token: int, attempt: _Attempt) -> Held | int:
+        """The thread twin of RedisLock._handed_over (same bounds on the handed-over lease)."""
+        lock = self.lock
+        base = attempt.last_failed_sent
+        handover_s = lock._handover_ms / 1000
+        drift_s = drift_allowance_s(handover_s, self.backend.drift_factor)
+        if time.monotonic() + handover_s / 3 >= base + handover_s - drift_s:
+            sent_at = time.monotonic()
+            renewed = self._run(RENEW, self._renew_head, (owner, lock._ttl_ms))
+            if expect_int(renewed, "renew") != 1:
+                attempt.last_failed_sent = sent_at
+                return -1
+            return self._new_held(owner, token, sent_at)
+        held = self._new_held(owner, token, base, start=False)
+        held._deadline = min(held.deadline, base + handover_s - drift_s)
+        held._renew_at = base + handover_s / 3
         if lock._auto_renew:
             self.handover.add(held)
         return held
+
+    def _abandon(self, owner: str) -> None:
+        with contextlib.suppress(LockError):
+            self._run(self._release, self._release_head, (owner, self.lock.channel))
+        if self.lock.fair:
+            with contextlib.suppress(LockError):
+                self._run(DEQUEUE, self._dequeue_head, (owner,))
 
     def release(self, held: Held) -> None:
         if held._released:

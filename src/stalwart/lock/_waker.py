@@ -16,6 +16,7 @@ If the connection breaks, every waiter is woken (they retry, and resubscribe on 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from stalwart.lock._errors import BackendError, BackendUnavailable
@@ -26,14 +27,29 @@ ONE = b"1"
 
 
 class Waiter:
-    __slots__ = ("channel", "event", "ticket", "token")
+    """One waiting acquirer. A task waits on ``event``; a thread of the blocking wrapper waits on
+    ``latch`` instead (set from the loop, like the event; the thread clears it before each try).
+    ``orphaned`` tells a thread waiter that it was added when its channel had no confirmed
+    subscription any more: it must register through the loop instead."""
 
-    def __init__(self, channel: bytes, ticket: bytes | None) -> None:
+    __slots__ = ("channel", "event", "latch", "orphaned", "ticket", "token")
+
+    def __init__(self, channel: bytes, ticket: bytes | None, latch: threading.Event | None = None) -> None:
         self.channel = channel
         self.ticket = ticket
         self.event = asyncio.Event()
+        self.latch = latch
+        self.orphaned = False
         #: Set when a release handed the lock over to this waiter with this fencing token.
         self.token: int | None = None
+
+    def wake(self) -> None:
+        self.event.set()
+        if self.latch is not None:
+            self.latch.set()
+
+    def awake(self) -> bool:
+        return self.latch.is_set() if self.latch is not None else self.event.is_set()
 
     def take_token(self) -> int | None:
         token, self.token = self.token, None
@@ -77,6 +93,15 @@ class Waker:
             and not entry[1].cancelled()
             and entry[1].exception() is None
         )
+
+    def add_thread_waiter(self, waiter: Waiter) -> None:
+        """On the loop: add a blocking thread's waiter to a channel it saw subscribed. If the
+        subscription is gone meanwhile, the waiter is marked orphaned and woken at once."""
+        if not self.waiting_on(waiter.channel.decode()):
+            waiter.orphaned = True
+            waiter.wake()
+            return
+        self._waiters.setdefault(waiter.channel, {})[waiter] = None
 
     async def register(self, channel: str, ticket: str | None = None) -> Waiter:
         """Subscribe (if needed) and return a waiter; its subscription is confirmed on return."""
@@ -162,19 +187,19 @@ class Waker:
             for waiter in waiters:
                 if waiter.ticket == ticket and token.isdigit():
                     waiter.token = int(token)
-                    waiter.event.set()
+                    waiter.wake()
             return
         if data == ONE:
             # The longest-waiting waiter that is not already awake; if every one is awake
             # already, one of them will take the lock anyway.
             for waiter in waiters:
-                if not waiter.event.is_set():
-                    waiter.event.set()
+                if not waiter.awake():
+                    waiter.wake()
                     break
             return
         for waiter in waiters:
             if data in (ANYONE, waiter.ticket):
-                waiter.event.set()
+                waiter.wake()
 
     def _on_close(self, exc: BaseException) -> None:
         """The subscriber connection broke: wake everyone (they retry and resubscribe)."""
@@ -184,7 +209,7 @@ class Waker:
         self._subs.clear()
         for waiters in self._waiters.values():
             for waiter in waiters:
-                waiter.event.set()
+                waiter.wake()
 
     def _shutdown(self) -> None:
         conn, self._conn = self._conn, None
