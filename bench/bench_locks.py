@@ -62,14 +62,21 @@ def median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
+#: CPU time of this process (every thread) per cycle of the last latency measurement, in us:
+#: steadier than wall time on a shared machine (servers' CPU is not included).
+LAST_CPU_US = [float("nan")]
+
+
 def time_sync(cycle: SyncCycle, n: int) -> float:
     for _ in range(min(50, n)):
         cycle()
     samples = []
+    c0 = time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
         cycle()
         samples.append(time.perf_counter() - t0)
+    LAST_CPU_US[0] = (time.process_time() - c0) / n * 1e6
     return median_us(samples)
 
 
@@ -77,10 +84,12 @@ async def time_async(cycle: AsyncCycle, n: int) -> float:
     for _ in range(min(50, n)):
         await cycle()
     samples = []
+    c0 = time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
         await cycle()
         samples.append(time.perf_counter() - t0)
+    LAST_CPU_US[0] = (time.process_time() - c0) / n * 1e6
     return median_us(samples)
 
 
@@ -231,6 +240,7 @@ class Bench:
         self.latency: dict[str, list[float]] = {}
         self.throughput: dict[str, list[float]] = {}
         self.fairness: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
         self.only = [o.lower() for o in only or []]
 
     def wanted(self, name: str) -> bool:
@@ -239,14 +249,20 @@ class Bench:
     def record(self, table: dict[str, list[float]], name: str, fn: Callable[[], float]) -> None:
         if not self.wanted(name):
             return
+        LAST_CPU_US[0] = float("nan")
         try:
             value = fn()
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
             print(f"  {name}: failed: {exc!r}", file=sys.stderr)
             value = float("nan")
+        self._store(table, name, value)
+
+    def _store(self, table: dict[str, list[float]], name: str, value: float) -> None:
         table.setdefault(name, []).append(value)
         if table is self.throughput:
             self.fairness.setdefault(name, []).append(LAST_MIN_SHARE[0])
+        else:
+            self.cpu.setdefault(name, []).append(LAST_CPU_US[0])
 
     # -- uncontended -----------------------------------------------------------------------------
 
@@ -412,14 +428,13 @@ class Bench:
             if asyncio.iscoroutine(coro):
                 coro.close()
             return
+        LAST_CPU_US[0] = float("nan")
         try:
             value = await coro
         except Exception as exc:
             print(f"  {name}: failed: {exc!r}", file=sys.stderr)
             value = float("nan")
-        table.setdefault(name, []).append(value)
-        if table is self.throughput:
-            self.fairness.setdefault(name, []).append(LAST_MIN_SHARE[0])
+        self._store(table, name, value)
 
     # -- contended -------------------------------------------------------------------------------
 
@@ -542,10 +557,11 @@ def report(bench: Bench) -> None:
         return statistics.median(ok) if ok else float("nan")
 
     lat = {k: med(v) for k, v in bench.latency.items()}
-    print("\nUncontended acquire+release, median latency (us); median of the runs")
-    print(f"{'lock':44} {'median us':>10}   runs")
+    cpu = {k: med(v) for k, v in bench.cpu.items()}
+    print("\nUncontended acquire+release, median latency (us) and client CPU per cycle; median of the runs")
+    print(f"{'lock':44} {'median us':>10} {'cpu us':>7}   runs")
     for name, values in bench.latency.items():
-        print(f"{name:44} {lat[name]:10.0f}   " + " ".join(f"{v:.0f}" for v in values))
+        print(f"{name:44} {lat[name]:10.0f} {cpu[name]:7.0f}   " + " ".join(f"{v:.0f}" for v in values))
     thr = {k: med(v) for k, v in bench.throughput.items()}
     print(f"\nContended throughput, {WORKERS} workers on one lock (acquisitions/s); median of the runs")
     print(f"{'lock':44} {'acq/s':>10} {'slowest':>8}   runs")
@@ -571,6 +587,10 @@ def report(bench: Bench) -> None:
          "raw fan-out floor (5 servers)", lat, "near 1x"),
         ("  stalwart RedisLock asyncio / raw 1-server floor", "stalwart RedisLock (asyncio)",
          "raw fan-out floor (1 server)", lat, "near 1x"),
+        ("  client CPU: Redlock 5 servers / RedisLock asyncio", "stalwart Redlock (5 servers)",
+         "stalwart RedisLock (asyncio)", cpu, "-"),
+        ("  client CPU: raw floors 5 servers / 1 server", "raw fan-out floor (5 servers)",
+         "raw fan-out floor (1 server)", cpu, "-"),
         ("contended stalwart asyncio / redis-py asyncio", "stalwart RedisLock (asyncio)",
          "redis-py Lock (asyncio)", thr, ">= 1x"),
         ("contended stalwart fair / redis-py asyncio", "stalwart RedisLock (asyncio, fair FIFO)",

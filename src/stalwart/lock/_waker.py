@@ -83,6 +83,8 @@ class Waker:
     def waiting_on(self, channel: str) -> bool:
         """True while a waiter of this client waits on ``channel`` with a confirmed subscription:
         the lock is contended, so a new acquirer may as well register before its first try."""
+        if not self._waiters:
+            return False  # the uncontended case, checked on every blocking acquire: no encoding
         key = channel.encode()
         entry = self._subs.get(key)
         return (
