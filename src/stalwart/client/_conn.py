@@ -14,6 +14,7 @@ from stalwart.client._protocol import (
     MAX_FRAME_BYTES,
     Request,
     Response,
+    encode_request,
     handshake,
     pack_batch,
     unpack_batch,
@@ -115,7 +116,7 @@ class Connection:
             future: asyncio.Future[Response] = loop.create_future()
             self._pending[request_id] = future
             try:
-                self._out.append(wire.encode(msg))
+                self._out.append(encode_request(msg))
                 if not self._flush_scheduled:
                     # Everything sent in this turn of the event loop shares one frame (one MAC).
                     self._flush_scheduled = True

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 from typing import Annotated
 
+import msgpack
+
 from stalwart import wire
 from stalwart.errors import AuthenticationError, DecodeError, StalwartError
 from stalwart.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
@@ -32,6 +34,8 @@ __all__ = [
     "ResponseStatus",
     "StatusRequest",
     "WriteRequest",
+    "encode_request",
+    "encode_response",
     "handshake",
     "pack_batch",
     "unpack_batch",
@@ -98,6 +102,43 @@ class Response:
 
 
 Request = WriteRequest | ReadRequest | StatusRequest
+
+# The hot messages packed directly: the wire envelope ``[PROTOCOL_VERSION, tag, *fields]`` with
+# the same packer settings as ``wire.encode``, so the bytes are those ``wire.encode`` gives
+# (tests pin it). Only for values already of their declared types and within their bounds;
+# the receiver decodes with ``wire.decode``, which checks everything.
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False)
+
+
+def _pack(obj: tuple[object, ...]) -> bytes:
+    data = _packer.pack(obj)
+    assert isinstance(data, bytes)
+    return data
+
+
+_RESPONSE_TAG = wire.tag_of(Response)
+_WRITE_TAG = wire.tag_of(WriteRequest)
+
+
+def encode_response(request_id: int, status: ResponseStatus, result: bytes | None,
+                    leader_hint: str | None, error: str) -> bytes:  # fmt: skip
+    """``wire.encode(Response(...))`` without the object (``error`` at most MAX_ERROR_CHARS)."""
+    return _pack((wire.PROTOCOL_VERSION, _RESPONSE_TAG, request_id, status.value, result, leader_hint, error))
+
+
+def encode_request(msg: Request) -> bytes:
+    """``wire.encode(msg)``, a write request packed directly."""
+    if (
+        type(msg) is WriteRequest
+        and len(msg.client) <= MAX_CLIENT_ID_CHARS
+        and len(msg.command) <= MAX_COMMAND_BYTES
+        and min(msg.request_id, msg.seq, msg.ack) >= 0
+        and max(msg.request_id, msg.seq, msg.ack) < 2**63
+    ):
+        return _pack(
+            (wire.PROTOCOL_VERSION, _WRITE_TAG, msg.request_id, msg.client, msg.seq, msg.ack, msg.command)
+        )
+    return wire.encode(msg)  # anything else, and what wire.encode must refuse (EncodeError)
 
 
 _LEN = struct.Struct(">I")

@@ -25,6 +25,7 @@ from stalwart.client._protocol import (
     ResponseStatus,
     StatusRequest,
     WriteRequest,
+    encode_response,
     handshake,
     pack_batch,
     unpack_batch,
@@ -183,7 +184,9 @@ class _ClientConn:
             started.append(waiter[2])
         if self.closed:
             return
-        self.out.append(wire.encode(answer.response(waiter[1])))
+        self.out.append(
+            encode_response(waiter[1], answer.status, answer.result, answer.leader_hint, answer.error[:500])
+        )
         if not self.flush_scheduled:
             self.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
