@@ -559,15 +559,15 @@ def report(bench: Bench) -> None:
     lat = {k: med(v) for k, v in bench.latency.items()}
     cpu = {k: med(v) for k, v in bench.cpu.items()}
     print("\nUncontended acquire+release, median latency (us) and client CPU per cycle; median of the runs")
-    print(f"{'lock':44} {'median us':>10} {'cpu us':>7}   runs")
+    print(f"{'lock':50} {'median us':>10} {'cpu us':>7}   runs")
     for name, values in bench.latency.items():
-        print(f"{name:44} {lat[name]:10.0f} {cpu[name]:7.0f}   " + " ".join(f"{v:.0f}" for v in values))
+        print(f"{name:50} {lat[name]:10.0f} {cpu[name]:7.0f}   " + " ".join(f"{v:.0f}" for v in values))
     thr = {k: med(v) for k, v in bench.throughput.items()}
     print(f"\nContended throughput, {WORKERS} workers on one lock (acquisitions/s); median of the runs")
-    print(f"{'lock':44} {'acq/s':>10} {'slowest':>8}   runs")
+    print(f"{'lock':50} {'acq/s':>10} {'slowest':>8}   runs")
     for name, values in bench.throughput.items():
         share = med(bench.fairness.get(name, []))
-        print(f"{name:44} {thr[name]:10.0f} {share:8.2f}   " + " ".join(f"{v:.0f}" for v in values))
+        print(f"{name:50} {thr[name]:10.0f} {share:8.2f}   " + " ".join(f"{v:.0f}" for v in values))
     print("  slowest = the slowest worker's acquisitions / the mean (1.00 even, near 0 starved)")
 
     def ratio(a: str, b: str, table: dict[str, float]) -> str:
