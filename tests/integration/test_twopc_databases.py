@@ -185,15 +185,57 @@ def test_twopc_postgres_batch_commit_falls_back_one_by_one(bank: tuple[str, dict
             for acct, gid in enumerate(gids, start=1):
                 await prepare(res, gid, acct)
             await res.commit_prepared("st:t.abc:b2:pg")  # the middle one is done already
-            await res.commit_prepared_many(gids)
-            await res.commit_prepared_many(gids)  # idempotent: all are gone now
+            assert await res.commit_prepared_many(gids) == []
+            assert res.batch_fallbacks == 1  # the pipeline stopped at b2; the rest went one by one
+            assert await res.commit_prepared_many(gids) == []  # idempotent: all are gone now
             assert res.lost_branches == []
             await prepare(res, "st:t.abc:b5:pg", 5)
             await prepare(res, "st:t.abc:b6:pg", 6)
-            await res.commit_prepared_many(["st:t.abc:b5:pg", "st:t.abc:b6:pg"])  # the pipeline path
+            assert await res.commit_prepared_many(["st:t.abc:b5:pg", "st:t.abc:b6:pg"]) == []
+            assert res.batch_fallbacks == 2  # the last call committed both in its pipeline
         finally:
             await res.close()
 
     asyncio.run(main())
     assert pg_sum(dsn) == 1006
     assert prepared_left(dsn, bank[1]) == 0
+
+
+def test_twopc_postgres_batch_commit_one_bad_branch_does_not_hold_back_the_others(
+    bank: tuple[str, dict[str, Any]],
+) -> None:
+    """A branch the coordinator's login may not finish (prepared by another user) fails on every
+    attempt; the branches batched with it are committed all the same, and only it is returned."""
+    dsn, _ = bank
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP ROLE IF EXISTS st_coord")
+        c.execute("CREATE ROLE st_coord LOGIN")
+        c.execute("GRANT ALL ON accounts TO st_coord")
+        c.execute("BEGIN")
+        c.execute("UPDATE accounts SET balance = balance + 100 WHERE id = 2")
+        c.execute("PREPARE TRANSACTION 'st:t.abc:x2:pg'")
+    coord_dsn = dsn.replace("user=postgres", "user=st_coord")
+    assert coord_dsn != dsn
+
+    async def main() -> list[str]:
+        res = PostgresResource("pg", coord_dsn)
+        try:
+            for gid, acct in (("st:t.abc:x1:pg", 1), ("st:t.abc:x3:pg", 3)):
+                await res.begin(gid)
+                await res.execute(gid, "UPDATE accounts SET balance = balance + 1 WHERE id = %s", (acct,))
+                assert await res.prepare(gid) == (True, "")
+            return await res.commit_prepared_many(["st:t.abc:x1:pg", "st:t.abc:x2:pg", "st:t.abc:x3:pg"])
+        finally:
+            await res.close()
+
+    try:
+        assert asyncio.run(main()) == ["st:t.abc:x2:pg"]
+        with psycopg.connect(dsn, autocommit=True) as c:
+            left = [r[0] for r in c.execute("SELECT gid FROM pg_prepared_xacts").fetchall()]
+        assert left == ["st:t.abc:x2:pg"]
+        assert pg_sum(dsn) == 1002
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("ROLLBACK PREPARED 'st:t.abc:x2:pg'")
+            c.execute("DROP OWNED BY st_coord")
+            c.execute("DROP ROLE st_coord")

@@ -122,8 +122,9 @@ class Transaction:
         resource = self._host.resource(participant)
         gid = self._gids.get(participant)
         if gid is None:
-            gid = self._gids[participant] = self._host.gid(self.txid, participant)
+            gid = self._host.gid(self.txid, participant)
             await resource.begin(gid)
+            self._gids[participant] = gid  # only once begun: a failed begin can be tried again
             self._begun.append(participant)
         return await resource.execute(gid, statement, params)
 
@@ -176,12 +177,12 @@ class TwoPhaseCoordinator:
         settings: CoordinatorSettings | None = None,
         fault_hook: FaultHook | None = None,
     ) -> None:
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise ConfigError(f"coordinator name {name!r}: 1-16 letters, digits, '_' or '-'")
         names = [r.name for r in resources]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"participant names must be unique and non-empty: {names}")
-        bad = [n for n in names if not _PARTICIPANT_RE.match(n)]
+        bad = [n for n in names if not _PARTICIPANT_RE.fullmatch(n)]
         if bad:
             raise ConfigError(f"participant names {bad}: 1-16 letters, digits, '_' or '-'")
         self.name = name
@@ -196,7 +197,9 @@ class TwoPhaseCoordinator:
         self._inbox: asyncio.Queue[tuple[NodeId, CoordinatorInput] | object] = asyncio.Queue(MAX_INBOX)
         self._waiting: dict[TxId, asyncio.Future[TxDecided]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._calls: set[tuple[str, TxId]] = set()
+        # (participant, txid) -> the task calling it: a message is not sent again while a call for
+        # it runs, and a task releases only the keys it still owns.
+        self._calls: dict[tuple[str, TxId], asyncio.Task[None]] = {}
         self._prepared: dict[TxId, set[str]] = {}
         self._committed: dict[TxId, set[str]] = {}
         self._tx_parts: dict[TxId, tuple[str, ...]] = {}
@@ -354,21 +357,19 @@ class TwoPhaseCoordinator:
                 self._fault("after-decision-logged", decision.txid)
         # 2. messages: calls to the participants, each in its own bounded task; the commits
         # decided in this cycle go to a participant that can take them together in one call.
-        commits: dict[str, list[TxId]] = {}
+        commits: dict[str, dict[TxId, None]] = {}  # participant -> txids, in order, once each
         for env in ready.messages:
             payload = env.payload
             if isinstance(payload, Decide) and payload.commit and env.to in self._batchers:
-                key = (env.to, payload.txid)
-                if key not in self._calls:
-                    self._calls.add(key)
-                    commits.setdefault(env.to, []).append(payload.txid)
+                if (env.to, payload.txid) not in self._calls:
+                    commits.setdefault(env.to, {})[payload.txid] = None
             else:
                 self._dispatch(env)
-        for participant, txids in commits.items():
+        for participant, batch in commits.items():
+            txids = list(batch)
             for at in range(0, len(txids), MAX_COMMIT_BATCH):
                 chunk = txids[at : at + MAX_COMMIT_BATCH]
-                keys = [(participant, t) for t in chunk]
-                self._spawn(self._commit_batch(participant, chunk), keys)
+                self._spawn(self._commit_batch(participant, chunk), [(participant, t) for t in chunk])
         # 3. outputs: outcomes to the waiting transactions.
         for out in ready.outputs:
             if isinstance(out, TxDecided):
@@ -406,7 +407,6 @@ class TwoPhaseCoordinator:
         key = (env.to, env.payload.txid)
         if key in self._calls:
             return  # the previous attempt is still running; the coordinator will resend
-        self._calls.add(key)
         self._spawn(self._call(env.to, env.payload), [key])
 
     def _spawn(self, call: Coroutine[Any, Any, None], keys: list[tuple[str, TxId]]) -> None:
@@ -414,6 +414,8 @@ class TwoPhaseCoordinator:
         loop = asyncio.get_running_loop()
         task = loop.create_task(call)
         self._tasks.add(task)
+        for key in keys:
+            self._calls[key] = task
         # A participant call that hangs is cancelled after vote_timeout_s: a Prepare then counts
         # as no vote (the coordinator's own vote timeout aborts), a Decide is sent again later.
         # One timer handle per call instead of an asyncio.timeout scope: this is the hot path.
@@ -423,7 +425,8 @@ class TwoPhaseCoordinator:
             deadline.cancel()
             self._tasks.discard(t)
             for key in keys:
-                self._calls.discard(key)
+                if self._calls.get(key) is t:
+                    del self._calls[key]
 
         task.add_done_callback(done)
 
@@ -439,45 +442,57 @@ class TwoPhaseCoordinator:
                     reply = await self._prepare(resource, participant, txid, gid)
                 case Decide(txid=txid, commit=commit):
                     reply = await self._decide(resource, participant, txid, gid, commit)
-        if isinstance(message, Prepare):
+        key = (participant, message.txid)
+        if isinstance(message, Prepare) and self._calls.get(key) is asyncio.current_task():
             # This call is over: the decision its vote triggers, to the same participant, must
             # not be skipped as a duplicate. (An ack triggers nothing: its key is released when
             # the task ends, after the ack is queued, so a retry made meanwhile is skipped.)
-            self._calls.discard((participant, message.txid))
+            del self._calls[key]
         if reply is not None:
             await self._inbox.put((NodeId(participant), reply))
 
     async def _commit_batch(self, participant: str, txids: list[TxId]) -> None:
         """Phase 2 commit of several transactions on one participant, in one call."""
         batcher = self._batchers[participant]
+        gids = {self.gid(t, participant): t for t in txids}
         async with self._limits[participant]:
             try:
-                await batcher.commit_prepared_many([self.gid(t, participant) for t in txids])
+                failed = set(await batcher.commit_prepared_many(list(gids)))
             except Exception as exc:  # retried by the coordinator until acknowledged
                 log.warning(
                     "phase 2 on %s for %d transactions failed, will retry: %r", participant, len(txids), exc
                 )
                 return
-        for txid in txids:
-            done = self._committed.setdefault(txid, set())
-            done.add(participant)
-            self._fault("mid-phase-two" if len(done) == 1 else "after-phase-two", txid)
+        if failed:  # only these are retried; the others are acknowledged below
+            log.warning("phase 2 on %s failed for %s, will retry", participant, sorted(failed))
+        acked = [txid for gid, txid in gids.items() if gid not in failed]
+        for txid in acked:
+            self._note_committed(participant, txid)
         # The acks are queued before this call's keys are released (when the task ends): a
         # retry the coordinator makes before it reads them is skipped, not sent again.
-        for txid in txids:
+        for txid in acked:
             await self._inbox.put((NodeId(participant), Ack(txid)))
+
+    def _note_committed(self, participant: str, txid: TxId) -> None:
+        coord = self._coord
+        assert coord is not None
+        if coord.phase_of(txid) is None:
+            return  # a late duplicate call of a finished transaction: keep no state for it
+        done = self._committed.setdefault(txid, set())
+        done.add(participant)
+        self._fault("mid-phase-two" if len(done) == 1 else "after-phase-two", txid)
 
     async def _prepare(self, resource: ResourceManager, participant: str, txid: TxId, gid: str) -> Vote:
         try:
             yes, reason = await resource.prepare(gid)
         except Exception as exc:  # a participant failing in any way is a no vote, never a crash
             yes, reason = False, f"prepare failed: {exc!r}"
-        if yes:
+        coord = self._coord
+        assert coord is not None
+        if yes and coord.phase_of(txid) is Phase.PREPARING:
             done = self._prepared.setdefault(txid, set())
             done.add(participant)
-            coord = self._coord
-            assert coord is not None
-            if coord.phase_of(txid) is Phase.PREPARING and len(done) == len(self._tx_parts.get(txid, ())):
+            if len(done) == len(self._tx_parts.get(txid, ())):
                 self._fault("after-prepare", txid)
         return Vote(txid, yes, reason)
 
@@ -493,9 +508,7 @@ class TwoPhaseCoordinator:
             log.warning("phase 2 on %s for %s failed, will retry: %r", participant, txid, exc)
             return None
         if commit:
-            done = self._committed.setdefault(txid, set())
-            done.add(participant)
-            self._fault("mid-phase-two" if len(done) == 1 else "after-phase-two", txid)
+            self._note_committed(participant, txid)
         return Ack(txid)
 
     # -- recovery of prepared branches left on the participants --------------------------------

@@ -64,11 +64,13 @@ class BatchCommitter(Protocol):
     """Optional: a resource that can commit several prepared branches in one call.
 
     The coordinator then sends phase 2 of every transaction decided in one cycle to such a
-    resource at once. It must be idempotent like ``commit_prepared``, and raise unless every
-    branch is committed (or gone) when it returns.
+    resource at once. It must be idempotent like ``commit_prepared``, try every branch even
+    when one fails (a branch that cannot commit must not hold back the others), and return the
+    gids it could not commit; only those are retried.
     """
 
-    async def commit_prepared_many(self, gids: Sequence[str]) -> None: ...
+    async def commit_prepared_many(self, gids: Sequence[str]) -> list[str]:
+        """Commit every prepared branch in ``gids``; return those it could not (empty: all done)."""
 
 
 _PLAIN_GID = re.compile(r"^[A-Za-z0-9_:.-]{1,200}$")
@@ -79,7 +81,7 @@ def _gid_statement(verb: str, gid: str) -> sql.Composed | bytes:
     """``verb 'gid'``: gids this coordinator makes (letters, digits, ``_:.-``) are quoted by hand,
     which costs a fraction of psycopg's literal adaptation; anything else (a gid found on the
     server by a recovery scan) goes through ``sql.Literal``."""
-    if _PLAIN_GID.match(gid):
+    if _PLAIN_GID.fullmatch(gid):
         return f"{verb} '{gid}'".encode()
     return sql.SQL(verb + " {}").format(sql.Literal(gid))
 
@@ -88,9 +90,9 @@ class PostgresResource:
     """A PostgreSQL database as a participant, through psycopg 3 and PREPARE TRANSACTION.
 
     Two small pools: branch connections are not in autocommit mode, so a branch's first statement
-    opens its transaction (psycopg sends the BEGIN within the same call, without a call of its
-    own); phase-2 connections are in autocommit mode, as COMMIT PREPARED must run outside a
-    transaction block.
+    opens its transaction (psycopg sends the BEGIN itself, a round trip of its own but no Python
+    call of ours); phase-2 connections are in autocommit mode, as COMMIT PREPARED must run
+    outside a transaction block.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class PostgresResource:
         self._idle_branch: list[_Conn] = []  # not autocommit: branches
         self._xids: OrderedDict[str, str] = OrderedDict()  # gid -> xid of prepared branches
         self.lost_branches: list[str] = []  # prepared branches someone else rolled back
+        self.batch_fallbacks = 0  # phase-2 pipelines that failed part-way and went one by one
 
     async def _connect(self, *, branch: bool = False) -> _Conn:
         """A pooled connection: autocommit for phase 2 and scans, or one for branches."""
@@ -165,7 +168,7 @@ class PostgresResource:
         try:
             status = conn.pgconn.transaction_status
             if status == TransactionStatus.IDLE:
-                await conn.execute("BEGIN")  # no statement ran in this branch: prepare it empty
+                await conn.execute("SELECT 1")  # no statement ran: psycopg's BEGIN opens the branch
                 status = conn.pgconn.transaction_status
             if status != TransactionStatus.INTRANS:
                 # INERROR: a statement failed (perhaps caught by the application); PostgreSQL
@@ -233,31 +236,38 @@ class PostgresResource:
                 "participant %s: prepared branch %s was rolled back outside the coordinator", self.name, gid
             )
 
-    async def commit_prepared_many(self, gids: Sequence[str]) -> None:
+    async def commit_prepared_many(self, gids: Sequence[str]) -> list[str]:
         """Phase 2 for several branches in one round trip (a pipeline of COMMIT PREPARED).
 
         When any of them fails (most often: committed already by an earlier attempt), PostgreSQL
-        skips the rest of the pipeline; each is then finished on its own, idempotently.
+        skips the rest of the pipeline; each is then finished on its own, idempotently, and
+        those that still fail are returned.
         """
-        if len(gids) == 1:
-            await self.commit_prepared(gids[0])
-            return
-        conn = await self._connect()
-        try:
-            async with conn.pipeline():
+        if len(gids) > 1:
+            conn = await self._connect()
+            try:
+                async with conn.pipeline():
+                    for gid in gids:
+                        await conn.execute(_gid_statement("COMMIT PREPARED", gid))
+            except psycopg.Error:
+                await conn.close()  # its pipeline failed part-way: do not pool it
+                self.batch_fallbacks += 1
+            except BaseException:
+                await conn.close()
+                raise
+            else:
+                self._release(conn)
                 for gid in gids:
-                    await conn.execute(_gid_statement("COMMIT PREPARED", gid))
-        except psycopg.Error:
-            await conn.close()  # its pipeline failed part-way: do not pool it
-            for gid in gids:
-                await self.commit_prepared(gid)
-            return
-        except BaseException:
-            await conn.close()
-            raise
-        self._release(conn)
+                    self._xids.pop(gid, None)
+                return []
+        failed = []
         for gid in gids:
-            self._xids.pop(gid, None)
+            try:
+                await self.commit_prepared(gid)
+            except (ParticipantError, psycopg.Error) as exc:
+                log.warning("participant %s: %s", self.name, exc)
+                failed.append(gid)
+        return failed
 
     async def rollback(self, gid: str) -> None:
         conn = self._branches.pop(gid, None)

@@ -1,0 +1,208 @@
+"""The asyncio 2PC host with in-memory participants: its timers, retries and call bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stalwart.sansio import StorageOp
+from stalwart.txn import (
+    CoordinatorSettings,
+    OutcomeUnknownError,
+    SQLiteDecisionLog,
+    TransactionAbortedError,
+    TwoPhaseCoordinator,
+)
+
+
+class FakeResource:
+    """A participant whose branches live in a dict; knobs make it hang, refuse or go slow."""
+
+    def __init__(self, name: str, *, batch: bool = False) -> None:
+        self.name = name
+        self.state: dict[str, str] = {}  # gid -> open | prepared | committed | rolled back
+        self.prepare_hangs = False
+        self.vote_no = False
+        self.commit_hangs_once = False
+        self.rollback_s = 0.0
+        self.commit_calls = 0
+        self.running: dict[str, int] = {}  # gid -> calls running on it now
+        self.most_at_once = 0
+        self.bad_gids: set[str] = set()  # never commit (the batch path returns them)
+        self.first_branch_is_bad = False
+        if batch:
+            self.commit_prepared_many = self._many
+
+    def _enter(self, gid: str) -> None:
+        self.running[gid] = self.running.get(gid, 0) + 1
+        self.most_at_once = max(self.most_at_once, self.running[gid])
+
+    async def preflight(self) -> None:
+        return None
+
+    async def begin(self, gid: str) -> None:
+        if self.first_branch_is_bad and not self.state:
+            self.bad_gids.add(gid)
+        self.state[gid] = "open"
+
+    async def execute(self, gid: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        assert self.state[gid] == "open"
+        return []
+
+    async def prepare(self, gid: str) -> tuple[bool, str]:
+        if self.prepare_hangs:
+            await asyncio.Event().wait()
+        if self.vote_no:
+            self.state[gid] = "rolled back"
+            return False, "refused"
+        self.state[gid] = "prepared"
+        return True, ""
+
+    async def commit_prepared(self, gid: str) -> None:
+        self.commit_calls += 1
+        if self.commit_hangs_once:
+            self.commit_hangs_once = False
+            await asyncio.Event().wait()
+        if gid in self.bad_gids:
+            raise RuntimeError("this branch cannot commit")
+        if self.state.get(gid) == "prepared":
+            self.state[gid] = "committed"
+
+    async def _many(self, gids: Sequence[str]) -> list[str]:
+        failed = []
+        for gid in gids:
+            try:
+                await self.commit_prepared(gid)
+            except RuntimeError:
+                failed.append(gid)
+        return failed
+
+    async def rollback(self, gid: str) -> None:
+        self._enter(gid)
+        try:
+            await asyncio.sleep(self.rollback_s)
+            if self.state.get(gid) != "committed":
+                self.state[gid] = "rolled back"
+        finally:
+            self.running[gid] -= 1
+
+    async def recover(self, prefix: str) -> list[str]:
+        return [g for g, s in self.state.items() if s == "prepared" and g.startswith(prefix)]
+
+    async def close(self) -> None:
+        return None
+
+
+def fast(**kw: float) -> CoordinatorSettings:
+    base: dict[str, Any] = {
+        "vote_timeout_s": 0.5, "retry_interval_s": 0.05, "tick_ms": 10, "recovery_grace_s": 60,
+        "recovery_interval_s": 60, "outcome_timeout_s": 5, "shutdown_timeout_s": 3,
+    }  # fmt: skip
+    base.update(kw)
+    return CoordinatorSettings(**base)
+
+
+async def one(coord: TwoPhaseCoordinator, *names: str) -> None:
+    async with coord.transaction() as tx:
+        for name in names:
+            await tx.execute(name, "work")
+
+
+async def until_idle(coord: TwoPhaseCoordinator, limit_s: float = 5.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while coord._coord is not None and coord._coord.inflight:
+            await asyncio.sleep(0.01)
+
+
+def test_twopc_host_hung_prepare_aborts_at_the_vote_timeout(tmp_path: Path) -> None:
+    a, b = FakeResource("a"), FakeResource("b")
+    b.prepare_hangs = True
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log_path=tmp_path / "log.db", settings=fast()) as coord:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            with pytest.raises(TransactionAbortedError):
+                await one(coord, "a", "b")
+            assert loop.time() - t0 < 3.0  # the vote timeout (0.5 s), not a hang
+            await until_idle(coord)
+
+    asyncio.run(main())
+    assert set(a.state.values()) == {"rolled back"}
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_twopc_host_hung_commit_is_cancelled_and_retried(tmp_path: Path, batch: bool) -> None:
+    a, b = FakeResource("a"), FakeResource("b", batch=batch)
+    b.commit_hangs_once = True
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log_path=tmp_path / "log.db", settings=fast()) as coord:
+            await one(coord, "a", "b")  # returns once the decision is durable
+            await until_idle(coord)
+
+    asyncio.run(main())
+    assert set(a.state.values()) == set(b.state.values()) == {"committed"}
+    assert b.commit_calls >= 2
+
+
+class SlowLog(SQLiteDecisionLog):
+    slow = False
+
+    async def write(self, ops: Sequence[StorageOp]) -> None:
+        if self.slow:
+            await asyncio.sleep(1.0)
+        await super().write(ops)
+
+
+def test_twopc_host_outcome_timeout_is_unknown_and_the_transaction_still_finishes(tmp_path: Path) -> None:
+    a, b = FakeResource("a"), FakeResource("b")
+    log = SlowLog(tmp_path / "log.db")
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log=log, settings=fast(outcome_timeout_s=0.3)) as coord:
+            log.slow = True
+            with pytest.raises(OutcomeUnknownError):
+                await one(coord, "a", "b")
+            await until_idle(coord)
+
+    asyncio.run(main())
+    assert set(a.state.values()) == set(b.state.values()) == {"committed"}
+
+
+def test_twopc_host_never_runs_two_calls_for_one_branch_at_once(tmp_path: Path) -> None:
+    """b votes no and its rollback is slower than the retry interval: the finished Prepare call
+    must not release the key the running rollback owns (which let a resend run a second one)."""
+    a, b = FakeResource("a"), FakeResource("b")
+    b.vote_no = True
+    a.rollback_s = b.rollback_s = 0.3
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log_path=tmp_path / "log.db", settings=fast()) as coord:
+            with pytest.raises(TransactionAbortedError):
+                await one(coord, "a", "b")
+            await until_idle(coord)
+
+    asyncio.run(main())
+    assert a.most_at_once == 1
+    assert b.most_at_once == 1
+
+
+def test_twopc_host_one_bad_branch_does_not_hold_back_its_batch(tmp_path: Path) -> None:
+    a, b = FakeResource("a"), FakeResource("b", batch=True)
+    b.first_branch_is_bad = True
+
+    async def main() -> int:
+        async with TwoPhaseCoordinator([a, b], log_path=tmp_path / "log.db", settings=fast()) as coord:
+            await asyncio.gather(*(one(coord, "a", "b") for _ in range(4)))
+            await asyncio.sleep(0.5)  # ten retry intervals: the bad branch failed again and again
+            assert coord._coord is not None
+            return coord._coord.inflight
+
+    assert asyncio.run(main()) == 1  # only the transaction with the bad branch is unfinished
+    assert list(b.state.values()).count("committed") == 3
+    assert [b.state[g] for g in b.bad_gids] == ["prepared"]
