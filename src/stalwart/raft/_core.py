@@ -210,7 +210,11 @@ class Core(ABC):
         self.flush()
         limit = self.log.last_index if self.mutated("apply-before-commit") else self.commit
         apply_to = min(limit, self.applied + self.cfg.max_apply_batch)
-        applies = [ApplyEntry(self.log.entry(i)) for i in range(self.applied + 1, apply_to + 1)]
+        applies = (
+            [ApplyEntry(e) for e in self.log.between(self.applied + 1, apply_to)]
+            if apply_to > self.applied
+            else []
+        )
         persist = tuple(self._ops)
         ready: Ready[RaftMessage, RaftOutput] = Ready(
             persist=persist,

@@ -81,12 +81,17 @@ class RaftLog:
         return None
 
     def append(self, entries: Iterable[Entry]) -> list[StorageOp]:
-        ops: list[StorageOp] = []
-        for entry in entries:
-            assert entry.index == self.last_index + 1, "append must extend the log by one"
-            self._entries.append(entry)
-            ops.append(AppendLog(entry.index, encode_entry(entry)))
-        return ops
+        entries = list(entries)
+        expected = self.last_index + 1
+        for offset, entry in enumerate(entries):
+            assert entry.index == expected + offset, "append must extend the log by one"
+        self._entries.extend(entries)
+        return [AppendLog(entry.index, encode_entry(entry)) for entry in entries]
+
+    def between(self, lo: int, hi: int) -> list[Entry]:
+        """Entries lo..hi (inclusive), all in the log."""
+        assert self.snap_index < lo and hi <= self.last_index
+        return self._entries[lo - self.snap_index - 1 : hi - self.snap_index]
 
     def truncate(self, from_index: int) -> list[StorageOp]:
         assert self.snap_index < from_index <= self.last_index
