@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stalwart import wire
@@ -14,9 +14,12 @@ from stalwart.client._protocol import (
     Response,
     ResponseStatus,
     WriteRequest,
+    decode_response,
+    decode_write,
     encode_request,
     encode_response,
 )
+from stalwart.errors import DecodeError
 from stalwart.wire import EncodeError
 
 IDS = st.integers(0, 2**63 - 1)
@@ -48,3 +51,58 @@ def test_messages_outside_the_fast_path_go_through_wire_encode() -> None:
     ):
         with pytest.raises(EncodeError):
             encode_request(refused)
+
+
+_ANY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=8),
+    max_leaves=12,
+)
+_WRITE_LIKE = st.tuples(
+    st.sampled_from([1, 2, True]), st.sampled_from([540, 541, 543]), _ANY | IDS, _ANY | st.text(max_size=130),
+    _ANY | IDS, _ANY | IDS, _ANY | st.binary(max_size=20),
+).map(list)  # fmt: skip
+_RESPONSE_LIKE = st.tuples(
+    st.sampled_from([1, 2]), st.sampled_from([543, 540]), _ANY | IDS,
+    _ANY | st.sampled_from([s.value for s in ResponseStatus]), _ANY, _ANY, _ANY | st.text(max_size=520),
+).map(list)  # fmt: skip
+
+
+def _wire(item: bytes) -> object:
+    try:
+        return wire.decode(item)
+    except DecodeError:
+        return DecodeError
+
+
+@settings(max_examples=500)
+@given(_WRITE_LIKE | _ANY | st.binary(max_size=40))
+def test_decode_write_accepts_exactly_what_wire_decode_reads_as_a_write_request(value: object) -> None:
+    import msgpack
+
+    item = value if isinstance(value, bytes) else msgpack.packb(value, use_bin_type=True)
+    fields = decode_write(item)
+    expected = _wire(item)
+    if fields is not None:
+        assert expected == WriteRequest(*fields)
+    else:
+        assert not isinstance(expected, WriteRequest), "a well-formed write must take the fast path"
+
+
+@settings(max_examples=500)
+@given(_RESPONSE_LIKE | _ANY)
+def test_decode_response_is_wire_decode_for_responses(value: object) -> None:
+    import msgpack
+
+    item = msgpack.packb(value, use_bin_type=True)
+    expected = _wire(item)
+    if isinstance(expected, Response):
+        assert decode_response(item) == expected
+    else:
+        with pytest.raises(DecodeError):
+            decode_response(item)

@@ -14,12 +14,13 @@ from stalwart.client._protocol import (
     MAX_FRAME_BYTES,
     Request,
     Response,
+    decode_response,
     encode_request,
     handshake,
     pack_batch,
     unpack_batch,
 )
-from stalwart.errors import AuthenticationError, DecodeError, StalwartError
+from stalwart.errors import AuthenticationError, StalwartError
 
 log = logging.getLogger("stalwart.client")
 
@@ -180,9 +181,7 @@ class Connection:
         if not body:
             return  # keepalive
         for item in unpack_batch(body):
-            msg = wire.decode(item)
-            if not isinstance(msg, Response):
-                raise DecodeError(f"a node sent a {type(msg).__name__}, expected a Response")
+            msg = decode_response(item)  # DecodeError for anything but a Response
             future = self._pending.get(msg.request_id)
             if future is not None and not future.done():
                 future.set_result(msg)

@@ -34,6 +34,8 @@ __all__ = [
     "ResponseStatus",
     "StatusRequest",
     "WriteRequest",
+    "decode_response",
+    "decode_write",
     "encode_request",
     "encode_response",
     "handshake",
@@ -108,6 +110,7 @@ Request = WriteRequest | ReadRequest | StatusRequest
 # (tests pin it). Only for values already of their declared types and within their bounds;
 # the receiver decodes with ``wire.decode``, which checks everything.
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True, datetime=False)
+_unpackb = msgpack.unpackb
 
 
 def _pack(obj: tuple[object, ...]) -> bytes:
@@ -124,6 +127,68 @@ def encode_response(request_id: int, status: ResponseStatus, result: bytes | Non
                     leader_hint: str | None, error: str) -> bytes:  # fmt: skip
     """``wire.encode(Response(...))`` without the object (``error`` at most MAX_ERROR_CHARS)."""
     return _pack((wire.PROTOCOL_VERSION, _RESPONSE_TAG, request_id, status.value, result, leader_hint, error))
+
+
+def _unpack_small(item: bytes, max_bytes: int) -> object:
+    """The msgpack value of a small message (bounded as wire.decode bounds it), or None."""
+    try:
+        return _unpackb(item, use_list=False, raw=False, strict_map_key=False, max_str_len=max_bytes,
+                        max_bin_len=max_bytes, max_array_len=16, max_map_len=16, max_ext_len=0)  # fmt: skip
+    except Exception:
+        return None
+
+
+def decode_write(item: bytes) -> tuple[int, str, int, int, bytes] | None:
+    """``(request_id, client, seq, ack, command)`` of an encoded WriteRequest, checked as
+    ``wire.decode`` checks it, without building the message; None for anything else (the caller
+    then decodes it with ``wire.decode``, which returns the message or refuses it)."""
+    raw = _unpack_small(item, MAX_COMMAND_BYTES)
+    if (
+        type(raw) is tuple
+        and len(raw) == 7
+        and type(raw[0]) is int
+        and raw[0] == wire.PROTOCOL_VERSION
+        and type(raw[1]) is int
+        and raw[1] == _WRITE_TAG
+        and type(raw[2]) is int
+        and type(raw[3]) is str
+        and len(raw[3]) <= MAX_CLIENT_ID_CHARS
+        and type(raw[4]) is int
+        and type(raw[5]) is int
+        and type(raw[6]) is bytes
+        and len(raw[6]) <= MAX_COMMAND_BYTES
+    ):
+        return raw[2], raw[3], raw[4], raw[5], raw[6]
+    return None
+
+
+_STATUSES = {status.value: status for status in ResponseStatus}
+
+
+def decode_response(item: bytes) -> Response:
+    """``wire.decode(item)`` for a Response, checked the same way by a shorter path; anything
+    else (another message, or what wire.decode refuses) goes through ``wire.decode``."""
+    raw = _unpack_small(item, MAX_FRAME_BYTES)
+    if (
+        type(raw) is tuple
+        and len(raw) == 7
+        and type(raw[0]) is int
+        and raw[0] == wire.PROTOCOL_VERSION
+        and type(raw[1]) is int
+        and raw[1] == _RESPONSE_TAG
+        and type(raw[2]) is int
+        and type(raw[3]) is str
+        and (status := _STATUSES.get(raw[3])) is not None
+        and (raw[4] is None or type(raw[4]) is bytes)
+        and (raw[5] is None or type(raw[5]) is str)
+        and type(raw[6]) is str
+        and len(raw[6]) <= MAX_ERROR_CHARS
+    ):
+        return Response(raw[2], status, raw[4], raw[5], raw[6])
+    msg = wire.decode(item)
+    if not isinstance(msg, Response):
+        raise DecodeError(f"a node sent a {type(msg).__name__}, expected a Response")
+    return msg
 
 
 def encode_request(msg: Request) -> bytes:

@@ -25,6 +25,7 @@ from stalwart.client._protocol import (
     ResponseStatus,
     StatusRequest,
     WriteRequest,
+    decode_write,
     encode_response,
     handshake,
     pack_batch,
@@ -135,7 +136,7 @@ class _ClientConn:
             for frame in frames:
                 body = self.session.open(frame)  # AuthenticationError: forged or replayed
                 if body:
-                    self._handle([wire.decode(item) for item in unpack_batch(body)])
+                    self._handle([decode_write(item) or wire.decode(item) for item in unpack_batch(body)])
                 if self.inflight >= MAX_INFLIGHT_PER_CONNECTION:
                     # Bounded in flight (at most one batch over): stop reading until answers
                     # make room, and TCP pushes back on the client.
@@ -152,7 +153,10 @@ class _ClientConn:
         writes: list[tuple[str, int, int, bytes, Waiter]] = []
         others: list[ReadRequest | StatusRequest] = []
         for msg in msgs:
-            if type(msg) is WriteRequest:
+            if type(msg) is tuple:  # a write request's fields (decode_write)
+                rid, client, seq, ack, command = msg
+                writes.append((client, seq, ack, command, (self, rid, started, "write")))
+            elif type(msg) is WriteRequest:
                 writes.append(
                     (msg.client, msg.seq, msg.ack, msg.command, (self, msg.request_id, started, "write"))
                 )
