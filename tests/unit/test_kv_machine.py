@@ -258,3 +258,20 @@ def test_pack_result_gives_the_bytes_encode_result_gives(
     from stalwart.kv._commands import WriteResult, encode_result, pack_result
 
     assert pack_result(ok, rev, value, existed) == encode_result(WriteResult(ok, rev, value, existed))
+
+
+def test_a_version_1_snapshot_still_restores_and_bad_bodies_are_refused() -> None:
+    m = KVMachine()
+    run(m, Put("b", b"2", ttl_ms=500), t=10)
+    run(m, Put("a", b"1"), t=20)
+    rows = [["a", b"1", 2, 2, 1, None], ["b", b"2", 1, 1, 1, 510]]
+    events = [[1, 1, "b", b"2"], [2, 1, "a", b"1"]]
+    v1 = msgpack.packb([1, m.revision, m.clock_ms, 0, rows, events], use_bin_type=True)
+    old = KVMachine()
+    old.restore(v1)
+    assert (old.revision, old.clock_ms) == (m.revision, m.clock_ms)
+    assert [get(old, k) for k in "ab"] == [get(m, k) for k in "ab"] and old.has_ttl_keys()
+    for body in ({"a": "not a row"}, {"a": [b"1", 1, 1, 1]}, rows):  # v2 needs a map of rows
+        bad = msgpack.packb([2, 2, 20, 0, body, events], use_bin_type=True)
+        with pytest.raises(DecodeError):
+            KVMachine().restore(bad)

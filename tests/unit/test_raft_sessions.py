@@ -119,3 +119,38 @@ def test_replicas_agree_and_a_snapshot_changes_nothing(log: list[tuple[str, int,
             assert (client, seq) not in ran
             ran.add((client, seq))
     assert one.snapshot() == two.snapshot()
+
+
+def test_the_older_json_snapshot_format_still_restores() -> None:
+    import json
+
+    one = Sessions(Counter())
+    for seq in (1, 2):
+        one.apply(cmd("a", seq, time_ms=10 * seq, payload=b"x%d" % seq))
+    old = json.dumps(
+        {
+            "time_ms": 20,
+            "sessions": {"a": [2, 20, {"1": b"r1".hex(), "2": b"r2".hex()}]},
+            "tombstones": ["gone"],
+            "app": one.app.snapshot().hex(),
+        },
+        sort_keys=True,
+    ).encode()  # what snapshot() wrote before the binary format
+    two = Sessions(Counter())
+    two.restore(old)
+    assert two.apply(cmd("a", 2, time_ms=30)).status is SessionStatus.DUPLICATE
+    assert two.apply(cmd("gone", 1, time_ms=30)).status is SessionStatus.EXPIRED
+    assert two.apply(cmd("a", 3, time_ms=30)).status is SessionStatus.APPLIED
+    three = Sessions(Counter())
+    three.restore(two.snapshot())  # and the binary format round-trips what it read
+    assert three.snapshot() == two.snapshot()
+
+
+@pytest.mark.parametrize(
+    "tail", [b"", b"\xc1", b"\x94\x01\x80\x90\x01", b"\x94\x01\x81\xa1a\x93\x01\x01\x80\x90\xa1x"]
+)
+def test_a_bad_binary_snapshot_is_refused(tail: bytes) -> None:
+    from stalwart.raft.sessions import SNAPSHOT_MAGIC
+
+    with pytest.raises(SessionError):
+        Sessions(Counter()).restore(SNAPSHOT_MAGIC + tail)
