@@ -31,7 +31,7 @@ from stalwart.lock._backend import RedisBackend, expect_int, expect_pair, map_er
 from stalwart.lock._errors import LockError, LockTimeout
 from stalwart.lock._held import Held, drift_allowance_s
 from stalwart.lock._redis import RedisLock, _Attempt
-from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, DEQUEUE, RENEW, Script
+from stalwart.lock._scripts import ABANDON_FAIR, ACQUIRE_FAIR, ACQUIRE_FAST, RENEW, Script
 from stalwart.lock._waker import Waiter
 
 #: Continues a thread's wait on the loop: (owner, attempt, remaining timeout) -> the held lock.
@@ -119,7 +119,8 @@ class FastPath:
         self._release_head = (release.sha, len(lock._release_keys), *lock._release_keys)
         self._renew_keys = (lock.key,)
         self._renew_head = (RENEW.sha, 1, lock.key)
-        self._dequeue_head = (DEQUEUE.sha, len(lock._queue_keys), *lock._queue_keys)
+        self._abandon_script = ABANDON_FAIR if lock.fair else release
+        self._abandon_head = (self._abandon_script.sha, len(lock._release_keys), *lock._release_keys)
 
     def _run(self, script: Script, head: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         try:
@@ -248,11 +249,9 @@ class FastPath:
         return held
 
     def _abandon(self, owner: str) -> None:
+        """Give the lock up and leave the queue in one script (see RedisLock._abandon)."""
         with contextlib.suppress(LockError):
-            self._run(self._release, self._release_head, (owner, self.lock.channel))
-        if self.lock.fair:
-            with contextlib.suppress(LockError):
-                self._run(DEQUEUE, self._dequeue_head, (owner,))
+            self._run(self._abandon_script, self._abandon_head, (owner, self.lock.channel))
 
     def release(self, held: Held) -> None:
         if held._released:

@@ -9,15 +9,15 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from stalwart.errors import ConfigError
-from stalwart.lock._backend import Arg, RedisBackend, expect_int, expect_pair
+from stalwart.lock._backend import RedisBackend, expect_int, expect_pair
 from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
 from stalwart.lock._resp import pack_items, pack_prefix
-from stalwart.lock._scripts import ACQUIRE_FAIR, ACQUIRE_FAST, DEQUEUE, RELEASE, RELEASE_FAIR, RENEW, Script
+from stalwart.lock._scripts import ABANDON_FAIR, ACQUIRE_FAIR, ACQUIRE_FAST, RELEASE, RELEASE_FAIR, RENEW
 
 #: Longest a waiter sleeps without a wake-up before it tries again (pub/sub is at-most-once).
 DEFAULT_POLL_MAX_S = 0.5
@@ -373,13 +373,12 @@ class RedisLock(_LockBase):
         return release
 
     async def _abandon(self, backend: RedisBackend, owner: str) -> None:
-        calls: list[tuple[Script, Sequence[str], Sequence[Arg]]] = [
-            (self._release_script, self._release_keys, (owner, self.channel))
-        ]
-        if self.fair:
-            calls.append((DEQUEUE, self._queue_keys, (owner,)))
+        """Give the lock up if we hold it (compare-and-delete by our unique owner) and, when fair,
+        leave the queue, in ONE script: as two calls, a holder's release landing between them
+        would hand the lock to this departed waiter (stalled for the handover lease)."""
+        script = ABANDON_FAIR if self.fair else self._release_script
         with contextlib.suppress(LockError):
-            await backend.run_many(calls)
+            await backend.run(script, self._release_keys, (owner, self.channel), idempotent=True)
 
 
 __all__ = [

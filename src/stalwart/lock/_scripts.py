@@ -103,11 +103,7 @@ return 1
 # Compare-and-delete, then hand the lock straight to the live waiter at the head of the queue: set
 # it as owner with its handover lease, issue its token, and publish "<ticket> <token>" so it can
 # go ahead without another round trip. Returns 1 if the lock was ours.
-RELEASE_FAIR = Script(
-    "release_fair",
-    _PURGE
-    + _NOW
-    + """
+_RELEASE_FAIR = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 purge(KEYS[3], KEYS[4], KEYS[5], now)
@@ -123,19 +119,23 @@ elseif head then
   redis.call('PUBLISH', ARGV[2], head)
 end
 return 1
-""",
-)
+"""
+RELEASE_FAIR = Script("release_fair", _PURGE + _NOW + _RELEASE_FAIR)
 
-# KEYS: q, qx, qn   ARGV: owner
-# A waiter gives up (timeout, cancellation): leave the queue and let the next one in line try.
-DEQUEUE = Script(
-    "dequeue",
-    """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end
-return 1
-""",
+# A fair waiter gives up (timeout, cancellation). KEYS: lock, fence, q, qx, qn   ARGV: owner, channel
+# Leaves the queue AND gives the lock up if a release handed it over to us meanwhile, atomically:
+# as two calls, a holder's release landing between "give up" and "leave the queue" would hand the
+# lock to the departed waiter, stalling it for the handover lease. Returns 1 if the lock was ours.
+ABANDON_FAIR = Script(
+    "abandon_fair",
+    _PURGE
+    + _NOW
+    + """
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
+"""
+    + _RELEASE_FAIR,
 )
 
 # KEYS: lock   ARGV: owner, ttl_ms     Compare-and-pexpire. Returns 1 if still ours.
@@ -190,7 +190,7 @@ SCRIPTS: tuple[Script, ...] = (
     ACQUIRE_FAST,
     RELEASE,
     RELEASE_FAIR,
-    DEQUEUE,
+    ABANDON_FAIR,
     RENEW,
     RELEASE_BUMP,
     BUMP,
@@ -198,10 +198,10 @@ SCRIPTS: tuple[Script, ...] = (
 )
 
 __all__ = [
+    "ABANDON_FAIR",
     "ACQUIRE_FAIR",
     "ACQUIRE_FAST",
     "BUMP",
-    "DEQUEUE",
     "FENCED_WRITE",
     "RELEASE",
     "RELEASE_BUMP",

@@ -1,0 +1,122 @@
+"""Regression tests for defects found in review of the lock package (each failed before its fix)."""
+
+# ruff: noqa: F401, F811
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from stalwart.lock import LockTimeout, RedisBackend, RedisLock
+from stalwart.lock._blocking import BlockingLock
+from tests.servers.redis import RedisServer, flush, redis_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def url(redis_server: RedisServer) -> Iterator[str]:
+    flush(redis_server)
+    yield redis_server.url
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        async with asyncio.timeout(60):
+            return await coro_fn()
+
+    return asyncio.run(main())
+
+
+# -- 1. a fair waiter that gives up must not be handed the lock on its way out -------------------
+
+
+def test_abandoning_fair_waiter_is_not_handed_the_lock_on_its_way_out(url: str) -> None:
+    """The holder's release lands exactly while the waiter gives up: between its calls if it makes
+    several (the old release-then-dequeue order), else right after its one call."""
+
+    async def body() -> None:
+        async with RedisBackend(url) as hb, RedisBackend(url) as wb, RedisBackend(url) as tb:
+            holder = RedisLock(hb, "L", ttl=10, fair=True, waiter_ttl_s=5.0)
+            held = await holder.acquire()
+            giving_up = False
+            orig_many, orig_run = wb.run_many, wb.run
+
+            async def run_many(calls: Sequence[Any]) -> list[Any]:
+                if not giving_up:
+                    return await orig_many(calls)
+                out = await orig_many(calls[:1])
+                await held.release()
+                return out + (await orig_many(calls[1:]) if len(calls) > 1 else [])
+
+            async def run(*args: Any, **kwargs: Any) -> Any:
+                out = await orig_run(*args, **kwargs)
+                if giving_up:
+                    await held.release()
+                return out
+
+            wb.run_many = run_many  # type: ignore[method-assign]
+            wb.run = run  # type: ignore[method-assign]
+            waiter = RedisLock(wb, "L", ttl=10, fair=True, waiter_ttl_s=5.0)
+            task = asyncio.create_task(waiter.acquire())
+            await asyncio.sleep(0.3)  # queued behind the holder
+            giving_up = True
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await held.release()  # no-op if the injection released it already
+            assert await tb.redis.get(waiter.key) is None
+            t0 = time.monotonic()
+            h3 = await RedisLock(tb, "L", ttl=10, fair=True).acquire(timeout=10)
+            assert time.monotonic() - t0 < 1.0
+            await h3.release()
+
+    run(body)
+
+
+def test_fair_waiters_timing_out_under_contention_never_stall_the_lock(url: str) -> None:
+    """Threads cycle a fair lock while others give up after short timeouts: the key must never
+    keep one owner for more than 1 s (no holder keeps it over a few ms)."""
+    lock = BlockingLock(RedisLock(url, "S", ttl=10, fair=True, waiter_ttl_s=2.0))
+    stop = time.monotonic() + 4.0
+    acquired = [0]
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < stop:
+            try:
+                h = lock.acquire(timeout=rng.uniform(0.0005, 0.004))
+            except LockTimeout:
+                continue
+            acquired[0] += 1
+            time.sleep(0.0005)
+            h.release()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    client = redis_sync.Redis.from_url(url)
+    stalls: list[Any] = []
+    last, since = None, time.monotonic()
+    try:
+        while time.monotonic() < stop:
+            v = client.get("stalwart:lock:{S}")
+            now = time.monotonic()
+            if v != last:
+                last, since = v, now
+            elif v is not None and now - since > 1.0:
+                stalls.append(v)
+                last, since = None, now
+            time.sleep(0.01)
+    finally:
+        for t in threads:
+            t.join()
+        client.close()
+    assert acquired[0] > 0
+    assert stalls == []
