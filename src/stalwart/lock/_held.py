@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ Releaser = Callable[["Held"], Awaitable[None]]
 #: Added to ``ttl * drift_factor`` to cover the clock's granularity and scheduling jitter.
 DRIFT_FLOOR_S = 0.002
 _CALLBACK_TASKS: set[asyncio.Task[Any]] = set()
+log = logging.getLogger("stalwart.lock")
 
 
 def drift_allowance_s(ttl_s: float, drift_factor: float) -> float:
@@ -172,14 +174,29 @@ class Held:
         self._lost_reason = reason
         self._deadline = min(self._deadline, time.monotonic())
         self.lost.set()
+        # A callback's bug is logged, never raised: this runs inside the shared watchdog's round
+        # (or a release), and one lock's callback must not stop the renewals of every other lock.
         for listener in self._listeners:
-            listener(self)
+            try:
+                listener(self)
+            except Exception:
+                log.exception("lost listener of lock %r raised", self.name)
         if self._on_lost is not None:
-            result = self._on_lost(self)
+            try:
+                result = self._on_lost(self)
+            except Exception:
+                log.exception("on_lost callback of lock %r raised", self.name)
+                return
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
                 _CALLBACK_TASKS.add(task)
-                task.add_done_callback(_CALLBACK_TASKS.discard)
+                task.add_done_callback(_callback_done)
+
+
+def _callback_done(task: asyncio.Task[Any]) -> None:
+    _CALLBACK_TASKS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("async on_lost callback raised", exc_info=task.exception())
 
 
 __all__ = ["DRIFT_FLOOR_S", "Held", "LostCallback", "Releaser", "drift_allowance_s"]

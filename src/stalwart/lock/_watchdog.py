@@ -86,8 +86,8 @@ class Watchdog:
         self._timer_at = math.inf
         now = time.monotonic()
         for held in [h for h in self._held if now >= h.deadline]:
-            held._mark_lost("safe deadline passed before the lease could be renewed")
             self._held.pop(held, None)
+            held._mark_lost("safe deadline passed before the lease could be renewed")
         if not self._held:
             self.stop()
             return
@@ -102,6 +102,19 @@ class Watchdog:
         self._rearm()
 
     async def _round(self, due: list[Held]) -> None:
+        try:
+            await self._round_body(due)
+        finally:
+            # Whatever happened, the next round must be able to start (unless stop() cancelled
+            # this one, or another round replaced it).
+            if self._task is asyncio.current_task():
+                self._task = None
+                if self._held:
+                    self._rearm()
+                else:
+                    self.stop()
+
+    async def _round_body(self, due: list[Held]) -> None:
         sent_at = time.monotonic()
         results: Sequence[bool | BaseException]
         try:
@@ -121,18 +134,13 @@ class Watchdog:
                 held._extend(sent_at)
                 held._renew_at = sent_at + held.ttl_s / 3
             elif result is False:
+                self._held.pop(held, None)
                 held._mark_lost("the server no longer holds this lease (expired or taken over)")
-                self._held.pop(held, None)
             elif now >= held.deadline:
-                held._mark_lost(f"renewal failed until the safe deadline: {result!r}")
                 self._held.pop(held, None)
+                held._mark_lost(f"renewal failed until the safe deadline: {result!r}")
             else:
                 held._renew_at = now + min(self._retry_delay_s, held.ttl_s / 10)
-        self._task = None
-        if self._held:
-            self._rearm()
-        else:
-            self.stop()
 
     async def aclose(self) -> None:
         task = self._task
