@@ -84,3 +84,41 @@ def test_raising_async_on_lost_callback_is_logged(caplog: pytest.LogCaptureFixtu
         asyncio.run(body())
     assert "async on_lost callback raised" in caplog.text
 
+
+# -- 5. no busy loop of the watchdog's timer while a renewal round is in flight ------------------
+
+
+def test_watchdog_timer_does_not_spin_while_a_round_is_in_flight() -> None:
+    async def body() -> tuple[int, float]:
+        async def slow_batch(helds: Sequence[Held]) -> list[bool | BaseException]:
+            await asyncio.sleep(1.0)  # a slow server: one round takes 1 s
+            return [True] * len(helds)
+
+        dog = Watchdog(slow_batch)
+        fires = 0
+        orig = dog._fire
+
+        def counting() -> None:
+            nonlocal fires
+            fires += 1
+            orig()
+
+        dog._fire = counting  # type: ignore[method-assign]
+        a = make_held("a", 3.0)
+        b = make_held("b", 3.0)
+        b._renew_at += 0.1  # falls due while a's round is in flight
+        dog.add(a)
+        dog.add(b)
+        c0 = time.process_time()
+        await asyncio.sleep(2.3)
+        cpu = time.process_time() - c0
+        b.ensure()  # renewed by the second round
+        assert dog.rounds >= 1
+        dog.stop()
+        return fires, cpu
+
+    fires, cpu = asyncio.run(body())
+    # Rounds start at ~1.0 (a), ~2.0 (b joins a's next round or its own): a handful of timer
+    # firings, not one per loop iteration (the bug: hundreds of thousands, a core busy).
+    assert fires <= 10, fires
+    assert cpu < 0.5, cpu

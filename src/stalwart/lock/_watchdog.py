@@ -78,8 +78,15 @@ class Watchdog:
             self._timer.cancel()
             self._timer = None
         self._timer_at = math.inf
-        if self._held:
+        if not self._held:
+            return
+        if self._task is None:
             self._arm(min(min(h._renew_at, h.deadline) for h in self._held))
+        else:
+            # A round is in flight: no other can start before it ends (and re-arms), so only a
+            # deadline matters meanwhile. A due renewal time, already past, would re-arm the timer
+            # in the past and make _fire spin until the round ends.
+            self._arm(min(h.deadline for h in self._held))
 
     def _fire(self) -> None:
         self._timer = None
