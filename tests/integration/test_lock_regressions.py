@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -120,3 +121,51 @@ def test_fair_waiters_timing_out_under_contention_never_stall_the_lock(url: str)
         client.close()
     assert acquired[0] > 0
     assert stalls == []
+
+
+# -- 3. an interrupt arriving as a blocking acquire completes must not leak the lease ------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_blocking_acquire_interrupted_at_the_grant_releases_the_lock(url: str) -> None:
+    main = threading.main_thread().ident
+    assert threading.get_ident() == main, "signals are delivered to the main thread"
+
+    class SignalAtGrant:
+        """Any lock of the package; SIGUSR1 reaches the main thread just as the grant completes."""
+
+        def __init__(self, inner: RedisLock) -> None:
+            self.inner = inner
+
+        async def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> Any:
+            held = await self.inner.acquire(timeout, blocking=blocking)
+            assert main is not None
+            signal.pthread_kill(main, signal.SIGUSR1)
+            return held
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    key = "stalwart:lock:{K}"
+    try:
+        lock = BlockingLock(SignalAtGrant(RedisLock(url, "K", ttl=0.6)))
+        with pytest.raises(_Interrupted):
+            lock.acquire()
+            time.sleep(1.0)  # the signal is handled at the latest here
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    client = redis_sync.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 2.0  # well under the 5 TTLs the leak was renewed for
+        while client.exists(key) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not client.exists(key)
+        other = BlockingLock(RedisLock(url, "K", ttl=1)).try_acquire()
+        assert other is not None
+        other.release()
+    finally:
+        client.close()

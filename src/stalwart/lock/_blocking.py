@@ -9,8 +9,9 @@ the loop thread at the same moment as the asyncio one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -20,6 +21,9 @@ from stalwart.lock._held import Held
 from stalwart.lock._redis import RedisLock, _Attempt
 
 T = TypeVar("T")
+
+log = logging.getLogger("stalwart.lock")
+_UNDO_TASKS: set[asyncio.Task[None]] = set()
 
 
 class AsyncLock(Protocol):
@@ -40,14 +44,16 @@ class _LoopThread:
                 self._loop = loop
             return self._loop
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], undo: Callable[[T], Awaitable[None]] | None = None) -> T:
         """Run ``coro`` on the loop thread and block until it is done.
 
         Leaner than ``run_coroutine_threadsafe(...).result()`` (a concurrent Future, its
         Condition and two chained callbacks): one task, one done callback and a bare lock the
-        caller blocks on. If the caller is interrupted while it waits (KeyboardInterrupt), the
-        task is cancelled, so an acquire in flight undoes itself instead of leaving a lease
-        that nobody will release.
+        caller blocks on. If the caller is interrupted while it waits (KeyboardInterrupt, or any
+        exception a signal handler raises), the task is cancelled, so an acquire in flight undoes
+        itself instead of leaving a lease that nobody will release; and if the task had already
+        finished with a result the caller will now never see, ``undo(result)`` runs on the loop
+        (an acquire passes the release of what it acquired).
         """
         loop = self.loop()
         try:
@@ -71,12 +77,39 @@ class _LoopThread:
             done.acquire()
         except BaseException:
 
+            def settle(task: asyncio.Task[T]) -> None:
+                if undo is None or task.cancelled() or task.exception() is not None:
+                    return
+                undo_task = loop.create_task(_logged(undo(task.result())))
+                _UNDO_TASKS.add(undo_task)
+                undo_task.add_done_callback(_UNDO_TASKS.discard)
+
             def cancel() -> None:  # runs after start() (callbacks run in scheduling order)
-                box[0].cancel()
+                task = box[0]
+                if task.done():  # finished just as the caller was interrupted: undo its result
+                    settle(task)
+                else:
+                    task.cancel()
+                    task.add_done_callback(settle)  # in case it still returns a result
 
             loop.call_soon_threadsafe(cancel)
             raise
         return box[0].result()
+
+
+async def _logged(undo: Awaitable[None]) -> None:
+    try:
+        await undo
+    except Exception:
+        log.exception("undoing an interrupted blocking call failed")
+
+
+async def _release_blocking(held: BlockingHeld) -> None:
+    await held.held.release()
+
+
+async def _release_held(held: Held) -> None:
+    await held.release()
 
 
 _LOOP = _LoopThread()
@@ -186,13 +219,15 @@ class BlockingLock:
             if fast.can_wait_here():
                 # Others of this process keep the wake-up channel subscribed: wait in this thread.
                 return BlockingHeld(fast.wait(timeout, self._fallback), fast)
-            return _LOOP.run(self._wait(fast, timeout))
-        return _LOOP.run(self._acquire(timeout, blocking))
+            return _LOOP.run(self._wait(fast, timeout), _release_blocking)
+        return _LOOP.run(self._acquire(timeout, blocking), _release_blocking)
 
     def _fallback(self, owner: str, attempt: _Attempt, timeout: float | None) -> Held:
         fast = self._fast
         assert fast is not None, "only the fast path waits in threads"
-        return _LOOP.run(fast.lock._acquire(timeout, True, first_try=False, owner=owner, attempt=attempt))
+        return _LOOP.run(
+            fast.lock._acquire(timeout, True, first_try=False, owner=owner, attempt=attempt), _release_held
+        )
 
     async def _wait(self, fast: FastPath, timeout: float | None) -> BlockingHeld:
         # Acquired on the loop, released from the caller's thread like a fast-path lease (its
