@@ -10,7 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stalwart.lock import BackendProtocolError
-from stalwart.lock._resp import Gather, RespConnection, RespError, _Incomplete, pack, parse
+from stalwart.lock._resp import (
+    MAX_DEPTH,
+    MAX_REPLY_BYTES,
+    Gather,
+    RespConnection,
+    RespError,
+    _Incomplete,
+    pack,
+    parse,
+)
 
 
 def encode(reply: Any) -> bytes:
@@ -142,5 +151,57 @@ def test_a_broken_connection_answers_pending_gathers_with_its_error() -> None:
         conn.request_into(b"PING", gather, 1)  # not usable any more: answered at once
         assert gather.future.done()
         assert all(isinstance(r, BackendProtocolError) for r in gather.results)
+
+    asyncio.run(main())
+
+
+# -- review regressions: bounded nesting and a bounded reply buffer ------------------------------
+
+
+def _conn_with_pending() -> tuple[RespConnection, asyncio.Future[Any]]:
+    conn = RespConnection("test")
+    conn.connection_made(_Transport())
+    return conn, conn.request(b"PING")
+
+
+def test_deeply_nested_array_is_a_protocol_error_not_a_recursion_error() -> None:
+    async def main() -> None:
+        conn, fut = _conn_with_pending()
+        conn.data_received(b"*1\r\n" * 5000 + b":1\r\n")  # RecursionError escaped here before
+        assert isinstance(fut.exception(), BackendProtocolError)
+        assert not conn.usable
+        # Within the limit it parses; one level more is refused.
+        assert parse(b"*1\r\n" * MAX_DEPTH + b":1\r\n", 0)[0] is not None
+        with pytest.raises(BackendProtocolError):
+            parse(b"*1\r\n" * (MAX_DEPTH + 1) + b":1\r\n", 0)
+
+    asyncio.run(main())
+
+
+def test_a_reply_buffered_over_the_limit_breaks_the_connection() -> None:
+    async def main() -> None:
+        conn, fut = _conn_with_pending()
+        item = b"$65536\r\n" + b"x" * 65536 + b"\r\n"
+        data = b"*64\r\n" + item * 64  # 4 MB, each item within the bulk limit
+        fed = 0
+        for i in range(0, len(data), 65536):
+            if fut.done():
+                break
+            conn.data_received(data[i : i + 65536])
+            fed += 65536
+        assert isinstance(fut.exception(), BackendProtocolError)
+        assert fed <= MAX_REPLY_BYTES + 2 * 65536  # broken as soon as the cap was passed
+        assert not conn._buf and not conn.usable
+
+    asyncio.run(main())
+
+
+def test_a_reply_just_under_the_limit_split_in_segments_still_parses() -> None:
+    async def main() -> None:
+        conn, fut = _conn_with_pending()
+        data = b"$%d\r\n" % MAX_REPLY_BYTES + b"y" * MAX_REPLY_BYTES + b"\r\n"
+        for i in range(0, len(data), 65536):
+            conn.data_received(data[i : i + 65536])
+        assert fut.result() == b"y" * MAX_REPLY_BYTES
 
     asyncio.run(main())

@@ -10,7 +10,11 @@ lock scripts return are parsed (integers, arrays, simple and bulk strings, error
 else is garbage and closes the connection with :class:`BackendProtocolError`.
 
 Limits: at most ``MAX_PENDING`` requests in flight per connection (a server that stopped reading
-gets its connection closed instead of an unbounded queue), replies at most ``MAX_REPLY_BYTES``.
+gets its connection closed instead of an unbounded queue), replies at most ``MAX_REPLY_BYTES``
+(a partial reply buffered beyond that, headers aside, breaks the connection: an incomplete reply is
+re-parsed on each segment, so the cap also bounds that work), arrays nested at most
+``MAX_DEPTH`` deep (the lock scripts answer flat arrays; a deeper reply is garbage, never a
+RecursionError).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from stalwart.lock._errors import BackendProtocolError, BackendUnavailable
 MAX_PENDING = 1024
 MAX_REPLY_BYTES = 1024 * 1024
 MAX_ARRAY_ITEMS = 1024
+MAX_DEPTH = 32
+#: Room for the headers of a reply whose payload is MAX_REPLY_BYTES.
+_HEADER_SLACK = 4096
 _CRLF = b"\r\n"
 
 
@@ -109,7 +116,7 @@ def pack_prefix(total: int, head: Sequence[str | int | float | bytes]) -> bytes:
     return b"*%d\r\n" % total + pack_items(head)
 
 
-def parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
+def parse(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, int]:
     """Parse one reply at ``pos``; returns (reply, next position) or raises _Incomplete."""
     end = buf.find(_CRLF, pos)
     if end < 0:
@@ -127,9 +134,11 @@ def parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
             return None, nxt
         if count > MAX_ARRAY_ITEMS:
             raise BackendProtocolError(f"array reply of {count} items is over the limit")
+        if count and depth >= MAX_DEPTH:
+            raise BackendProtocolError(f"array reply nested over {MAX_DEPTH} deep")
         items = []
         for _ in range(count):
-            item, nxt = parse(buf, nxt)
+            item, nxt = parse(buf, nxt, depth + 1)
             items.append(item)
         return items, nxt
     if kind == 43:  # '+'
@@ -298,6 +307,9 @@ class RespConnection(asyncio.Protocol):
             del self._buf[:pos]
         elif pos < len(data):
             self._buf += data[pos:]
+        if len(self._buf) > MAX_REPLY_BYTES + _HEADER_SLACK:  # what is left is ONE partial reply
+            self._buf.clear()
+            self._break(BackendProtocolError(f"{self.where}: a reply over {MAX_REPLY_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._break(BackendUnavailable(f"{self.where}: connection lost: {exc!r}"))
@@ -325,7 +337,9 @@ def _expect_ok(reply: Any, where: str) -> None:
 
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_PENDING",
+    "MAX_REPLY_BYTES",
     "MISSING",
     "Gather",
     "RedisAddress",
