@@ -279,6 +279,8 @@ class RespConnection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.broken is not None:  # bytes still arriving after a protocol error are dropped
+            return
         if self._buf:
             self._buf += data
             buf: bytes | bytearray = self._buf
