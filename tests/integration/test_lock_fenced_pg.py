@@ -93,3 +93,34 @@ def test_bad_arguments_are_refused_before_any_sql() -> None:
             rows._statements(values, token)
     with pytest.raises(ConfigError):
         FencedRow("")
+
+
+def test_a_column_with_a_dot_is_one_identifier_and_percent_is_refused(dsn: str) -> None:
+    """Review regression: "fence.x" was split into "fence"."x", and a '%' read as a placeholder."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('ALTER TABLE "fenced accounts" ADD COLUMN "bal.ance" int NOT NULL DEFAULT 0')
+        FencedRow("public.fenced accounts").update_sync(conn, 1, 3, {"bal.ance": 42})
+        got = conn.execute('SELECT "bal.ance", fence FROM "fenced accounts" WHERE id = 1').fetchone()
+    assert got == (42, 3)
+    for bad in ("pct%(token)s", "a%sb"):
+        with pytest.raises(ConfigError):
+            FencedRow("fenced accounts")._statements({bad: 1}, 5)
+        with pytest.raises(ConfigError):
+            FencedRow("fenced accounts", fence_column=bad)
+
+
+def test_repeatable_read_a_newer_concurrent_write_aborts_the_transaction(dsn: str) -> None:
+    """What the docstring now says: no re-check under REPEATABLE READ, a serialization failure."""
+    from stalwart.lock import BackendUnavailable
+
+    rows = FencedRow("fenced accounts")
+    with psycopg.connect(dsn) as old, psycopg.connect(dsn, autocommit=True) as new:
+        old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        old.execute('SELECT 1 FROM "fenced accounts"')  # the snapshot is taken
+        rows.update_sync(new, 1, 9, {"balance": 190})  # a newer holder writes and commits
+        with pytest.raises(BackendUnavailable, match="serialize"):
+            rows.update_sync(old, 1, 10, {"balance": 1})  # even a higher token
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            old.execute("SELECT 1")
+        old.rollback()
+    assert row(dsn, 1) == (190, 9)

@@ -11,10 +11,18 @@ one just committed updates 0 rows. Zero rows means a stale token (:class:`StaleT
 highest token read back for the message) or no such row (:class:`LockError`). Equal tokens pass:
 the same holder may write several times.
 
+Under REPEATABLE READ or SERIALIZABLE there is no such re-check: if another transaction updated
+the row after this one's snapshot was taken (a newer holder's write, say), the UPDATE fails with
+a serialization failure (raised as :class:`BackendUnavailable`), whatever the tokens, and the
+caller's transaction is then aborted: roll it back and retry in a new transaction, which reads the
+newest fence and gets :class:`StaleToken` if its token is now lower. Only a rejected write under
+READ COMMITTED (0 rows) leaves the transaction usable.
+
 The row needs a fencing column, ``bigint NOT NULL DEFAULT 0`` (:meth:`FencedRow.add_column_sql`
 gives the statement). The write runs in the caller's transaction on the caller's connection
-(psycopg 3, sync or asyncio): commit it with the rest of your work; a rejected write leaves the
-transaction usable. Identifiers are quoted with ``psycopg.sql``; values are always parameters.
+(psycopg 3, sync or asyncio): commit it with the rest of your work. Identifiers are quoted with
+``psycopg.sql`` (the table may be ``schema.table``; a column name is one identifier even with a
+dot in it; a ``%`` in any name is refused with ConfigError); values are always parameters.
 """
 
 from __future__ import annotations
@@ -33,12 +41,18 @@ if TYPE_CHECKING:
 MAX_COLUMNS = 64
 
 
-def _identifier(name: str) -> sql.Identifier:
+def _identifier(name: str, *, qualified: bool = False) -> sql.Identifier:
+    """One quoted identifier; a ``qualified`` one (the table) may be ``schema.table``.
+
+    A column name is always ONE identifier, dots included. A ``%`` is refused: psycopg reads it as
+    a placeholder in a statement with parameters (``"a%(token)s"``), and escaping it as ``%%``
+    would be wrong in a statement run without any (:meth:`FencedRow.add_column_sql`).
+    """
     from psycopg import sql
 
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise ConfigError(f"bad SQL identifier {name!r}")
-    return sql.Identifier(*name.split("."))  # "schema.table" is two quoted parts
+    if not isinstance(name, str) or not name or "\x00" in name or "%" in name:
+        raise ConfigError(f"bad SQL identifier {name!r} (empty, or a NUL or '%' in it)")
+    return sql.Identifier(*name.split(".")) if qualified else sql.Identifier(name)
 
 
 class FencedRow:
@@ -53,7 +67,7 @@ class FencedRow:
         self.table = table
         self.key_column = key_column
         self.fence_column = fence_column
-        self._table = _identifier(table)
+        self._table = _identifier(table, qualified=True)  # "schema.table" is two quoted parts
         self._key = _identifier(key_column)
         self._fence = _identifier(fence_column)
 
