@@ -213,7 +213,10 @@ def test_timeout_and_cancel_leave_nothing(url: str) -> None:
                 with pytest.raises(LockTimeout):
                     await RedisLock(backend, "cancel", fair=fair).acquire(timeout=0.1)
             await held.release()
-            assert await backend.redis.keys("*") == [b"stalwart:lock:{cancel}:fence"]
+            # The fair waiters' withdrawn tickets stay refused for waiter_ttl_s (5 s), then go.
+            fence, withdrawn = b"stalwart:lock:{cancel}:fence", b"stalwart:lock:{cancel}:qw"
+            assert sorted(await backend.redis.keys("*")) == [fence, withdrawn]
+            assert 0 < await backend.redis.pttl(withdrawn) <= 5000
             assert not backend.waker.active
             assert await backend.redis.pubsub_numsub("stalwart:lock:{cancel}:wake") == [
                 (b"stalwart:lock:{cancel}:wake", 0)
@@ -456,7 +459,9 @@ def test_waiter_cancelled_as_the_lock_is_handed_to_it_passes_it_on(url: str) -> 
             assert time.monotonic() - t0 < 1.0
             assert held.token == holder.token + 2
             await held.release()
-            assert await backend.redis.keys("*") == [f"{lock.key}:fence".encode()]
+            keys = sorted(await backend.redis.keys("*"))  # + the withdrawn tickets, expiring
+            assert keys == [f"{lock.key}:fence".encode(), f"{lock.key}:qw".encode()]
+            assert 0 < await backend.redis.pttl(f"{lock.key}:qw") <= lock._waiter_ttl_ms
 
     run(body)
 
@@ -548,4 +553,9 @@ def test_blocking_waiter_in_its_own_thread_times_out_and_leaves_nothing(url: str
             break
         time.sleep(0.02)
     assert fast.backend.watchdog.leases == 0 and not fast.backend.waker.active
-    assert fast.client.keys("*") == [f"stalwart:lock:{{{name}}}:fence".encode()]
+    base = f"stalwart:lock:{{{name}}}"
+    # A fair waiter that gave up leaves its withdrawn ticket, expiring after waiter_ttl_s.
+    expected = [f"{base}:fence", f"{base}:qw"] if fair else [f"{base}:fence"]
+    assert sorted(fast.client.keys("*")) == [k.encode() for k in expected]
+    if fair:
+        assert 0 < fast.client.pttl(f"{base}:qw") <= fast.lock._waiter_ttl_ms

@@ -16,6 +16,7 @@ import redis as redis_sync
 
 from stalwart.lock import LockTimeout, RedisBackend, RedisLock
 from stalwart.lock._blocking import BlockingLock
+from stalwart.lock._scripts import ACQUIRE_FAIR
 from tests.servers.redis import RedisServer, flush, redis_server
 
 pytestmark = pytest.mark.integration
@@ -169,3 +170,36 @@ def test_blocking_acquire_interrupted_at_the_grant_releases_the_lock(url: str) -
         other.release()
     finally:
         client.close()
+
+
+def test_a_try_arriving_after_its_waiter_gave_up_neither_queues_nor_takes_the_lock(url: str) -> None:
+    """A try already sent when its waiter is cancelled may reach the server after the waiter's
+    clean-up (it went out on another pooled connection): its withdrawn ticket is refused."""
+
+    async def body() -> None:
+        async with RedisBackend(url) as backend:
+            lock = RedisLock(backend, "W", ttl=10, fair=True, waiter_ttl_s=5.0)
+            owners: list[str] = []
+            new_owner = lock.new_owner
+
+            def record() -> str:
+                owners.append(new_owner())
+                return owners[-1]
+
+            lock.new_owner = record  # type: ignore[method-assign]
+            holder = await RedisLock(backend, "W", ttl=10, fair=True).acquire()
+            with pytest.raises(LockTimeout):
+                await lock.acquire(timeout=0.2)
+            ticket = owners[-1]
+            queue = f"{lock.key}:q"
+            assert await backend.redis.zscore(queue, ticket) is None
+            late_try = (ticket, 10_000, 5_000)  # what the waiter's in-flight try carried
+            got = await backend.run(ACQUIRE_FAIR, lock._acquire_keys, late_try)
+            assert got[0] == 0 and await backend.redis.zscore(queue, ticket) is None  # not re-queued
+            await holder.release()
+            got = await backend.run(ACQUIRE_FAIR, lock._acquire_keys, late_try)
+            assert got[0] == 0 and await backend.redis.get(lock.key) is None  # the free lock not taken
+            other = await RedisLock(backend, "W", ttl=10, fair=True).acquire(timeout=1)
+            await other.release()
+
+    run(body)

@@ -119,8 +119,7 @@ class FastPath:
         self._release_head = (release.sha, len(lock._release_keys), *lock._release_keys)
         self._renew_keys = (lock.key,)
         self._renew_head = (RENEW.sha, 1, lock.key)
-        self._abandon_script = ABANDON_FAIR if lock.fair else release
-        self._abandon_head = (self._abandon_script.sha, len(lock._release_keys), *lock._release_keys)
+        self._abandon_head = (ABANDON_FAIR.sha, len(lock._release_keys), *lock._release_keys)
 
     def _run(self, script: Script, head: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         try:
@@ -224,7 +223,7 @@ class FastPath:
             attempt.last_failed_sent = sent_at
             return value
         if time.monotonic() >= sent_at + self.lock.ttl_s - self._drift_s:
-            self._abandon(owner)  # the reply came too late to be of any use
+            self._abandon(owner, withdraw=False)  # the reply came too late: keep the ticket
             return -1
         return self._new_held(owner, value, sent_at)
 
@@ -248,10 +247,15 @@ class FastPath:
             self.handover.add(held)
         return held
 
-    def _abandon(self, owner: str) -> None:
-        """Give the lock up and leave the queue in one script (see RedisLock._abandon)."""
+    def _abandon(self, owner: str, *, withdraw: bool = True) -> None:
+        """Give the lock up and, fair, leave the queue and withdraw the ticket, in one script
+        (see RedisLock._abandon)."""
+        lock = self.lock
         with contextlib.suppress(LockError):
-            self._run(self._abandon_script, self._abandon_head, (owner, self.lock.channel))
+            if lock.fair and withdraw:
+                self._run(ABANDON_FAIR, self._abandon_head, (owner, lock.channel, lock._waiter_ttl_ms))
+            else:
+                self._run(self._release, self._release_head, (owner, lock.channel))
 
     def release(self, held: Held) -> None:
         if held._released:

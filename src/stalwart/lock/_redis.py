@@ -213,7 +213,7 @@ class RedisLock(_LockBase):
         # not sending them keeps the hot path as short as the bare SET NX it is measured against.
         self._queue_keys = (f"{base}:q", f"{base}:qx", f"{base}:qn")
         if fair:
-            self._acquire_keys: tuple[str, ...] = (base, f"{base}:fence", *self._queue_keys)
+            self._acquire_keys: tuple[str, ...] = (base, f"{base}:fence", *self._queue_keys, f"{base}:qw")
             self._release_keys: tuple[str, ...] = self._acquire_keys
             self._release_script = RELEASE_FAIR
         else:
@@ -314,7 +314,9 @@ class RedisLock(_LockBase):
             return value
         drift_s = drift_allowance_s(self.ttl_s, backend.drift_factor)
         if time.monotonic() >= sent_at + self.ttl_s - drift_s:
-            await self._abandon(backend, owner)  # the reply came too late to be of any use
+            # The reply came too late to be of any use: give it up, but keep the ticket (the
+            # wait goes on with it).
+            await self._abandon(backend, owner, withdraw=False)
             return -1
         return self._held(backend, owner, value, sent_at)
 
@@ -372,13 +374,19 @@ class RedisLock(_LockBase):
 
         return release
 
-    async def _abandon(self, backend: RedisBackend, owner: str) -> None:
-        """Give the lock up if we hold it (compare-and-delete by our unique owner) and, when fair,
-        leave the queue, in ONE script: as two calls, a holder's release landing between them
-        would hand the lock to this departed waiter (stalled for the handover lease)."""
-        script = ABANDON_FAIR if self.fair else self._release_script
+    async def _abandon(self, backend: RedisBackend, owner: str, *, withdraw: bool = True) -> None:
+        """Give the lock up if we hold it (compare-and-delete by our unique owner) and, when fair
+        and ``withdraw``, leave the queue and withdraw the ticket, in ONE script: as two calls, a
+        holder's release landing between them would hand the lock to this departed waiter
+        (stalled for the handover lease). A withdrawn ticket is refused by the acquire script
+        for ``waiter_ttl_s``: a try of ours sent before we gave up, on another connection, may
+        still arrive after this clean-up."""
+        args: tuple[str | int, ...] = (owner, self.channel)
+        script = self._release_script
+        if self.fair and withdraw:
+            script, args = ABANDON_FAIR, (*args, self._waiter_ttl_ms)
         with contextlib.suppress(LockError):
-            await backend.run(script, self._release_keys, (owner, self.channel), idempotent=True)
+            await backend.run(script, self._release_keys, args, idempotent=True)
 
 
 __all__ = [

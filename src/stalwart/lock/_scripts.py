@@ -10,6 +10,8 @@ Key layout for a lock called N (the ``{N}`` hash tag keeps one lock's keys in on
 - ``stalwart:lock:{N}:q``      FIFO queue of waiting tickets (zset, score = arrival number)
 - ``stalwart:lock:{N}:qx``     waiter expiry (zset, score = server ms); dead waiters are purged
 - ``stalwart:lock:{N}:qn``     arrival counter of the queue; deleted when the queue empties
+- ``stalwart:lock:{N}:qw``     tickets withdrawn by waiters that gave up (zset, score = expiry
+  ms); a late try with one is refused. Expires ``waiter_ttl`` after the last withdrawal
 - channel ``stalwart:lock:{N}:wake``  a release publishes ``1`` (wake one waiter per client) or,
   with FIFO fairness, ``<ticket> <token>``: the lock was handed over to the head of the queue
 """
@@ -56,15 +58,18 @@ return {0, redis.call('PTTL', KEYS[1])}
 """,
 )
 
-# FIFO-fair acquire. KEYS: lock, fence, q, qx, qn   ARGV: owner, ttl_ms, waiter_ttl_ms (0: no queue)
+# FIFO-fair acquire. KEYS: lock, fence, q, qx, qn, qw   ARGV: owner, ttl_ms, waiter_ttl_ms (0: no queue)
 # The owner of a fair waiter ends in ".<handover_ms>": the lease a release hands over to it.
 # Returns {1, token} when acquired now; {2, token} when a release already handed it over to us;
-# else {0, holder_pttl_ms} (-2: free, but others are ahead in the queue).
+# else {0, holder_pttl_ms} (-2: free, but others are ahead in the queue). A ticket its waiter has
+# withdrawn (in qw, see ABANDON_FAIR) is refused with {0, -1}: a try sent before the waiter gave
+# up but arriving after its clean-up (on another connection) neither takes the lock nor queues.
 ACQUIRE_FAIR = Script(
     "acquire_fair",
     _PURGE
     + _NOW
     + """
+if redis.call('ZSCORE', KEYS[6], ARGV[1]) then return {0, -1} end
 local mine = redis.call('GET', KEYS[1])
 if mine == ARGV[1] then return {2, tonumber(redis.call('GET', KEYS[2]))} end
 purge(KEYS[3], KEYS[4], KEYS[5], now)
@@ -122,15 +127,21 @@ return 1
 """
 RELEASE_FAIR = Script("release_fair", _PURGE + _NOW + _RELEASE_FAIR)
 
-# A fair waiter gives up (timeout, cancellation). KEYS: lock, fence, q, qx, qn   ARGV: owner, channel
+# A fair waiter gives up (timeout, cancellation).
+# KEYS: lock, fence, q, qx, qn, qw   ARGV: owner, channel, withdrawn_ms
 # Leaves the queue AND gives the lock up if a release handed it over to us meanwhile, atomically:
 # as two calls, a holder's release landing between "give up" and "leave the queue" would hand the
-# lock to the departed waiter, stalling it for the handover lease. Returns 1 if the lock was ours.
+# lock to the departed waiter, stalling it for the handover lease. The ticket is also recorded as
+# withdrawn for withdrawn_ms (zset qw, score = expiry), so that a try of ours still in flight is
+# refused when it arrives. Returns 1 if the lock was ours.
 ABANDON_FAIR = Script(
     "abandon_fair",
     _PURGE
     + _NOW
     + """
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+redis.call('ZADD', KEYS[6], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[6], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
