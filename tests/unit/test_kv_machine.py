@@ -240,6 +240,67 @@ def test_restamp_gives_the_bytes_encode_command_gives(cmd: Command, sent: int, s
     assert restamp(zero, unpack_message(zero), stamp) == encode_command(cmd, stamp)
 
 
+# Every msgpack encoding of a small non-negative int: fixint, then uint8..64 and int8..64.
+_WIDE_INT = [
+    lambda v: bytes([v]),
+    lambda v: b"\xcc" + v.to_bytes(1, "big"),
+    lambda v: b"\xcd" + v.to_bytes(2, "big"),
+    lambda v: b"\xce" + v.to_bytes(4, "big"),
+    lambda v: b"\xcf" + v.to_bytes(8, "big"),
+    lambda v: b"\xd0" + v.to_bytes(1, "big", signed=True),
+    lambda v: b"\xd1" + v.to_bytes(2, "big", signed=True),
+    lambda v: b"\xd2" + v.to_bytes(4, "big", signed=True),
+    lambda v: b"\xd3" + v.to_bytes(8, "big", signed=True),
+]
+
+
+def _wide_encoding(cmd: Command, widths: tuple[int, int, int], wide_header: bool) -> bytes:
+    """``encode_command(cmd, 0)`` with the version, op and time packed in the given (valid,
+    non-canonical) int encodings, and optionally a 3-byte array header."""
+    canonical = msgpack.unpackb(encode_command(cmd, 0))
+    head = [_WIDE_INT[w](v) for w, v in zip(widths, canonical[:3], strict=True)]
+    rest = [msgpack.packb(item, use_bin_type=True) for item in canonical[3:]]
+    header = b"\xdc" + len(canonical).to_bytes(2, "big") if wide_header else bytes([0x90 | len(canonical)])
+    return b"".join([header, *head, *rest])
+
+
+@given(
+    _commands,
+    st.tuples(*(st.integers(0, len(_WIDE_INT) - 1) for _ in range(3))),
+    st.booleans(),
+    st.integers(0, 2**62),
+)
+def test_restamp_of_a_wide_int_encoding_is_the_canonical_encoding(
+    cmd: Command, widths: tuple[int, int, int], wide_header: bool, stamp: int
+) -> None:
+    """A client may pack the version/op/time wider than one byte (decode_command accepts it):
+    restamp must not splice into such a field (it made an undecodable log entry)."""
+    from stalwart.kv import restamp, unpack_message
+
+    data = _wide_encoding(cmd, widths, wide_header)
+    assert decode_command(data) == (cmd, 0)
+    out = restamp(data, unpack_message(data), stamp)
+    assert out == encode_command(cmd, stamp)
+    assert decode_command(out) == (cmd, stamp)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x96\xce\x00\x00\x00\x01\x01\x00\xa1k\xc4\x01v\xc0",  # version as uint32 (its 3rd byte is 0)
+        b"\x96\x01\xcd\x00\x01\x00\xa1k\xc4\x01v\xc0",  # op as uint16
+        b"\x96\x01\xd1\x00\x01\x00\xa1k\xc4\x01v\xc0",  # op as int16
+    ],
+)
+def test_restamp_of_the_reviewers_wide_cases(data: bytes) -> None:
+    from stalwart.kv import restamp, unpack_message
+
+    out = restamp(data, unpack_message(data), 1_764_150_000_000)
+    assert decode_command(out) == (Put("k", b"v"), 1_764_150_000_000)
+    m = KVMachine()
+    assert decode_result(m.apply(out)).ok and m.get("k") is not None
+
+
 @given(st.builds(Put, _keys, _vals, st.none() | st.integers(1, MAX_TTL_MS)), st.integers(0, 2**62))
 def test_put_fields_reads_a_put_as_decode_command_does(put: Put, t: int) -> None:
     from stalwart.kv import put_fields, unpack_message

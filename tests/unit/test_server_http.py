@@ -278,3 +278,31 @@ def test_a_batch_of_writes_is_answered_per_request_refusals_at_once(tmp_path: Pa
         assert server.machine.revision == 2 and server._pending() == 0
 
     run(tmp_path, body)
+
+
+def test_a_write_with_wide_int_fields_is_stored_as_acknowledged(tmp_path: Path) -> None:
+    """Version/op/time packed wider than one byte (valid msgpack, accepted by the node's check):
+    the node must store what it acknowledges (restamp spliced into those fields: an undecodable
+    log entry answered OK)."""
+    from stalwart.kv import decode_get_result, decode_result
+
+    rest = b"\xa3key\xc4\x05value\xc0"
+    crafted = [
+        b"\x96\xce\x00\x00\x00\x01\x01\x00" + rest,  # version as uint32
+        b"\x96\x01\xcd\x00\x01\x00" + rest,  # op as uint16
+        b"\x96\x01\xd1\x00\x01\x00" + rest,  # op as int16
+        b"\x96\x01\x01\xcf" + bytes(8) + rest,  # time as uint64
+    ]
+
+    async def body(server: KVServer, http: TestClient) -> None:
+        for seq, command in enumerate(crafted, 1):
+            answer = await server.write("c", seq, 0, command)
+            assert answer.status is ResponseStatus.OK and answer.result is not None
+            result = decode_result(answer.result)
+            assert result.ok and result.revision == seq, result
+            read = await server.read(encode_query(Get("key")), Consistency.LINEARIZABLE)
+            assert read.result is not None
+            _, got = decode_get_result(read.result)
+            assert got is not None and got.value == b"value" and got.mod_revision == seq
+
+    run(tmp_path, body)

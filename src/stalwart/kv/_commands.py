@@ -218,11 +218,22 @@ def restamp(data: bytes, obj: list[Any], time_ms: int) -> bytes:
     """``encode_command(cmd, time_ms)`` for ``data``, an encoded command whose unpacked form is
     ``obj``: the same bytes, built by replacing the time field instead of packing again.
 
-    A message is a msgpack array of at most 7 items (a one-byte header), then the version and
-    the op (one byte each), then the time: a command encoded with time 0 (as clients send it)
-    has it as the single byte 0 at offset 3. Anything else is decoded and encoded again.
+    The splice is taken only for the canonical head: a one-byte array header (at most 15
+    items), the version and the op as one-byte positive fixints, and the time 0 (as clients
+    send it) as the single byte 0 at offset 3. msgpack also accepts these ints packed wider
+    (``0xce 00 00 00 01`` is a valid version 1): such a message, and anything else, is decoded
+    and encoded again (splicing at offset 3 would overwrite a byte inside a wide field).
     """
-    if obj[2] == 0 and len(data) > 3 and data[3] == 0 and data[0] == 0x90 | len(obj):
+    op = obj[1]
+    if (
+        len(data) > 3
+        and len(obj) < 16
+        and data[0] == 0x90 | len(obj)
+        and data[1] == VERSION
+        and data[2] == op
+        and 0 < op < 0x80
+        and data[3] == 0
+    ):
         return b"".join((data[:3], _pack_int(time_ms), data[4:]))
     command, _ = command_from(obj)
     return encode_command(command, time_ms)
