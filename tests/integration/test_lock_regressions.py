@@ -145,6 +145,10 @@ def test_blocking_acquire_interrupted_at_the_grant_releases_the_lock(url: str) -
             held = await self.inner.acquire(timeout, blocking=blocking)
             assert main is not None
             signal.pthread_kill(main, signal.SIGUSR1)
+            # Block the loop (no await: this task cannot be cancelled meanwhile) while the main
+            # thread, still waiting for this task, handles the signal: the interrupted caller's
+            # clean-up then finds the task already finished with the lock.
+            time.sleep(0.3)
             return held
 
     def handler(signum: int, frame: object) -> None:
