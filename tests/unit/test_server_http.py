@@ -306,3 +306,109 @@ def test_a_write_with_wide_int_fields_is_stored_as_acknowledged(tmp_path: Path) 
             assert got is not None and got.value == b"value" and got.mod_revision == seq
 
     run(tmp_path, body)
+
+
+@asynccontextmanager
+async def leader_with(tmp_path: Path, **changes: int) -> AsyncIterator[KVServer]:
+    import dataclasses
+
+    async with KVServer(dataclasses.replace(config(tmp_path), **changes)) as server:
+        for _ in range(400):
+            if server.is_leader:
+                break
+            await asyncio.sleep(0.005)
+        assert server.is_leader
+        yield server
+
+
+def test_answered_requests_leave_the_deadline_queue(tmp_path: Path) -> None:
+    """An answered request must not stay in _deadlines until its timeout (it held the future with
+    its answer, or the connection): the queue stays within the pending limit."""
+    limit = 20
+
+    async def main() -> None:
+        async with leader_with(tmp_path, max_pending_requests=limit) as server:
+            big = await server.write("c", 1, 0, encode_command(Put("big", b"x" * 100_000), 0))
+            assert big.status is ResponseStatus.OK
+            query = encode_query(Get("big"))
+            seq = 1
+            for _ in range(30):
+                answers = await asyncio.gather(
+                    *(server.read(query, Consistency.LINEARIZABLE) for _ in range(limit // 2)),
+                    *(
+                        server.write("c", seq + i, seq, encode_command(Put(f"k{i}", b"v"), 0))
+                        for i in range(1, limit // 2)
+                    ),
+                )
+                seq += limit // 2
+                assert all(a.status is ResponseStatus.OK for a in answers)
+                assert len(server._deadlines) <= limit
+                held = _flatten(list(server._deadlines))
+                assert not any(isinstance(x, asyncio.Future) for x in held), "no answered futures held"
+            assert server._pending() == 0
+            assert len(server._deadlines) <= limit
+
+    asyncio.run(main())
+
+
+def _flatten(items: object) -> list[object]:
+    if isinstance(items, (list, tuple)):
+        return [y for x in items for y in _flatten(x)]
+    return [items]
+
+
+def test_requests_still_time_out_and_each_waiter_by_its_own_deadline(tmp_path: Path) -> None:
+    from stalwart.raft.replica import ClientRead, ClientWrites
+
+    async def main() -> None:
+        async with leader_with(tmp_path, request_timeout_ms=200) as server:
+            deliver = server.node.deliver
+
+            def drop(source: NodeId, message: object) -> None:  # never committed, never read
+                if not isinstance(message, ClientWrites | ClientRead):
+                    deliver(source, message)
+
+            server.node.deliver = drop  # type: ignore[method-assign]
+            put = encode_command(Put("a", b"1"), 0)
+            w1 = server.submit_write("c", 1, 0, put)
+            r1 = server.submit_read(encode_query(Get("a")), Consistency.LINEARIZABLE)
+            assert isinstance(w1, asyncio.Future) and isinstance(r1, asyncio.Future)
+            await asyncio.sleep(0.12)
+            w2 = server.submit_write("c", 1, 0, put)  # the same write again, later
+            assert isinstance(w2, asyncio.Future)
+            assert server._pending() == 3
+            await asyncio.sleep(0.1)
+            server._sweep()
+            assert w1.done() and r1.done() and not w2.done()
+            assert w1.result().status is ResponseStatus.UNKNOWN
+            assert r1.result().status is ResponseStatus.UNKNOWN
+            assert server._pending() == 1
+            await asyncio.sleep(0.12)
+            server._sweep()
+            assert w2.done() and w2.result().status is ResponseStatus.UNKNOWN
+            assert server._pending() == 0 and not server._deadlines
+
+    asyncio.run(main())
+
+
+def test_waiters_of_one_pending_write_count_against_the_pending_limit(tmp_path: Path) -> None:
+    """The same (client, seq) sent again and again while it is pending adds a waiter each time:
+    they count as pending requests (else the waiters, and their deadlines, were unbounded)."""
+    from stalwart.raft.replica import ClientWrites
+
+    async def main() -> None:
+        async with leader_with(tmp_path, max_pending_requests=10) as server:
+            deliver = server.node.deliver
+
+            def drop(source: NodeId, message: object) -> None:
+                if not isinstance(message, ClientWrites):
+                    deliver(source, message)
+
+            server.node.deliver = drop  # type: ignore[method-assign]
+            put = encode_command(Put("a", b"1"), 0)
+            answers = [server.submit_write("c", 1, 0, put) for _ in range(15)]
+            busy = [a for a in answers if not isinstance(a, asyncio.Future)]
+            assert len(busy) == 5 and all(a.status is ResponseStatus.BUSY for a in busy)
+            assert server._pending() == 10 and len(server._deadlines) <= 10
+
+    asyncio.run(main())

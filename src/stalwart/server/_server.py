@@ -134,9 +134,13 @@ class KVServer:
         self.metrics = metrics or Metrics(config.node_id)
         self.storage = NodeStorage(config.data_dir, fsync=config.fsync)
         self._replica: _WallClockReplica | None = None
-        self._writes: dict[tuple[str, int], list[Waiter]] = {}  # (session, seq) -> who waits
+        # (session, seq) -> who waits, each as (its id, waiter); a write sent again while pending
+        # adds a waiter, and every waiter counts as a pending request.
+        self._writes: dict[tuple[str, int], list[tuple[int, Waiter]]] = {}
+        self._write_waiters = 0
         self._reads: dict[int, Waiter] = {}
         self._next_read = 1
+        self._next_write = 1
         self._ttl_until_ms = 0  # a TTL key may exist until then: the leader proposes ticks
         self._rescan_ttl = False
         self._rescan_at_ms = 0
@@ -169,10 +173,11 @@ class KVServer:
             listen=config.listen, peers=config.peers, config=runtime,
         )  # fmt: skip
         self._ticker: asyncio.Task[None] | None = None
-        # (deadline, the writes of one batch, or one read), in deadline order
-        self._deadlines: deque[
-            tuple[float, list[tuple[tuple[str, int], Waiter]] | None, tuple[int, Waiter] | None]
-        ] = deque()
+        # (deadline, (session, seq) and the waiter's id of a write, or None and a read's id), in
+        # deadline order. Only ids: an answered request leaves its waiter (and its answer) behind
+        # at once; its entry is dropped from the front as answers come, and the whole queue is
+        # compacted if it reaches twice the pending limit (a request stuck at the front).
+        self._deadlines: deque[tuple[float, tuple[str, int] | None, int]] = deque()
 
     @property
     def replica(self) -> RaftReplica:
@@ -198,8 +203,10 @@ class KVServer:
         if self._ticker is not None:
             self._ticker.cancel()
         writes, self._writes = self._writes, {}
+        self._write_waiters = 0
+        self._deadlines.clear()
         for waiting in writes.values():
-            for waiter in waiting:
+            for _, waiter in waiting:
                 waiter[0].answer(waiter, Answer(ResponseStatus.UNKNOWN, error="node shutting down"))
         reads, self._reads = self._reads, {}
         for waiter in reads.values():
@@ -209,7 +216,7 @@ class KVServer:
     # ---- requests ----------------------------------------------------------------------------
 
     def _pending(self) -> int:
-        return len(self._writes) + len(self._reads)
+        return self._write_waiters + len(self._reads)
 
     def _redirect(self) -> Answer:
         return Answer(ResponseStatus.REDIRECT, leader_hint=self.leader)
@@ -245,12 +252,14 @@ class KVServer:
         ``unknown`` after the request timeout.
         """
         accepted: list[tuple[NodeId, int, int, bytes]] = []
-        timed: list[tuple[tuple[str, int], Waiter]] = []
         members = self.config.members
         leader = self.is_leader
         room = self.config.max_pending_requests - self._pending()
         now = wall_ms()
         writes = self._writes
+        deadlines = self._deadlines
+        deadline = self._deadline()
+        wid = self._next_write
         for client, seq, ack, command, waiter in items:
             if not client or client[0] == "~" or client in members or len(client.encode()) > MAX_CLIENT_BYTES:
                 refusal = _error(
@@ -283,16 +292,19 @@ class KVServer:
                         key = (client, seq)
                         waiting = writes.get(key)
                         if waiting is None:
-                            writes[key] = [waiter]
+                            writes[key] = [(wid, waiter)]
                         else:
-                            waiting.append(waiter)
-                        timed.append((key, waiter))
+                            waiting.append((wid, waiter))
+                        deadlines.append((deadline, key, wid))
+                        wid += 1
                         accepted.append((NodeId(client), seq, ack, restamp(command, obj, now)))
                         continue
             waiter[0].answer(waiter, refusal)
         if accepted:
+            self._next_write = wid
+            self._write_waiters += len(accepted)
+            self._trim_deadlines()
             self.metrics.counters.proposals += len(accepted)
-            self._deadlines.append((self._deadline(), timed, None))
             self.node.deliver(BATCH_SOURCE, ClientWrites(accepted))
 
     def read_into(self, query: bytes, consistency: Consistency, waiter: Waiter) -> None:
@@ -314,7 +326,8 @@ class KVServer:
         rid = self._next_read
         self._next_read += 1
         self._reads[rid] = waiter
-        self._deadlines.append((self._deadline(), None, (rid, waiter)))
+        self._deadlines.append((self._deadline(), None, rid))
+        self._trim_deadlines()
         lease = consistency is Consistency.LEASE
         self.node.deliver(READ_SOURCE, ClientRead(rid, query, lease))
 
@@ -322,21 +335,44 @@ class KVServer:
         # The sweeper (in _tick_loop) answers requests pending past the request timeout.
         return time.monotonic() + self.config.request_timeout_ms / 1000
 
+    def _is_pending(self, key: tuple[str, int] | None, rid: int) -> bool:
+        if key is None:
+            return rid in self._reads
+        waiting = self._writes.get(key)
+        return waiting is not None and any(w[0] == rid for w in waiting)
+
+    def _trim_deadlines(self) -> None:
+        """Drop the entries of answered requests from the front; compact the queue if it still
+        holds twice the pending limit (amortized O(1): the compacted queue is within the limit)."""
+        deadlines = self._deadlines
+        while deadlines and not self._is_pending(deadlines[0][1], deadlines[0][2]):
+            deadlines.popleft()
+        if len(deadlines) >= 2 * self.config.max_pending_requests:
+            self._deadlines = deque(e for e in deadlines if self._is_pending(e[1], e[2]))
+
     def _sweep(self) -> None:
         """Answer UNKNOWN to requests pending longer than the request timeout (oldest first)."""
         now = time.monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, writes, read = self._deadlines.popleft()
-            for key, waiter in writes or ():
-                waiting = self._writes.get(key)
-                if waiting is not None and any(w is waiter for w in waiting):
-                    waiting[:] = [w for w in waiting if w is not waiter]
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, key, rid = deadlines.popleft()
+            if key is None:
+                read = self._reads.pop(rid, None)
+                if read is not None:
+                    read[0].answer(read, TIMED_OUT)
+                continue
+            waiting = self._writes.get(key)
+            if waiting is None:
+                continue
+            for i, (wid, waiter) in enumerate(waiting):
+                if wid == rid:
+                    del waiting[i]
                     if not waiting:
                         del self._writes[key]
+                    self._write_waiters -= 1
                     waiter[0].answer(waiter, TIMED_OUT)
-            if read is not None and self._reads.get(read[0]) is read[1]:
-                del self._reads[read[0]]
-                read[1][0].answer(read[1], TIMED_OUT)
+                    break
+        self._trim_deadlines()
 
     # ---- outputs -----------------------------------------------------------------------------
 
@@ -378,7 +414,9 @@ class KVServer:
             if waiter is not None:
                 waiter[0].answer(waiter, answer)
         else:
-            for waiter in self._writes.pop((str(out.client), out.request_id), ()):
+            waiting = self._writes.pop((str(out.client), out.request_id), ())
+            self._write_waiters -= len(waiting)
+            for _, waiter in waiting:
                 waiter[0].answer(waiter, answer)
 
     async def _tick_loop(self) -> None:
