@@ -129,11 +129,16 @@ def encode_response(request_id: int, status: ResponseStatus, result: bytes | Non
     return _pack((wire.PROTOCOL_VERSION, _RESPONSE_TAG, request_id, status.value, result, leader_hint, error))
 
 
+# wire.decode refuses any string over this many UTF-8 bytes (msgpack's max_str_len counts bytes too).
+_MAX_STR_BYTES = wire.DEFAULT_LIMITS.max_str_bytes
+
+
 def _unpack_small(item: bytes, max_bytes: int) -> object:
     """The msgpack value of a small message (bounded as wire.decode bounds it), or None."""
     try:
-        return _unpackb(item, use_list=False, raw=False, strict_map_key=False, max_str_len=max_bytes,
-                        max_bin_len=max_bytes, max_array_len=16, max_map_len=16, max_ext_len=0)  # fmt: skip
+        return _unpackb(item, use_list=False, raw=False, strict_map_key=False,
+                        max_str_len=min(max_bytes, _MAX_STR_BYTES), max_bin_len=max_bytes,
+                        max_array_len=16, max_map_len=16, max_ext_len=0)  # fmt: skip
     except Exception:
         return None
 
@@ -195,6 +200,11 @@ def encode_request(msg: Request) -> bytes:
     """``wire.encode(msg)``, a write request packed directly."""
     if (
         type(msg) is WriteRequest
+        and type(msg.request_id) is int
+        and type(msg.client) is str
+        and type(msg.seq) is int
+        and type(msg.ack) is int
+        and type(msg.command) is bytes
         and len(msg.client) <= MAX_CLIENT_ID_CHARS
         and len(msg.command) <= MAX_COMMAND_BYTES
         and min(msg.request_id, msg.seq, msg.ack) >= 0
