@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from stalwart.raft import RaftConfig, Role
 from stalwart.raft.replica import ClientRead, ClientReply, ClientWrite, RaftReplica, ReplyStatus
 from stalwart.sansio import NodeId
@@ -159,7 +161,7 @@ def test_a_batch_of_writes_is_one_append_and_each_write_is_answered_as_if_alone(
     batch = [(NodeId(f"c{i}"), 1, 0, b"v%d" % i) for i in range(5)]
     batch.append((NodeId("c0"), 1, 0, b"v0"))  # a resend of c0's write in the same batch
     replica.step(CLIENT, ClientWrites(batch))
-    assert replica.raft.log.last_index == last + 6, "proposed together"
+    assert replica.raft.log.last_index == last + 5, "proposed together; the resend waits, not proposed"
     net.pump(leader)
     net.settle(3)
     answers = {(r.client, r.request_id): r for r in net.replies}
@@ -187,6 +189,33 @@ def test_a_batch_beyond_the_room_left_is_answered_busy_for_the_rest() -> None:
     net.settle(3)
     ok = [r for r in net.replies if r.status is ReplyStatus.OK]
     assert len(ok) == MAX_PENDING_WRITES, "everything that found room commits"
+
+
+@pytest.mark.parametrize("across_batches", [False, True])
+def test_a_resent_write_at_the_edge_of_the_room_waits_for_its_first_copy(across_batches: bool) -> None:
+    """Two copies of one (client, seq), the second beyond the room: it must not be answered busy
+    under the key of the copy that runs (the server hands a key's answer to all its waiters)."""
+    from stalwart.raft.replica import MAX_PENDING_WRITES, ClientWrites
+
+    net = elected()
+    leader = net.leader()
+    replica = net.nodes[leader]
+    replica.step(CLIENT, ClientWrites([(NodeId(f"c{i}"), 1, 0, b"x") for i in range(MAX_PENDING_WRITES - 1)]))
+    net.pump(leader)
+    first, retry = (NodeId("s"), 7, 0, b"first"), (NodeId("s"), 7, 0, b"retry")
+    if across_batches:
+        replica.step(CLIENT, ClientWrites([first]))
+        replica.step(CLIENT, ClientWrites([retry]))
+        replica.step(CLIENT, ClientWrite(1, b"no room"))
+    else:
+        replica.step(CLIENT, ClientWrites([first, retry]))
+    net.pump(leader)
+    net.settle(3)
+    mine = [(r.client, r.request_id, r.status) for r in net.replies if r.client == "s"]
+    assert mine == [(NodeId("s"), 7, ReplyStatus.OK)]
+    assert net.apps[leader].value == b"first"
+    if across_batches:
+        assert [r.status for r in net.replies if r.client == CLIENT] == [ReplyStatus.BUSY]
 
 
 def test_a_snapshot_is_taken_once_the_applied_entries_hold_snapshot_bytes() -> None:

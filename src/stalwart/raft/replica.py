@@ -238,6 +238,8 @@ class RaftReplica:
         if self.raft.role is not Role.LEADER:
             self._redirect(client, msg.request_id)
             return
+        if (client, msg.request_id) in self._writes:
+            return  # a copy is pending: its answer (under the same key) answers this one too
         if len(self._writes) >= MAX_PENDING_WRITES:
             self._busy(client, msg.request_id)
             return
@@ -259,10 +261,17 @@ class RaftReplica:
         # is refused as busy, before anything of it is proposed.
         uncommitted = raft.log.last_index - raft.commit
         room = min(MAX_PENDING_WRITES - len(self._writes), raft.cfg.max_uncommitted_entries - uncommitted)
+        # A write whose (client, seq) is already pending, or earlier in this batch, is not
+        # proposed again: it waits for that copy's answer (answers go by key, so a busy answer
+        # to the copy would also reach the waiter of the write that runs).
         now = self.now_ms
+        pending = self._writes
         datas: list[bytes] = []
         keys: list[tuple[NodeId, int]] = []
         for client, seq, ack, payload in writes:
+            key = (client, seq)
+            if key in pending:
+                continue
             if len(keys) >= room:
                 self._busy(client, seq)
                 continue
@@ -271,16 +280,19 @@ class RaftReplica:
             except SessionError:  # a client id too long for a session: refused, not run
                 self._out.append(ClientReply(client, seq, ReplyStatus.FAIL))
                 continue
-            keys.append((client, seq))
+            keys.append(key)
+            pending[key] = 0  # its index once proposed
         if not datas:
             return
         try:
             indexes = raft.propose_batch(datas)
         except ProtocolError:
+            for key in keys:
+                del pending[key]
             for client, seq in keys:
                 self._refuse(client, seq)
             return
-        self._writes.update(zip(keys, indexes, strict=True))
+        pending.update(zip(keys, indexes, strict=True))
 
     def _read(self, client: NodeId, msg: ClientRead) -> None:
         ctx = self._next_ctx
