@@ -336,3 +336,103 @@ def test_a_version_1_snapshot_still_restores_and_bad_bodies_are_refused() -> Non
         bad = msgpack.packb([2, 2, 20, 0, body, events], use_bin_type=True)
         with pytest.raises(DecodeError):
             KVMachine().restore(bad)
+
+
+def _restored_base() -> KVMachine:
+    m = KVMachine(KVConfig(history_events=3))
+    for i in range(5):
+        run(m, Put(f"k{i}", b"v", 1000 if i % 2 else None), t=10)
+    return m
+
+
+def _state(m: KVMachine) -> tuple[object, ...]:
+    rows = (dict(m._data), list(m._keys), list(m._history), list(m._expiry))
+    return (m.revision, m.clock_ms, m._compacted, *rows)
+
+
+_ROW = [b"v", 1, 1, 1, None]
+_EVENT = [1, 1, "a", b"v"]
+
+
+@pytest.mark.parametrize(
+    "snap",
+    [
+        [2, 0, 0, 0, {}, [[1, 1, "0", b""]]],  # the reviewer's case: an event newer than the store
+        [2, 1, 0, 0, {"a": [b"v", 1, 2, 1, None]}, [_EVENT]],  # mod revision newer than the store
+        [2, 3, 0, 0, {"a": [b"v", 3, 2, 1, None]}, []],  # created after its last change
+        [2, 3, 0, 0, {"a": [b"v", 0, 2, 1, None]}, []],  # create revision 0
+        [2, 3, 0, 0, {"a": [b"v", 1, 2, 0, None]}, []],  # version 0
+        [2, 1, 0, 2, {"a": _ROW}, [_EVENT]],  # compacted past the store
+        [2, 5, 0, 3, {"a": _ROW}, [[2, 1, "a", b"v"]]],  # an event at or below the compaction
+        [2, 5, 0, 0, {"a": _ROW}, [[3, 1, "a", b"v"], [2, 1, "a", b"v"]]],  # events out of order
+        [2, 1, -1, 0, {"a": _ROW}, [_EVENT]],  # a negative clock
+        [2, -1, 0, 0, {}, []],  # a negative revision
+        [True, 1, 0, 0, [["a", *_ROW]], [_EVENT]],  # version True is not 1
+        [2.0, 1, 0, 0, {"a": _ROW}, [_EVENT]],  # nor is 2.0 a version
+    ],
+)
+def test_a_malformed_snapshot_is_refused_with_decode_error_and_nothing_changes(snap: list[object]) -> None:
+    m = _restored_base()
+    before = _state(m)
+    with pytest.raises(DecodeError):
+        m.restore(msgpack.packb(snap, use_bin_type=True))
+    assert _state(m) == before
+
+
+def test_the_edges_of_a_valid_snapshot_are_accepted() -> None:
+    m = KVMachine()
+    # compacted == an event's revision (another event of that revision was dropped), events of
+    # one revision together, mod == create == revision.
+    snap = [2, 4, 7, 3, {"a": [b"v", 3, 4, 2, 9], "b": [b"w", 4, 4, 1, None]},
+            [[3, 2, "c", b""], [4, 1, "a", b"v"], [4, 1, "b", b"w"]]]  # fmt: skip
+    m.restore(msgpack.packb(snap, use_bin_type=True))
+    assert m.revision == 4 and m._compacted == 3 and len(m) == 2
+    assert m.snapshot() == msgpack.packb(snap, use_bin_type=True)
+
+
+_SNAP_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=4) | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=6)
+    | st.dictionaries(st.text(max_size=3) | st.integers(0, 3), inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+_SNAP_ROW = st.tuples(
+    st.binary(max_size=2), st.integers(-1, 12), st.integers(-1, 12), st.integers(-1, 3),
+    st.none() | st.integers(-1, 9),
+).map(list)  # fmt: skip
+_SNAP_LIKE = st.tuples(
+    st.sampled_from([1, 2, True, 2.0]),
+    st.integers(-2, 12),
+    st.integers(-2, 12),
+    st.integers(-2, 12),
+    st.dictionaries(st.text(min_size=1, max_size=2), _SNAP_ROW | _SNAP_ANY, max_size=4)
+    | st.lists(st.lists(_SNAP_ANY, min_size=6, max_size=6) | _SNAP_ANY, max_size=4),
+    st.lists(
+        st.tuples(
+            st.integers(-1, 14),
+            st.sampled_from([1, 2]),
+            st.text(min_size=1, max_size=2),
+            st.binary(max_size=2),
+        ).map(list)
+        | _SNAP_ANY,
+        max_size=4,
+    ),
+).map(list)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_SNAP_LIKE | _SNAP_ANY)
+def test_a_restore_is_all_or_nothing_and_a_restored_machine_works(obj: object) -> None:
+    m = _restored_base()
+    before = _state(m)
+    try:
+        m.restore(msgpack.packb(obj, use_bin_type=True))
+    except DecodeError:
+        assert _state(m) == before, "refused, and nothing changed"
+        return
+    assert m._compacted <= m.revision and all(m._compacted <= e[0] <= m.revision for e in m._history)
+    assert all(1 <= row[1] <= row[2] <= m.revision and row[3] >= 1 for row in m._data.values())
+    run(m, Put("zz", b"x"), t=50)  # usable: it applies, scans, snapshots and restores
+    m.range("", 100)
+    KVMachine().restore(m.snapshot())

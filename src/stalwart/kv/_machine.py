@@ -261,8 +261,12 @@ class KVMachine:
             version, revision, clock, compacted, rows, events = obj
         except Exception as exc:  # msgpack and unpacking raise several unrelated types
             raise DecodeError(f"bad kv snapshot: {exc.__class__.__name__}") from None
-        if version not in (1, SNAPSHOT_VERSION) or not all(
-            type(x) is int for x in (revision, clock, compacted)
+        if (
+            type(version) is not int  # True == 1 and 2.0 == 2: not versions
+            or version not in (1, SNAPSHOT_VERSION)
+            or not all(type(x) is int for x in (revision, clock, compacted))
+            or not 0 <= compacted <= revision <= MAX_TIME_MS
+            or not 0 <= clock <= MAX_TIME_MS
         ):
             raise DecodeError("bad kv snapshot header")
         if version == 1 and isinstance(rows, list):
@@ -279,8 +283,16 @@ class KVMachine:
         }
         if len(data_map) != len(rows):
             raise DecodeError("bad kv snapshot body: a key twice")
+        # Everything is checked before anything is replaced: a refused snapshot changes nothing.
+        for row in data_map.values():
+            if not (1 <= row[1] <= row[2] <= revision and row[3] >= 1):
+                raise DecodeError("bad kv snapshot body: a key's revisions (1 <= create <= mod <= store)")
         history: deque[_EventRow] = deque()
+        last = compacted  # events are in revision order, none compacted, none newer than the store
         for e in map(event_from_row, events):
+            if not last <= e.revision <= revision:
+                raise DecodeError("bad kv snapshot body: an event's revision out of order or range")
+            last = e.revision
             history.append((e.revision, e.kind, e.key, e.value))
         self.revision, self.clock_ms, self._compacted = revision, clock, compacted
         self._data = data_map
