@@ -124,6 +124,43 @@ async def _etcd(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[None]
     return put, close
 
 
+def _pb_bytes(field: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    n, varint = len(data), bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        varint.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes([field << 3 | 2]) + bytes(varint) + data
+
+
+async def _etcd_grpc(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[None]]]:
+    # etcd's native protocol: gRPC KV.Put, the request (PutRequest{key=1, value=2}) written as
+    # raw protobuf bytes and the reply taken as bytes (grpcio without generated stubs); a few
+    # HTTP/2 channels per member, the writers spread over them
+    import grpc  # only the bench extra needs it
+
+    channels = [
+        grpc.aio.insecure_channel(e, options=[("grpc.use_local_subchannel_pool", 1)])
+        for e in spec["endpoints"]
+        for _ in range(2)
+    ]
+    calls = [c.unary_unary("/etcdserverpb.KV/Put") for c in channels]
+    turn = iter(range(1 << 62))
+
+    async def put(key: str, value: bytes) -> None:
+        call = calls[next(turn) % len(calls)]
+        answer = await call(_pb_bytes(1, key.encode()) + _pb_bytes(2, value), timeout=10)
+        if not answer.startswith(b"\x0a"):  # PutResponse: field 1, the ResponseHeader
+            raise RuntimeError(f"etcd answered {answer[:100]!r}")
+
+    async def close() -> None:
+        for c in channels:
+            await c.close()
+
+    return put, close
+
+
 async def _pysyncobj(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[None]]]:
     # one connection per writer (a closed loop: one request in flight per connection)
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -149,7 +186,8 @@ async def _pysyncobj(spec: dict[str, Any]) -> tuple[Put, Callable[[], Awaitable[
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    make = {"stalwart": _stalwart, "etcd": _etcd, "pysyncobj": _pysyncobj}[spec["system"]]
+    makers = {"stalwart": _stalwart, "etcd": _etcd_grpc, "etcd-http": _etcd, "pysyncobj": _pysyncobj}
+    make = makers[spec["system"]]
     put, close = await make(spec)
     await asyncio.sleep(max(0.0, spec["start_at"] - time.time()))  # all generators start together
     stats = Stats()

@@ -1,7 +1,7 @@
 """The replicated key-value store side by side: stalwart, etcd 3.4 and PySyncObj, 3 members each.
 
 Run: ``.venv/bin/python -m bench.bench_kv [--seconds 15] [--runs 3] [--clients 1000] [--gens 4]
-[--systems stalwart,etcd,pysyncobj]`` (also ``stalwart bench kv`` with the same options).
+[--systems stalwart,etcd,etcd-http,pysyncobj]`` (also ``stalwart bench kv`` with the same options).
 
 For each run and system: a fresh 3-member cluster on 127.0.0.1 (free ports, its own temp data
 dirs), then ``--gens`` load-generator processes (bench._kv_gen) with ``--clients`` closed-loop
@@ -17,10 +17,12 @@ server and generator CPU per put for the ceiling this machine allows.
 
 * stalwart: ``stalwart node`` x3, fsync on (the default), through ``AsyncKVClient`` (one per
   generator, all writers multiplexed on its connections).
-* etcd 3.4 (Debian's etcd-server): fsync on (etcd always fsyncs its WAL), through the v3
-  HTTP/JSON gateway (``POST /v3/kv/put``) on keep-alive HTTP/1.1 connections (a minimal asyncio
-  client: aiohttp cost about 250 µs of generator CPU per put, several times the server's share),
-  one per writer, spread over the three members. The gateway's JSON-to-gRPC hop is etcd's cost.
+* etcd 3.4 (Debian's etcd-server): fsync on (etcd always fsyncs its WAL), through its native
+  gRPC API (``KV.Put`` with grpcio, the protobuf request written as raw bytes: no generated
+  stubs), two HTTP/2 channels per member per generator. ``etcd-http`` drives the same cluster
+  through the v3 HTTP/JSON gateway (``POST /v3/kv/put``) on keep-alive HTTP/1.1 connections
+  (a minimal asyncio client: aiohttp cost about 250 µs of generator CPU per put), one per
+  writer: cheaper for the generator, dearer for etcd (the gateway's JSON-to-gRPC hop).
 * PySyncObj: three members with a ReplDict behind a line protocol (bench._kv_pysyncobj_node),
   one TCP connection per writer, spread over the members. Its journal never fsyncs.
 
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
-SYSTEMS = ("stalwart", "etcd", "pysyncobj")
+SYSTEMS = ("stalwart", "etcd", "etcd-http", "pysyncobj")
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
@@ -201,7 +203,12 @@ def start_pysyncobj(root: Path) -> Cluster:
     return cluster
 
 
-STARTERS = {"stalwart": start_stalwart, "etcd": start_etcd, "pysyncobj": start_pysyncobj}
+STARTERS = {
+    "stalwart": start_stalwart,
+    "etcd": start_etcd,
+    "etcd-http": start_etcd,
+    "pysyncobj": start_pysyncobj,
+}
 
 
 @contextlib.contextmanager
