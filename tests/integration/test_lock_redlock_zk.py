@@ -21,6 +21,8 @@ from stalwart.lock import (
     RedlockClient,
     ZooKeeperClient,
     ZooKeeperLock,
+    close_shared_zk,
+    run_blocking,
 )
 from tests.integration._locks import contend
 from tests.servers.redis import RedisServer, flush, redis_servers5
@@ -181,9 +183,14 @@ def test_zookeeper_session_loss_sets_lost(zookeeper_server: ZooKeeperServer) -> 
 
 def test_zookeeper_blocking_wrapper(zookeeper_server: ZooKeeperServer) -> None:
     lock = BlockingLock(ZooKeeperLock(zookeeper_server.hosts, "zk-blocking"))
-    with lock as held:
-        held.ensure()
-        assert lock.try_acquire() is None
-    again = lock.acquire(timeout=5)
-    assert again.token > held.token
-    again.release()
+    try:
+        with lock as held:
+            held.ensure()
+            assert lock.try_acquire() is None
+        again = lock.acquire(timeout=5)
+        assert again.token > held.token
+        again.release()
+    finally:
+        # The blocking wrapper's loop outlives the test: close its shared kazoo client, or it
+        # keeps reconnecting (with jittered retries) to the server this test's fixture stops.
+        run_blocking(close_shared_zk())
