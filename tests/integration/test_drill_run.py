@@ -187,13 +187,17 @@ def test_lease_reads_break_only_when_clocks_break_the_drift_bound(
     """Lease reads assume tick rates differ by at most 10%. Followers whose clocks run 4x fast
     (the drill's clock skew) elect a new leader while the cut-off old leader still trusts its
     lease: its lease reads miss acknowledged writes, and the checker must say so. With honest
-    clocks the same scenario stays linearizable (the old leader's lease ends first)."""
+    clocks the same scenario stays linearizable (the old leader's lease ends first).
+
+    Whether the broken-clock scenario produces a stale read at all depends on timing (a loaded
+    machine can delay the new election past the old lease), so that case gets up to three fresh
+    clusters; the honest-clock case gets one, and any violation there fails the test."""
     import random
 
     from stalwart.client import AsyncKVClient
 
-    async def main() -> None:
-        layout, mesh, sup = await _cluster_up(tmp_path)
+    async def main(root: Path) -> Verdict:
+        layout, mesh, sup = await _cluster_up(root)
         try:
             leader = await _leader(layout, layout.node_ids, None, 10)
             others = [n for n in layout.node_ids if n != leader]
@@ -229,9 +233,15 @@ def test_lease_reads_break_only_when_clocks_break_the_drift_bound(
                         await asyncio.sleep(0.005)
 
                 await asyncio.gather(writes(), reads())
-            assert check_operations(rec.operations, model="kv", timeout_s=10).verdict is expected
+            return check_operations(rec.operations, model="kv", timeout_s=10).verdict
         finally:
             sup.stop_all()
             await mesh.close()
 
-    asyncio.run(main())
+    attempts = 3 if expected is Verdict.NOT_LINEARIZABLE else 1
+    verdicts = []
+    for attempt in range(attempts):
+        verdicts.append(asyncio.run(main(tmp_path / f"attempt-{attempt}")))
+        if verdicts[-1] is expected:
+            break
+    assert verdicts[-1] is expected, verdicts
