@@ -34,7 +34,12 @@ def command() -> None:
 @click.option("--runs", type=int, default=3, show_default=True, help="runs; the table shows medians")
 @click.option("--clients", type=int, default=1000, show_default=True, help="closed-loop writers in all")
 @click.option("--gens", type=int, default=4, show_default=True, help="load-generator processes")
-@click.option("--systems", default="stalwart,etcd,pysyncobj", show_default=True)
+@click.option(
+    "--systems",
+    default="stalwart,etcd,etcd-http,pysyncobj",
+    show_default=True,
+    help="etcd: its gRPC API; etcd-http: the same cluster through the HTTP/JSON gateway",
+)
 @click.option("--json", "json_path", default=None, help="write every run's figures to this file")
 @click.pass_context
 def kv(  # noqa: PLR0917 (click passes options positionally)
@@ -46,7 +51,7 @@ def kv(  # noqa: PLR0917 (click passes options positionally)
     systems: str,
     json_path: str | None,
 ) -> None:
-    """Replicated KV puts: stalwart vs etcd 3.4 vs PySyncObj, 3 members each, side by side."""
+    """Replicated KV puts: stalwart vs etcd 3.4 (gRPC and HTTP) vs PySyncObj, 3 members each."""
     if seconds <= 0 or runs < 1 or clients < 1 or not 1 <= gens <= clients:
         raise ConfigError("need --seconds > 0, --runs >= 1, --clients >= 1 and 1 <= --gens <= --clients")
     argv = [sys.executable, "-m", "bench.bench_kv", "--seconds", str(seconds), "--runs", str(runs),
