@@ -93,7 +93,8 @@ def pack_command(client: str, seq: int, ack: int, time_ms: int, payload: bytes) 
     return b"".join((_HEAD.pack(seq, ack, time_ms, len(raw)), raw, payload))
 
 
-def decode_command(data: bytes) -> Command:
+def _decode_head(data: bytes) -> tuple[str, int, int, int, int]:
+    """``(client, seq, ack, time_ms, payload offset)`` of an encoded session command."""
     try:
         seq, ack, time_ms, size = _HEAD.unpack_from(data)
         start = _HEAD.size
@@ -102,7 +103,12 @@ def decode_command(data: bytes) -> Command:
         client = data[start : start + size].decode()
     except (struct.error, UnicodeDecodeError) as exc:
         raise DecodeError(f"session command: {exc}") from None
-    return Command(client, seq, ack, time_ms, data[start + size :])
+    return client, seq, ack, time_ms, start + size
+
+
+def decode_command(data: bytes) -> Command:
+    client, seq, ack, time_ms, offset = _decode_head(data)
+    return Command(client, seq, ack, time_ms, data[offset:])
 
 
 class SessionStatus(enum.Enum):
@@ -159,14 +165,7 @@ class Sessions:
 
     def apply_raw(self, data: bytes) -> tuple[str, int, SessionStatus, bytes | None]:
         """:meth:`apply` as a tuple ``(client, seq, status, response)`` (no object per command)."""
-        try:
-            seq, ack, time_ms, size = _HEAD.unpack_from(data)
-            start = _HEAD.size
-            if start + size > len(data):
-                raise DecodeError("session command: client id runs past the end")
-            client = data[start : start + size].decode()
-        except (struct.error, UnicodeDecodeError) as exc:
-            raise DecodeError(f"session command: {exc}") from None
+        client, seq, ack, time_ms, offset = _decode_head(data)
         self.time_ms = max(self.time_ms, time_ms)  # cluster time only moves forward
         if self.time_ms >= self._next_expiry_ms:
             self._expire()
@@ -188,7 +187,7 @@ class Sessions:
                 return client, seq, SessionStatus.DUPLICATE, cached
         if seq <= session.last_seq:
             return client, seq, SessionStatus.STALE, None
-        response = self.app.apply(data[start + size :])
+        response = self.app.apply(data[offset:])
         session.last_seq = seq
         responses[seq] = response
         while len(responses) > self.cfg.max_responses:
