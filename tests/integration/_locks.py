@@ -9,11 +9,32 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from stalwart.lock import FencedResource, FencedRow, Held, RedisBackend
+from tests.servers.redis import RedisServer, flush
+
+
+@pytest.fixture
+def url(redis_server: RedisServer) -> Iterator[str]:
+    """A flushed redis-server's URL (the module using it imports the ``redis_server`` fixture)."""
+    flush(redis_server)
+    yield redis_server.url
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a test's coroutine with a 60 s limit, so a hang fails instead of stalling the suite."""
+
+    async def main() -> Any:
+        async with asyncio.timeout(60):
+            return await coro_fn()
+
+    return asyncio.run(main())
+
 
 GUARDED = "guarded"  # the Redis key / PostgreSQL table the fenced writes go to; row id 1
 

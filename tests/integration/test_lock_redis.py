@@ -28,24 +28,10 @@ from stalwart.lock import (
     run_blocking,
 )
 from stalwart.lock._scripts import ACQUIRE_FAIR
-from tests.integration._locks import contend
+from tests.integration._locks import contend, run, url
 from tests.servers.redis import RedisServer, flush, redis_server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def url(redis_server: RedisServer) -> Iterator[str]:
-    flush(redis_server)
-    yield redis_server.url
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with asyncio.timeout(60):
-            return await coro_fn()
-
-    return asyncio.run(main())
 
 
 def stalwart_tasks() -> list[asyncio.Task[Any]]:

@@ -17,23 +17,10 @@ import redis as redis_sync
 from stalwart.lock import LockTimeout, RedisBackend, RedisLock
 from stalwart.lock._blocking import BlockingLock
 from stalwart.lock._scripts import ACQUIRE_FAIR
+from tests.integration._locks import run, url
 from tests.servers.redis import RedisServer, flush, redis_server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def url(redis_server: RedisServer) -> Iterator[str]:
-    flush(redis_server)
-    yield redis_server.url
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with asyncio.timeout(60):
-            return await coro_fn()
-
-    return asyncio.run(main())
 
 
 # -- 1. a fair waiter that gives up must not be handed the lock on its way out -------------------
