@@ -15,19 +15,25 @@ from stalwart.kv._sortedkeys import LOAD, SortedKeys
 KEYS = st.text(alphabet="abc", min_size=1, max_size=6)
 
 
+def _step(model: list[str], keys: SortedKeys, add: bool, key: str) -> None:
+    """Add or remove ``key`` in both the plain sorted list and the SortedKeys (only when it
+    changes something, as the machine calls them)."""
+    present = key in model
+    if add and not present:
+        bisect.insort(model, key)
+        keys.add(key)
+    elif not add and present:
+        model.remove(key)
+        keys.remove(key)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), KEYS), max_size=300), st.lists(KEYS, max_size=5))
 def test_behaves_as_a_sorted_list(ops: list[tuple[bool, str]], probes: list[str]) -> None:
     model: list[str] = []
     keys = SortedKeys()
     for add, key in ops:
-        present = key in model
-        if add and not present:
-            bisect.insort(model, key)
-            keys.add(key)
-        elif not add and present:
-            model.remove(key)
-            keys.remove(key)
+        _step(model, keys, add, key)
     assert list(keys) == model and len(keys) == len(model)
     for low in probes:
         assert list(keys.iter_from(low)) == model[bisect.bisect_left(model, low) :]
@@ -83,13 +89,7 @@ def test_small_chunks_behave_as_a_sorted_list(
         model = sorted(set(initial))
         keys = SortedKeys(set(initial))
         for add, key in ops:
-            present = key in model
-            if add and not present:
-                bisect.insort(model, key)
-                keys.add(key)
-            elif not add and present:
-                model.remove(key)
-                keys.remove(key)
+            _step(model, keys, add, key)
             assert list(keys) == model and len(keys) == len(model)
             assert all(keys._chunks) and keys._maxes == [c[-1] for c in keys._chunks]
             assert all(len(c) <= 2 * load for c in keys._chunks)
