@@ -21,6 +21,7 @@ from stalwart.txn import (
     TransactionAbortedError,
     TransactionRefusedError,
     TwoPhaseCoordinator,
+    _pq,
 )
 from tests.integration._bank import maria_sum, pg_sum, prepared_left, transfer
 from tests.servers.postgres import PostgresServer
@@ -239,3 +240,44 @@ def test_twopc_postgres_batch_commit_one_bad_branch_does_not_hold_back_the_other
             c.execute("ROLLBACK PREPARED 'st:t.abc:x2:pg'")
             c.execute("DROP OWNED BY st_coord")
             c.execute("DROP ROLE st_coord")
+
+
+def test_twopc_pq_fast_path_errors_pipelines_and_dead_connections(bank: tuple[str, dict[str, Any]]) -> None:
+    """The raw libpq path for 2PC's fixed statements: a failed statement raises the class psycopg
+    would (sqlstate kept) and leaves the connection usable; a pipeline reports each statement,
+    the ones after a failure as skipped; a connection killed under a call fails it, no hang."""
+    dsn, _ = bank
+
+    async def main() -> None:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        killer = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        try:
+            with pytest.raises(psycopg.errors.UndefinedObject) as info:
+                await _pq.simple_query(conn, b"COMMIT PREPARED 'st:none'")
+            assert info.value.sqlstate == "42704"
+            rows = await _pq.simple_query(conn, b"SELECT 41 + 1; SELECT 'x'")
+            assert [r.get_value(0, 0) for r in rows] == [b"42", b"x"]
+
+            results = await _pq.pipeline(conn, [b"SELECT 1", b"SELECT 1/0", b"SELECT 3"])
+            assert [r.status for r in results] == [
+                psycopg.pq.ExecStatus.TUPLES_OK,
+                psycopg.pq.ExecStatus.FATAL_ERROR,
+                psycopg.pq.ExecStatus.PIPELINE_ABORTED,
+            ]
+            assert _pq.aborted(results[2]) and _pq.error_of(results[1]).sqlstate == "22012"
+            cur = await conn.execute("SELECT 7")  # out of pipeline mode: psycopg works on it again
+            assert await cur.fetchone() == (7,)
+            with pytest.raises(ValueError):
+                await _pq.pipeline(conn, [])
+
+            pid = conn.pgconn.backend_pid
+            call = asyncio.ensure_future(_pq.simple_query(conn, b"SELECT pg_sleep(30)"))
+            await asyncio.sleep(0.2)
+            await killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(psycopg.Error):
+                await asyncio.wait_for(call, 10)
+        finally:
+            await conn.close()
+            await killer.close()
+
+    asyncio.run(main())

@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 import psycopg
 import pymysql
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.pq import TransactionStatus
 
 from stalwart.errors import ConfigError
+from stalwart.txn import _pq
 from stalwart.txn._errors import ParticipantError, PreparedTransactionsDisabledError
 
 log = logging.getLogger("stalwart.txn")
@@ -77,13 +78,13 @@ _PLAIN_GID = re.compile(r"^[A-Za-z0-9_:.-]{1,200}$")
 _Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
-def _gid_statement(verb: str, gid: str) -> sql.Composed | bytes:
+def _gid_statement(verb: str, gid: str, conn: _Conn) -> bytes:
     """``verb 'gid'``: gids this coordinator makes (letters, digits, ``_:.-``) are quoted by hand,
     which costs a fraction of psycopg's literal adaptation; anything else (a gid found on the
     server by a recovery scan) goes through ``sql.Literal``."""
     if _PLAIN_GID.fullmatch(gid):
         return f"{verb} '{gid}'".encode()
-    return sql.SQL(verb + " {}").format(sql.Literal(gid))
+    return sql.SQL(verb + " {}").format(sql.Literal(gid)).as_bytes(conn)
 
 
 class PostgresResource:
@@ -176,20 +177,21 @@ class PostgresResource:
                 await conn.close()
                 return False, f"the branch is {TransactionStatus(status).name}, not an open transaction"
             # One round trip: the branch's xid (to tell later whether it committed), then PREPARE.
-            query = _gid_statement("SELECT pg_current_xact_id()::text; PREPARE TRANSACTION", gid)
-            cur = await conn.execute(query)
-            row = await cur.fetchone()
-            cur.nextset()
-            if cur.statusmessage != "PREPARE TRANSACTION" or row is None:
+            query = _gid_statement("SELECT pg_current_xact_id()::text; PREPARE TRANSACTION", gid, conn)
+            results = await _pq.simple_query(conn, query)
+            done = results[-1].command_status if len(results) == 2 else None
+            xid = results[0].get_value(0, 0) if results[0].ntuples == 1 else None
+            if done != b"PREPARE TRANSACTION" or xid is None:
+                # ROLLBACK: PostgreSQL could not prepare (the branch had failed) and rolled back.
                 await conn.close()
-                return False, f"PREPARE TRANSACTION answered {cur.statusmessage!r}"
+                return False, f"PREPARE TRANSACTION answered {done!r}"
         except psycopg.Error as exc:
             await conn.close()
             return False, f"PREPARE TRANSACTION failed: {exc}"
         except BaseException:  # cancelled (vote timeout): the connection's state is unknown
             await conn.close()
             raise
-        self._remember_xid(gid, str(row[0]))
+        self._remember_xid(gid, xid.decode())
         self._release(conn)
         return True, ""
 
@@ -202,7 +204,7 @@ class PostgresResource:
         """Run COMMIT/ROLLBACK PREPARED; False when the gid was not there (42704)."""
         conn = await self._connect()
         try:
-            await conn.execute(_gid_statement(verb, gid))
+            await _pq.simple_query(conn, _gid_statement(verb, gid, conn))
         except psycopg.Error as exc:
             if exc.sqlstate != PG_UNDEFINED_OBJECT:
                 await conn.close()
@@ -239,29 +241,28 @@ class PostgresResource:
     async def commit_prepared_many(self, gids: Sequence[str]) -> list[str]:
         """Phase 2 for several branches in one round trip (a pipeline of COMMIT PREPARED).
 
-        When any of them fails (most often: committed already by an earlier attempt), PostgreSQL
-        skips the rest of the pipeline; each is then finished on its own, idempotently, and
-        those that still fail are returned.
+        When one of them fails (most often: committed already by an earlier attempt), PostgreSQL
+        skips the rest of the pipeline; the failed and the skipped ones are then finished one by
+        one, idempotently, and those that still fail are returned.
         """
-        if len(gids) > 1:
+        rest = list(gids)
+        if len(rest) > 1:
             conn = await self._connect()
             try:
-                async with conn.pipeline():
-                    for gid in gids:
-                        await conn.execute(_gid_statement("COMMIT PREPARED", gid))
-            except psycopg.Error:
-                await conn.close()  # its pipeline failed part-way: do not pool it
-                self.batch_fallbacks += 1
+                results = await _pq.pipeline(conn, [_gid_statement("COMMIT PREPARED", g, conn) for g in rest])
             except BaseException:
-                await conn.close()
+                await conn.close()  # interrupted part-way: its state is unknown, do not pool it
                 raise
-            else:
-                self._release(conn)
-                for gid in gids:
-                    self._xids.pop(gid, None)
+            self._release(conn)
+            ok = {g for g, r in zip(rest, results, strict=True) if r.status == pq.ExecStatus.COMMAND_OK}
+            for gid in ok:
+                self._xids.pop(gid, None)
+            if len(ok) == len(rest):
                 return []
+            self.batch_fallbacks += 1
+            rest = [g for g in rest if g not in ok]
         failed = []
-        for gid in gids:
+        for gid in rest:
             try:
                 await self.commit_prepared(gid)
             except (ParticipantError, psycopg.Error) as exc:
