@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stalwart.sansio import StorageOp
+from stalwart.errors import ConfigError, StorageError
+from stalwart.sansio import AppendLog, StorageOp
 from stalwart.txn import (
     CoordinatorSettings,
     OutcomeUnknownError,
@@ -17,6 +19,7 @@ from stalwart.txn import (
     TransactionAbortedError,
     TwoPhaseCoordinator,
 )
+from stalwart.txn.twopc import LogRecord, RecordKind
 
 
 class FakeResource:
@@ -206,3 +209,142 @@ def test_twopc_host_one_bad_branch_does_not_hold_back_its_batch(tmp_path: Path) 
     assert asyncio.run(main()) == 1  # only the transaction with the bad branch is unfinished
     assert list(b.state.values()).count("committed") == 3
     assert [b.state[g] for g in b.bad_gids] == ["prepared"]
+
+
+class RecordingLog(SQLiteDecisionLog):
+    """Writes take ``delay_s``; every write and participant call lands in one shared timeline."""
+
+    def __init__(self, path: Path, events: list[tuple[str, str]], delay_s: float) -> None:
+        super().__init__(path)
+        self.events = events
+        self.delay_s = delay_s
+
+    async def write(self, ops: Sequence[StorageOp]) -> None:
+        commits = [r.txid for op in ops if isinstance(op, AppendLog) for r in [LogRecord.decode(op.payload)]
+                   if r.kind is RecordKind.COMMIT]  # fmt: skip
+        await asyncio.sleep(self.delay_s)
+        await super().write(ops)
+        self.events.extend(("durable", t) for t in commits)
+
+
+class TimelineResource(FakeResource):
+    def __init__(self, name: str, events: list[tuple[str, str]]) -> None:
+        super().__init__(name)
+        self.events = events
+
+    async def prepare(self, gid: str) -> tuple[bool, str]:
+        self.events.append(("prepare", gid.split(":")[-2]))
+        return await super().prepare(gid)
+
+    async def commit_prepared(self, gid: str) -> None:
+        self.events.append(("commit", gid.split(":")[-2]))
+        await super().commit_prepared(gid)
+
+
+def test_twopc_host_sends_prepares_during_a_log_write_and_commits_only_after_it(tmp_path: Path) -> None:
+    """A new transaction's Prepare does not wait for another transaction's log write, and no
+    commit decision (to a participant, or to the caller) leaves before its COMMIT record is
+    durable."""
+    events: list[tuple[str, str]] = []
+    a, b = TimelineResource("a", events), TimelineResource("b", events)
+    log = RecordingLog(tmp_path / "log.db", events, delay_s=0.3)
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log=log, settings=fast()) as coord:
+            first = asyncio.ensure_future(one(coord, "a", "b"))
+            async with asyncio.timeout(2):
+                while len([e for e in events if e[0] == "prepare"]) < 2:
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)  # the first transaction's COMMIT record is being written
+            assert not first.done()
+            second = asyncio.ensure_future(one(coord, "a", "b"))
+            await asyncio.sleep(0.1)
+            assert [e[0] for e in events].count("prepare") == 4, events  # not held by the write
+            assert "durable" not in [e[0] for e in events]
+            await first
+            assert ("durable", events[0][1]) in events  # the caller heard after the write
+            await second
+            await until_idle(coord)
+
+    asyncio.run(main())
+    txids = {t for _, t in events}
+    assert len(txids) == 2
+    for txid in txids:
+        durable_at = events.index(("durable", txid))
+        commits = [i for i, e in enumerate(events) if e == ("commit", txid)]
+        assert len(commits) == 2 and min(commits) > durable_at, events
+
+
+def test_twopc_sqlite_log_writes_inline_while_fast_and_in_a_thread_when_slow(tmp_path: Path) -> None:
+    slow = {"on": False}
+
+    class Log(SQLiteDecisionLog):
+        def _write(self, ops: Sequence[StorageOp]) -> None:
+            if slow["on"]:
+                time.sleep(0.02)  # a device whose fsync takes 20 ms
+            super()._write(ops)
+
+    log = Log(tmp_path / "log.db", inline_write_max_ms=5.0)
+
+    async def main() -> None:
+        await log.load()
+        index = 0
+
+        async def write() -> None:
+            nonlocal index
+            index += 1
+            await log.write([AppendLog(index, b"x")])
+
+        for _ in range(3):
+            await write()
+        assert (log.inline_writes, log.thread_writes) == (3, 0)
+        slow["on"] = True
+        await write()  # inline (the log did not know yet), but 4x over the limit:
+        for _ in range(3):
+            await write()  # so these go to the thread
+        assert (log.inline_writes, log.thread_writes) == (4, 3)
+        slow["on"] = False
+        for _ in range(40):
+            await write()  # the average falls below the limit again: back inline
+        assert log.inline_writes > 4
+        assert len((await log.load()).log) == index
+        await log.close()
+
+    asyncio.run(main())
+    with pytest.raises(ConfigError):
+        SQLiteDecisionLog(tmp_path / "x.db", inline_write_max_ms=-1)
+    with pytest.raises(ConfigError):
+        SQLiteDecisionLog(tmp_path / "x.db", inline_write_max_ms=1e9)
+
+
+def test_twopc_host_holds_one_decision_per_branch_while_the_log_cannot_be_written(tmp_path: Path) -> None:
+    """Writes fail for a while (retried with backoff) while the coordinator resends its decision
+    every 50 ms: what is held back stays one message per branch, and all commits in the end."""
+
+    class FailingLog(SQLiteDecisionLog):
+        failures = 0
+
+        async def write(self, ops: Sequence[StorageOp]) -> None:
+            if self.failures > 0:
+                self.failures -= 1
+                raise StorageError("disk full")
+            await super().write(ops)
+
+    a, b = FakeResource("a"), FakeResource("b")
+    log = FailingLog(tmp_path / "log.db")
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log=log, settings=fast()) as coord:
+            log.failures = 4  # about 0.75 s of backoff: 15 retry intervals
+            commit = asyncio.ensure_future(one(coord, "a", "b"))
+            most = 0
+            while not commit.done():
+                most = max(most, sum(len(m) + len(o) for _, m, o in coord._held))
+                await asyncio.sleep(0.01)
+            await commit
+            assert 0 < most <= 3  # the two Decides and the outcome, never the resends
+            await until_idle(coord)
+
+    asyncio.run(main())
+    assert set(a.state.values()) == set(b.state.values()) == {"committed"}
+    assert a.commit_calls == b.commit_calls == 1

@@ -11,6 +11,7 @@ from stalwart.errors import DecodeError
 from stalwart.sansio import DurableState, NodeId, apply_storage_ops
 from stalwart.txn.twopc import (
     AbortRequest,
+    Ack,
     CommitRequest,
     Coordinator,
     CoordinatorConfig,
@@ -24,6 +25,8 @@ from stalwart.txn.twopc import (
     TxFinished,
     TxId,
     TxRefusedError,
+    Vote,
+    depends_on_log,
 )
 
 C, P1, P2 = NodeId("coord"), NodeId("p1"), NodeId("p2")
@@ -267,3 +270,30 @@ def test_unknown_mutation_is_refused() -> None:
 def test_bad_log_records_raise_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
         LogRecord.decode(data)
+
+
+def test_twopc_only_commit_decisions_depend_on_the_log() -> None:
+    """What a host may send before a write is durable: everything but the commit decisions, and
+    those only ever come in a Ready that syncs the COMMIT record they rest on (or after it)."""
+    coord = Coordinator(C, DurableState())
+    for txid, yes in ((TxId("t-commit"), True), (TxId("t-abort"), False)):
+        coord.step(NodeId("client"), CommitRequest(txid, ("p1", "p2")))
+        ready = coord.ready()
+        coord.advance(ready)
+        assert ready.messages and not any(depends_on_log(e.payload) for e in ready.messages)  # Prepares
+        coord.step(P1, Vote(txid, True))
+        coord.step(P2, Vote(txid, yes))
+        ready = coord.ready()
+        coord.advance(ready)
+        decisions = [depends_on_log(e.payload) for e in ready.messages] + [
+            depends_on_log(o) for o in ready.outputs
+        ]
+        assert decisions == [yes, yes, yes]  # two Decides and the TxDecided
+        assert ready.must_sync is yes
+        for p in (P1, P2):
+            coord.step(p, Ack(txid))
+        ready = coord.ready()
+        coord.advance(ready)
+        assert [type(o) for o in ready.outputs] == [TxFinished]
+        assert not depends_on_log(ready.outputs[0])
+        assert not ready.must_sync  # END records ride along with a later write

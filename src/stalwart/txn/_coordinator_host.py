@@ -1,10 +1,18 @@
 """The asyncio host of the pure 2PC coordinator, over real databases.
 
-One driver task owns the pure :class:`~stalwart.txn.twopc.Coordinator`: it takes every queued
-input (commit requests, votes, acks, ticks), steps the coordinator, then runs one ready cycle:
-the decision-log write (group commit: every transaction's records in one durable write), then
-the calls to the participants, then the outcomes to the waiting transactions. So no ``Decide``
-leaves before the COMMIT record it depends on is durable.
+Every input (a commit request, a vote, an acknowledgement, a tick) steps the pure
+:class:`~stalwart.txn.twopc.Coordinator` at once, in the task that has it: stepping is pure and
+never awaits, so no queue or driver task stands between a reply and the coordinator. Each step's
+:class:`~stalwart.sansio.Ready` is then handled on the spot:
+
+- its records go to the log writer, one task that writes whatever accumulated while the previous
+  write ran in one durable write (group commit);
+- what does not depend on the log (``twopc.depends_on_log``: Prepares, aborts) is sent at once;
+- commit decisions (``Decide(commit)`` and the committed outcome the caller waits for) are held
+  back until every must-sync record handed to the writer up to then is durable.
+
+So no ``Decide(commit)`` leaves before the COMMIT record it depends on is durable, and a new
+transaction's Prepare never waits for another transaction's fsync.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import logging
 import re
 import secrets
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +41,7 @@ from stalwart.txn.twopc import (
     CoordinatorConfig,
     CoordinatorInput,
     CoordinatorMessage,
+    CoordinatorOutput,
     Decide,
     Outcome,
     Phase,
@@ -41,15 +51,13 @@ from stalwart.txn.twopc import (
     TxId,
     TxRefusedError,
     Vote,
+    depends_on_log,
 )
 
 log = logging.getLogger("stalwart.txn")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 LOG_ID_KEY = "log_id"  # a random id stored in the decision log when it is created
 _PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
-_TICK = object()
-MAX_INBOX = 10_000
-MAX_BATCH = 1_024
 MAX_CALLS_PER_RESOURCE = 64
 MAX_COMMIT_BATCH = 64  # phase-2 commits sent to one participant in one call
 MAX_DEFERRED_OPS = 512
@@ -94,12 +102,6 @@ class CoordinatorSettings:
 def _expire(fut: asyncio.Future[TxDecided], txid: str) -> None:
     if not fut.done():
         fut.set_exception(OutcomeUnknownError(txid, "no decision in time; recovery will finish it"))
-
-
-class _Refused(TxDecided):
-    """The coordinator refused the commit request: nothing was prepared or decided."""
-
-    __slots__ = ()
 
 
 class Transaction:
@@ -194,7 +196,6 @@ class TwoPhaseCoordinator:
         self._settings = settings or CoordinatorSettings()
         self._hook = fault_hook
         self._coord: Coordinator | None = None
-        self._inbox: asyncio.Queue[tuple[NodeId, CoordinatorInput] | object] = asyncio.Queue(MAX_INBOX)
         self._waiting: dict[TxId, asyncio.Future[TxDecided]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # (participant, txid) -> the task calling it: a message is not sent again while a call for
@@ -206,7 +207,20 @@ class TwoPhaseCoordinator:
         self._limits = {n: asyncio.Semaphore(MAX_CALLS_PER_RESOURCE) for n in self._resources}
         self._first_seen: dict[str, float] = {}
         self._background: list[asyncio.Task[None]] = []
-        self._deferred: list[StorageOp] = []
+        # The log writer: records not yet handed to a write, and the batches' sequence numbers
+        # (the batch being assembled is ``_issued + 1``).
+        self._pending: list[StorageOp] = []
+        self._issued = 0
+        self._durable = 0
+        self._sync_target = 0  # the newest batch holding a must-sync record
+        self._write_wanted = asyncio.Event()
+        self._stopping = False
+        # Commit decisions held back until batch ``target`` is durable: (target, messages, outputs).
+        self._held: deque[tuple[int, list[Envelope[CoordinatorMessage]], list[TxDecided]]] = deque()
+        # (participant, txid) of the held messages: a resend of one already held is dropped, so
+        # a log that cannot be written for minutes holds at most one message per branch.
+        self._held_keys: set[tuple[str, TxId]] = set()
+        self._failure: BaseException | None = None
         self._log_id = ""
         self._foreign_seen: set[str] = set()
 
@@ -253,18 +267,29 @@ class TwoPhaseCoordinator:
         self._coord = Coordinator(NodeId(self.name), durable, self._settings.to_config())
         loop = asyncio.get_running_loop()
         self._background = [
-            loop.create_task(self._drive(), name="2pc-driver"),
+            loop.create_task(self._writer(), name="2pc-log-writer"),
             loop.create_task(self._ticker(), name="2pc-ticker"),
             loop.create_task(self._recovery_loop(), name="2pc-recovery"),
         ]
-        self._background[0].add_done_callback(self._on_driver_done)
+        for task in self._background[:2]:
+            task.add_done_callback(self._on_background_done)
+        self._process(self._coord)  # recovery's outputs: the decisions it resumed (durable)
         return self
 
-    def _on_driver_done(self, task: asyncio.Task[None]) -> None:
+    def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
-        log.error("2PC driver stopped: %r; pending outcomes are unknown until restart", exc)
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The coordinator cannot go on (a bug, or a log that cannot be written): every waiting
+        transaction learns its outcome is unknown; recovery after a restart finishes them."""
+        if self._failure is not None:
+            return
+        self._failure = exc
+        log.error("2PC coordinator stopped: %r; pending outcomes are unknown until restart", exc)
         for txid, fut in self._waiting.items():
             if not fut.done():
                 fut.set_exception(OutcomeUnknownError(txid, f"the coordinator failed: {exc!r}"))
@@ -277,15 +302,21 @@ class TwoPhaseCoordinator:
             async with asyncio.timeout(self._settings.shutdown_timeout_s):
                 while coord is not None and coord.inflight and not self._driver_failed():
                     await asyncio.sleep(self._settings.tick_ms / 1000)
-        for task in [*self._background, *self._tasks]:
+        writer, others = self._background[0], self._background[1:]
+        for task in [*others, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*others, *self._tasks, return_exceptions=True)
+        # The writer is never cancelled in the middle of a write (its thread would go on with the
+        # log while it is closed): it is asked to write what is left (END records) and stop.
+        self._stopping = True
+        self._write_wanted.set()
+        done, _ = await asyncio.wait([writer], timeout=self._settings.shutdown_timeout_s)
+        if not done:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
         for txid, fut in self._waiting.items():
             if not fut.done():
                 fut.set_exception(OutcomeUnknownError(txid, "the coordinator shut down"))
-        if self._deferred and not self._driver_failed():
-            with contextlib.suppress(Exception):  # best effort: losing them only repeats phase 2
-                await self._log.write(self._deferred)
         await self._log.close()
         for resource in self._resources.values():
             await resource.close()
@@ -293,6 +324,8 @@ class TwoPhaseCoordinator:
     # -- the driver ------------------------------------------------------------------------------
 
     async def _commit(self, tx: Transaction) -> None:
+        coord = self._coord
+        assert coord is not None
         if self._driver_failed():
             raise TransactionRefusedError(tx.txid, "the coordinator has stopped; restart it")
         loop = asyncio.get_running_loop()
@@ -302,63 +335,89 @@ class TwoPhaseCoordinator:
         # One timer handle instead of an asyncio.timeout scope: this runs once per transaction.
         expiry = loop.call_later(self._settings.outcome_timeout_s, _expire, fut, tx.txid)
         try:
-            await self._inbox.put((NodeId("client"), CommitRequest(tx.txid, tx.participants)))
+            try:
+                coord.step(NodeId("client"), CommitRequest(tx.txid, tx.participants))
+            except TxRefusedError as exc:
+                self._tx_parts.pop(tx.txid, None)
+                raise TransactionRefusedError(tx.txid, str(exc)) from None
+            self._process(coord)
             decided = await fut
         finally:
             expiry.cancel()
             self._waiting.pop(tx.txid, None)
-        if isinstance(decided, _Refused):
-            raise TransactionRefusedError(tx.txid, decided.reason)
         if decided.outcome is Outcome.ABORTED:
             raise TransactionAbortedError(tx.txid, decided.reason)
 
     async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.tick_ms / 1000)
-            await self._inbox.put(_TICK)
-
-    async def _drive(self) -> None:
         coord = self._coord
         assert coord is not None
-        while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < MAX_BATCH and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
-            for item in batch:
-                self._step(coord, item)
-            await self._ready_cycle(coord)
-
-    def _step(self, coord: Coordinator, item: tuple[NodeId, CoordinatorInput] | object) -> None:
-        if item is _TICK:
+        while self._failure is None:  # stopped: nothing may be resent (recovery takes over)
+            await asyncio.sleep(self._settings.tick_ms / 1000)
             coord.tick()
-            return
-        assert isinstance(item, tuple)
-        source, message = item
-        try:
-            coord.step(source, message)
-        except TxRefusedError as exc:
-            fut = self._waiting.get(message.txid)
-            if fut is not None and not fut.done():
-                fut.set_result(_Refused(message.txid, Outcome.ABORTED, str(exc)))
+            self._process(coord)
 
-    async def _ready_cycle(self, coord: Coordinator) -> None:
+    def _feed(self, source: str, message: CoordinatorInput) -> None:
+        """A participant's reply: step the coordinator now and handle what it wants done."""
+        coord = self._coord
+        assert coord is not None
+        if self._failure is not None:
+            return  # stopped: recovery after a restart takes over
+        try:
+            coord.step(NodeId(source), message)
+            self._process(coord)
+        except Exception as exc:  # a broken invariant: stop rather than risk atomicity
+            self._fail(exc)
+
+    def _process(self, coord: Coordinator) -> None:
+        """Handle one step's Ready: records to the writer, the rest sent or held back."""
         ready = coord.ready()
         if ready.is_empty:
             return
-        # 1. persist: durable before anything that depends on it is sent (group commit). Records
-        # nothing waits on (END, compaction) ride along with the next durable write instead of
-        # costing an fsync of their own; losing them in a crash only repeats phase 2.
-        self._deferred.extend(ready.persist)
-        if ready.must_sync or len(self._deferred) >= MAX_DEFERRED_OPS:
-            await self._write_log_until_it_works(self._deferred)
-            self._deferred = []
-        for decision in ready.outputs:
-            if isinstance(decision, TxDecided) and decision.outcome is Outcome.COMMITTED:
-                self._fault("after-decision-logged", decision.txid)
-        # 2. messages: calls to the participants, each in its own bounded task; the commits
-        # decided in this cycle go to a participant that can take them together in one call.
-        commits: dict[str, dict[TxId, None]] = {}  # participant -> txids, in order, once each
+        coord.advance(ready)  # this host now owns everything in it
+        if ready.persist:
+            self._pending.extend(ready.persist)
+            if ready.must_sync:
+                self._sync_target = self._issued + 1  # the batch being assembled
+                self._write_wanted.set()
+            elif len(self._pending) >= MAX_DEFERRED_OPS:
+                self._write_wanted.set()
+        send: list[Envelope[CoordinatorMessage]] = []
+        held: list[Envelope[CoordinatorMessage]] = []
         for env in ready.messages:
+            if not depends_on_log(env.payload):
+                send.append(env)
+            elif (key := (env.to, env.payload.txid)) not in self._held_keys:
+                held.append(env)
+                self._held_keys.add(key)
+        now: list[CoordinatorOutput] = []
+        decided: list[TxDecided] = []
+        for out in ready.outputs:
+            if depends_on_log(out):
+                assert isinstance(out, TxDecided)
+                decided.append(out)
+            else:
+                now.append(out)
+        self._deliver(send, now)
+        if held or decided:
+            self._held.append((self._sync_target, held, decided))
+            if self._sync_target <= self._durable:  # a resend: its record is durable already
+                self._release_held()
+
+    def _deliver(
+        self,
+        messages: Sequence[Envelope[CoordinatorMessage]],
+        outputs: Sequence[CoordinatorOutput] = (),
+        *,
+        logged: bool = False,
+    ) -> None:
+        """Send messages (calls to the participants) and hand outputs to the waiting callers."""
+        if logged:
+            for out in outputs:
+                self._fault("after-decision-logged", out.txid)
+        # Calls to the participants, each in its own bounded task; commits to a participant that
+        # can take several at once go together in one call.
+        commits: dict[str, dict[TxId, None]] = {}  # participant -> txids, in order, once each
+        for env in messages:
             payload = env.payload
             if isinstance(payload, Decide) and payload.commit and env.to in self._batchers:
                 if (env.to, payload.txid) not in self._calls:
@@ -370,8 +429,7 @@ class TwoPhaseCoordinator:
             for at in range(0, len(txids), MAX_COMMIT_BATCH):
                 chunk = txids[at : at + MAX_COMMIT_BATCH]
                 self._spawn(self._commit_batch(participant, chunk), [(participant, t) for t in chunk])
-        # 3. outputs: outcomes to the waiting transactions.
-        for out in ready.outputs:
+        for out in outputs:
             if isinstance(out, TxDecided):
                 fut = self._waiting.get(out.txid)
                 if fut is not None and not fut.done():
@@ -381,7 +439,41 @@ class TwoPhaseCoordinator:
                 self._committed.pop(out.txid, None)
                 self._tx_parts.pop(out.txid, None)
                 log.debug("transaction %s finished: %s", out.txid, out.outcome)
-        coord.advance(ready)
+
+    async def _writer(self) -> None:
+        """The one task that writes the decision log: each write takes every record handed over
+        while the previous one ran (group commit); then the commit decisions it covers go out."""
+        while True:
+            await self._write_wanted.wait()
+            self._write_wanted.clear()
+            if self._pending:
+                ops, self._pending = self._pending, []
+                self._issued += 1
+                await self._write_log_until_it_works(ops)
+                self._durable = self._issued
+                self._release_held()
+            if self._stopping and not self._pending:
+                return
+
+    def _release_held(self) -> None:
+        """Send the commit decisions that the log writes so far made durable.
+
+        The coordinator resends a decision every retry interval from the moment it decides, so
+        a slow write collects resends behind it: only one per branch was held, and none is sent
+        for a transaction that every participant acknowledged meanwhile.
+        """
+        coord = self._coord
+        assert coord is not None
+        messages: list[Envelope[CoordinatorMessage]] = []
+        outputs: list[TxDecided] = []
+        while self._held and self._held[0][0] <= self._durable:
+            _, held, decided = self._held.popleft()
+            outputs.extend(decided)
+            for env in held:
+                self._held_keys.discard((env.to, env.payload.txid))
+                if coord.phase_of(env.payload.txid) is not None:
+                    messages.append(env)
+        self._deliver(messages, outputs, logged=True)
 
     async def _write_log_until_it_works(self, ops: list[StorageOp]) -> None:
         """A failed write (a busy SQLite, a dropped PostgreSQL connection) is retried with
@@ -397,7 +489,7 @@ class TwoPhaseCoordinator:
                 delay_s = min(delay_s * 2, MAX_LOG_RETRY_DELAY_S)
 
     def _driver_failed(self) -> bool:
-        return any(t.done() for t in self._background)
+        return self._failure is not None or any(t.done() for t in self._background)
 
     def _fault(self, point: str, txid: str) -> None:
         if self._hook is not None:
@@ -445,11 +537,11 @@ class TwoPhaseCoordinator:
         key = (participant, message.txid)
         if isinstance(message, Prepare) and self._calls.get(key) is asyncio.current_task():
             # This call is over: the decision its vote triggers, to the same participant, must
-            # not be skipped as a duplicate. (An ack triggers nothing: its key is released when
-            # the task ends, after the ack is queued, so a retry made meanwhile is skipped.)
+            # not be skipped as a duplicate. (An ack triggers nothing; its key is released when
+            # the task ends.)
             del self._calls[key]
         if reply is not None:
-            await self._inbox.put((NodeId(participant), reply))
+            self._feed(participant, reply)
 
     async def _commit_batch(self, participant: str, txids: list[TxId]) -> None:
         """Phase 2 commit of several transactions on one participant, in one call."""
@@ -468,10 +560,8 @@ class TwoPhaseCoordinator:
         acked = [txid for gid, txid in gids.items() if gid not in failed]
         for txid in acked:
             self._note_committed(participant, txid)
-        # The acks are queued before this call's keys are released (when the task ends): a
-        # retry the coordinator makes before it reads them is skipped, not sent again.
         for txid in acked:
-            await self._inbox.put((NodeId(participant), Ack(txid)))
+            self._feed(participant, Ack(txid))
 
     def _note_committed(self, participant: str, txid: TxId) -> None:
         coord = self._coord

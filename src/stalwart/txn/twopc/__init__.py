@@ -7,6 +7,7 @@ from stalwart.txn.twopc._coordinator import (
     CoordinatorConfig,
     Phase,
     TxRefusedError,
+    depends_on_log,
 )
 from stalwart.txn.twopc._messages import (
     AbortRequest,
@@ -73,4 +74,5 @@ __all__ = [
     "TxId",
     "TxRefusedError",
     "Vote",
+    "depends_on_log",
 ]

@@ -49,6 +49,28 @@ class TxRefusedError(ProtocolError):
     """The coordinator refused a request; nothing changed."""
 
 
+def depends_on_log(item: CoordinatorMessage | CoordinatorOutput) -> bool:
+    """Whether ``item`` may only leave once every must-sync record handed out so far is durable.
+
+    Presumed abort makes this a short list: only a commit decision (``Decide(commit)``, a
+    committed ``TxDecided``) relies on the log. A ``Prepare`` relies on nothing, and an abort is
+    what a lost log presumes anyway. So a host may send everything else of a :class:`Ready` at
+    once, before its records are durable, and hold back only the commit decisions until every
+    must-sync record it was given up to then is durable. (The generic contract, holding back the
+    whole Ready, is just as correct, only slower: a new transaction's Prepare would wait for
+    another transaction's fsync.)
+    """
+    match item:
+        case Decide(commit=commit):
+            return commit
+        case TxDecided(outcome=outcome):
+            return outcome is Outcome.COMMITTED
+        case Prepare() | TxFinished():
+            return False
+        case _ as unreachable:
+            assert_never(unreachable)
+
+
 @dataclass(frozen=True, slots=True)
 class CoordinatorConfig:
     vote_timeout_ticks: int = 50
