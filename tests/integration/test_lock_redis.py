@@ -500,7 +500,7 @@ def test_blocking_waiter_in_its_own_thread_times_out_and_leaves_nothing(url: str
     holder = lock.acquire()
     got: list[Any] = []
     first = threading.Thread(target=lambda: got.append(lock.acquire(timeout=10)))
-    first.start()  # the first waiter subscribes on the loop
+    first.start()  # the first waiter subscribes its thread group's channel on the loop
     fast = lock._fast
     assert fast is not None
     for _ in range(200):
@@ -511,9 +511,9 @@ def test_blocking_waiter_in_its_own_thread_times_out_and_leaves_nothing(url: str
     waits: list[str] = []
     wait = fast.wait
 
-    def spy(timeout: float | None, fallback: Any) -> Held:
+    def spy(timeout: float | None) -> Held:
         waits.append("thread")
-        return wait(timeout, fallback)
+        return wait(timeout)
 
     fast.wait = spy  # type: ignore[method-assign]
     t0 = time.monotonic()

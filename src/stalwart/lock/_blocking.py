@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 from stalwart.lock._errors import LockError, NotAcquired
 from stalwart.lock._fastsync import FastPath
 from stalwart.lock._held import Held
-from stalwart.lock._redis import RedisLock, _Attempt
+from stalwart.lock._redis import RedisLock
 
 T = TypeVar("T")
 
@@ -106,10 +106,6 @@ async def _logged(undo: Awaitable[None]) -> None:
 
 async def _release_blocking(held: BlockingHeld) -> None:
     await held.held.release()
-
-
-async def _release_held(held: Held) -> None:
-    await held.release()
 
 
 _LOOP = _LoopThread()
@@ -206,33 +202,18 @@ class BlockingLock:
     def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> BlockingHeld:
         fast = self._fast if self._fast_ready else self._fast_path()
         if fast is not None:
-            # While threads of this process already wait for the lock (the loop's waker is
-            # subscribed for them), a try from here would most likely fail and be repeated on the
-            # loop right after registering: go straight to waiting. Read without the loop's
-            # help; a stale answer costs one try more or less, never correctness.
+            # While other threads of this process wait for the lock (their group keeps its
+            # wake-up channel subscribed), a try from here would most likely fail and be repeated
+            # right after joining them: go straight to waiting, whose first step is a try. Read
+            # without any lock; a stale answer costs one try more or less, never correctness.
             if not blocking or not fast.can_wait_here():
                 held = fast.try_acquire()
                 if held is not None:
                     return BlockingHeld(held, fast)
                 if not blocking:
                     raise NotAcquired(fast.lock.name)
-            if fast.can_wait_here():
-                # Others of this process keep the wake-up channel subscribed: wait in this thread.
-                return BlockingHeld(fast.wait(timeout, self._fallback), fast)
-            return _LOOP.run(self._wait(fast, timeout), _release_blocking)
+            return BlockingHeld(fast.wait(timeout), fast)
         return _LOOP.run(self._acquire(timeout, blocking), _release_blocking)
-
-    def _fallback(self, owner: str, attempt: _Attempt, timeout: float | None) -> Held:
-        fast = self._fast
-        assert fast is not None, "only the fast path waits in threads"
-        return _LOOP.run(
-            fast.lock._acquire(timeout, True, first_try=False, owner=owner, attempt=attempt), _release_held
-        )
-
-    async def _wait(self, fast: FastPath, timeout: float | None) -> BlockingHeld:
-        # Acquired on the loop, released from the caller's thread like a fast-path lease (its
-        # watchdog entry is then removed with one call_soon_threadsafe, no round trip back).
-        return BlockingHeld(await fast.lock._acquire(timeout, True, first_try=False), fast)
 
     def _fast_path(self) -> FastPath | None:
         """A plain RedisLock on a URL acquires and releases without hopping threads."""
@@ -242,7 +223,7 @@ class BlockingLock:
             loop = _LOOP.loop()
 
             async def make() -> FastPath:
-                return FastPath(lock, lock._backend(), loop)
+                return FastPath(lock, lock._backend(), loop, _LOOP.run)
 
             self._fast = _LOOP.run(make())
             self._fast_ready = True

@@ -19,23 +19,28 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis
-import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stalwart.lock._backend import RedisBackend, expect_int, expect_pair, map_error
-from stalwart.lock._errors import LockError, LockTimeout
+from stalwart.lock._backend import RedisBackend, expect_int, expect_pair
+from stalwart.lock._errors import BackendError, BackendProtocolError, LockError, LockTimeout
 from stalwart.lock._held import Held, drift_allowance_s
 from stalwart.lock._redis import RedisLock, _Attempt
-from stalwart.lock._scripts import ABANDON_FAIR, ACQUIRE_FAIR, ACQUIRE_FAST, RENEW, Script
-from stalwart.lock._waker import Waiter
+from stalwart.lock._resp import pack, pack_items, pack_prefix
+from stalwart.lock._scripts import ABANDON_FAIR, ACQUIRE_FAIR, ACQUIRE_FAST, RELEASE_FAIR_LOCAL, RENEW, Script
+from stalwart.lock._syncresp import NoScript, SyncPool
+from stalwart.lock._waker import ThreadWaiter
 
-#: Continues a thread's wait on the loop: (owner, attempt, remaining timeout) -> the held lock.
-Fallback = Callable[[str, _Attempt, float | None], Held]
+#: Runs a coroutine on the loop thread and blocks the caller until it is done.
+RunOnLoop = Callable[[Coroutine[Any, Any, None]], None]
+
+#: At most this many hand-overs a release passes on to departed waiters of its own group before
+#: it stops (each such waiter's lease then lapses after its handover lease).
+MAX_PASS_ON = 8
 
 #: Longest a fast-path lease waits before the loop's watchdog takes it over.
 HANDOVER_S = 0.05
@@ -55,6 +60,18 @@ def sync_client(url: str, op_timeout_s: float) -> redis.Redis:
                 retry=Retry(NoBackoff(), 0),
             )
         return client
+
+
+_POOLS: dict[str, SyncPool] = {}
+
+
+def sync_pool(url: str, op_timeout_s: float, connect_timeout_s: float) -> SyncPool:
+    """The process's lean synchronous connections to ``url`` (shared by every blocking lock)."""
+    with _CLIENTS_LOCK:
+        pool = _POOLS.get(url)
+        if pool is None:
+            pool = _POOLS[url] = SyncPool(url, op_timeout_s=op_timeout_s, connect_timeout_s=connect_timeout_s)
+        return pool
 
 
 class Handover:
@@ -95,6 +112,24 @@ class Handover:
                 self._backend.watchdog.remove(held)
 
 
+class _Call:
+    """One script call of one lock, encoded once up to its per-call arguments."""
+
+    __slots__ = ("prefix", "script", "tail")
+
+    def __init__(
+        self, script: Script, keys: tuple[str, ...], n_args: int, tail: tuple[Any, ...] = ()
+    ) -> None:
+        self.script = script
+        self.prefix = pack_prefix(
+            3 + len(keys) + n_args + len(tail), ("EVALSHA", script.sha, len(keys), *keys)
+        )
+        self.tail = pack_items(tail)
+
+    def pack(self, *args: str | int) -> bytes:
+        return self.prefix + pack_items(args) + self.tail
+
+
 class FastPath:
     """Acquire/release of one blocking RedisLock on a synchronous connection.
 
@@ -102,41 +137,56 @@ class FastPath:
     close to two bare EVALSHA calls as Python allows.
     """
 
-    def __init__(self, lock: RedisLock, backend: RedisBackend, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, lock: RedisLock, backend: RedisBackend, loop: asyncio.AbstractEventLoop, run: RunOnLoop
+    ) -> None:
         assert isinstance(lock._target, str), "the fast path is used only for URL targets"
         self.lock = lock
         self.backend = backend
         self.loop = loop
+        self._run_on_loop = run
+        #: redis-py's client on the same server, for callers who want plain commands (tests).
         self.client = sync_client(lock._target, backend.op_timeout_s)
+        self.pool = sync_pool(lock._target, backend.op_timeout_s, backend.pool.connect_timeout_s)
         self.handover = Handover(loop, backend)
+        self.group = backend.waker.thread_group(lock.channel)
         self._releaser = lock._releaser(backend)
         self._drift_s = drift_allowance_s(lock.ttl_s, backend.drift_factor)
-        self._acquire = ACQUIRE_FAIR if lock.fair else ACQUIRE_FAST
-        self._acquire_head = (self._acquire.sha, len(lock._acquire_keys), *lock._acquire_keys)
-        self._acquire_tail: tuple[Any, ...] = (lock._ttl_ms, 0) if lock.fair else (lock._ttl_ms,)
-        release = lock._release_script
-        self._release = release
-        self._release_head = (release.sha, len(lock._release_keys), *lock._release_keys)
+        acquire, keys = (ACQUIRE_FAIR if lock.fair else ACQUIRE_FAST), lock._acquire_keys
+        fair = lock.fair
+        # owner | owner, ttl[, waiter_ttl]: a try that does not queue (0) and one that does.
+        self._try_call = _Call(acquire, keys, 1, (lock._ttl_ms, 0) if fair else (lock._ttl_ms,))
+        self._wait_call = _Call(
+            acquire, keys, 1, (lock._ttl_ms, lock._waiter_ttl_ms) if fair else (lock._ttl_ms,)
+        )
+        # owner | channel[, group prefix]: a fair release tells us which of our threads it woke.
+        release = RELEASE_FAIR_LOCAL if fair else lock._release_script
+        self._release_call = _Call(
+            release, lock._release_keys, 1, (lock.channel, self.group.prefix) if fair else (lock.channel,)
+        )
         self._renew_keys = (lock.key,)
-        self._renew_head = (RENEW.sha, 1, lock.key)
-        self._abandon_head = (ABANDON_FAIR.sha, len(lock._release_keys), *lock._release_keys)
+        self._renew_call = _Call(RENEW, self._renew_keys, 1, (lock._ttl_ms,))
+        self._abandon_call = _Call(
+            ABANDON_FAIR, lock._release_keys, 1, (lock.channel, lock._waiter_ttl_ms) if fair else ()
+        )
 
-    def _run(self, script: Script, head: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+    def _run(self, call: _Call, packed: bytes, *, idempotent: bool = False) -> Any:
+        """Run a packed script call; NOSCRIPT loads the script and retries once."""
         try:
             try:
-                return self.client.evalsha(*head, *args)
-            except redis.exceptions.NoScriptError:
-                self.client.script_load(script.source)
-                return self.client.evalsha(*head, *args)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise map_error(exc, f"{script.name} on {self.backend.url}") from exc
+                return self.pool.call(packed, idempotent=idempotent)
+            except NoScript:
+                self.pool.call(pack(("SCRIPT", "LOAD", call.script.source)), idempotent=True)
+                return self.pool.call(packed, idempotent=idempotent)
+        except NoScript as exc:
+            raise BackendProtocolError(f"{call.script.name}: the server forgot the script again") from exc
+        except BackendError as exc:
+            raise type(exc)(f"{call.script.name} on {self.backend.url}: {exc}") from exc
 
     def try_acquire(self) -> Held | None:
         owner = self.lock.new_owner()
         sent_at = time.monotonic()
-        got, token = expect_pair(
-            self._run(self._acquire, self._acquire_head, (owner, *self._acquire_tail)), "acquire"
-        )
+        got, token = expect_pair(self._run(self._try_call, self._try_call.pack(owner)), "acquire")
         if got != 1:
             return None
         return self._new_held(owner, token, sent_at)
@@ -163,62 +213,76 @@ class FastPath:
     # -- waiting from the caller's thread ------------------------------------------------------
 
     def can_wait_here(self) -> bool:
-        """True when other waiters of this process keep the lock's channel subscribed: a thread
-        can then wait by itself, with the loop only delivering its wake-up."""
-        return self.backend.waker.waiting_on(self.lock.channel)
+        """True while other threads of this process wait for the lock with the channel
+        subscribed: a new acquirer may as well queue before its first try (it would fail)."""
+        group = self.group
+        return group.attached and bool(group.threads)
 
-    def wait(self, timeout: float | None, fallback: Fallback) -> Held:
-        """A contended acquire that waits in the caller's thread.
+    def wait(self, timeout: float | None) -> Held:
+        """A contended acquire, waiting in the caller's thread.
 
-        The waiter is added on the loop (``call_soon_threadsafe``, before this thread's first
-        try is even sent, and callbacks run in order, so no wake-up for it can be dispatched
-        before it is listed); tries and the hand-over run on the synchronous connection; the
-        loop's subscriber sets this thread's latch straight from ``data_received``. No task and
-        no thread hop per wait. If the channel's subscription went away meanwhile (the waiter is
-        orphaned, or the subscriber broke), the wait continues on the loop through ``fallback``
-        with the same ticket. Any failure or timeout gives the lock up (compare-and-delete by
-        the unique owner: a lock handed over to us meanwhile is passed on) and leaves the queue.
+        The thread joins its lock's :class:`ThreadGroup` (the loop is involved only when the group
+        gets its first thread: the channel is subscribed and confirmed before any try); tries and
+        hand-overs run on the synchronous connection; it sleeps on its own latch, set either by
+        the thread that released the lock to it (no message at all) or by the loop's subscriber
+        (a release from elsewhere). Any failure or timeout gives the lock up (compare-and-delete
+        by the unique owner: a lock handed over to us meanwhile is passed on) and leaves the
+        queue.
         """
         lock = self.lock
+        group = self.group
         deadline = None if timeout is None else time.monotonic() + timeout
-        owner = lock.new_owner()
+        owner = group.prefix + lock.new_owner() if lock.fair else lock.new_owner()
         attempt = _Attempt()
-        latch = threading.Event()
-        waiter = Waiter(lock.channel.encode(), owner.encode() if lock.fair else None, latch)
-        waker = self.backend.waker
-        self.loop.call_soon_threadsafe(waker.add_thread_waiter, waiter)
+        waiter = ThreadWaiter(owner.encode() if lock.fair else None)
+        latch = waiter.latch
         try:
             try:
+                attached = group.join(waiter)
                 while True:
                     latch.clear()  # before trying: a release during the try still sets it
-                    if waiter.orphaned or not waker.waiting_on(lock.channel):
-                        break
-                    token = waiter.take_token()
-                    result = self._handed_over(owner, token, attempt) if token else self._try(owner, attempt)
+                    if not attached or not group.attached:
+                        self._attach(deadline, timeout)
+                        attached = True
+                    grant = waiter.take_grant()
+                    result = self._handed_over(owner, grant, attempt) if grant else self._try(owner, attempt)
                     if isinstance(result, Held):
                         return result
-                    if waiter.handed_over():
-                        continue
+                    if waiter.grant is not None:
+                        continue  # handed over while we were trying: take it at once
                     delay_s = lock._poll_max_s if result < 0 else min(lock._poll_max_s, result / 1000 + 0.001)
                     if deadline is not None:
                         delay_s = min(delay_s, deadline - time.monotonic())
                         if delay_s <= 0:
                             raise LockTimeout(lock.name, f"not acquired within {timeout} s")
                     latch.wait(delay_s)
-            finally:
-                self.loop.call_soon_threadsafe(waker.unregister, waiter)
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            return fallback(owner, attempt, remaining)
-        except BaseException:
-            self._abandon(owner)
-            raise
+            except BaseException:
+                self._abandon(owner)
+                raise
+        finally:
+            if group.leave(waiter):
+                self.loop.call_soon_threadsafe(self.backend.waker.detach_group, group)
+
+    def _attach(self, deadline: float | None, timeout: float | None) -> None:
+        """Subscribe the group's channel on the loop, bounded by what is left of the timeout."""
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        waker, group, name = self.backend.waker, self.group, self.lock.name
+
+        async def attach() -> None:
+            try:
+                async with asyncio.timeout(remaining):
+                    await waker.attach_group(group)
+            except TimeoutError:
+                raise LockTimeout(name, f"not acquired within {timeout} s") from None
+
+        self._run_on_loop(attach())
 
     def _try(self, owner: str, attempt: _Attempt) -> Held | int:
         sent_at = time.monotonic()
-        tail = (self.lock._ttl_ms, self.lock._waiter_ttl_ms) if self.lock.fair else (self.lock._ttl_ms,)
-        got, value = expect_pair(self._run(self._acquire, self._acquire_head, (owner, *tail)), "acquire")
+        reply = self._run(self._wait_call, self._wait_call.pack(owner))
+        got, value = expect_pair(reply, "acquire")
         if got == 2:  # a release handed it to us after an earlier try of ours had failed
-            return self._handed_over(owner, value, attempt)
+            return self._handed_over(owner, (value, None), attempt)
         if got != 1:
             attempt.last_failed_sent = sent_at
             return value
@@ -227,15 +291,21 @@ class FastPath:
             return -1
         return self._new_held(owner, value, sent_at)
 
-    def _handed_over(self, owner: str, token: int, attempt: _Attempt) -> Held | int:
-        """The thread twin of RedisLock._handed_over (same bounds on the handed-over lease)."""
+    def _handed_over(self, owner: str, grant: tuple[int, float | None], attempt: _Attempt) -> Held | int:
+        """The thread twin of RedisLock._handed_over (same bounds on the handed-over lease).
+
+        A hand-over executed on the server after our last failed try, and, when the releasing
+        thread of this process tells us, after its release was sent: the later of the two send
+        times bounds the start of the handed-over lease.
+        """
         lock = self.lock
-        base = attempt.last_failed_sent
+        token, released_at = grant
+        base = attempt.last_failed_sent if released_at is None else max(attempt.last_failed_sent, released_at)
         handover_s = lock._handover_ms / 1000
         drift_s = drift_allowance_s(handover_s, self.backend.drift_factor)
         if time.monotonic() + handover_s / 3 >= base + handover_s - drift_s:
             sent_at = time.monotonic()
-            renewed = self._run(RENEW, self._renew_head, (owner, lock._ttl_ms))
+            renewed = self._run(self._renew_call, self._renew_call.pack(owner), idempotent=True)
             if expect_int(renewed, "renew") != 1:
                 attempt.last_failed_sent = sent_at
                 return -1
@@ -250,12 +320,18 @@ class FastPath:
     def _abandon(self, owner: str, *, withdraw: bool = True) -> None:
         """Give the lock up and, fair, leave the queue and withdraw the ticket, in one script
         (see RedisLock._abandon)."""
-        lock = self.lock
         with contextlib.suppress(LockError):
-            if lock.fair and withdraw:
-                self._run(ABANDON_FAIR, self._abandon_head, (owner, lock.channel, lock._waiter_ttl_ms))
+            if self.lock.fair and withdraw:
+                self._run(self._abandon_call, self._abandon_call.pack(owner), idempotent=True)
             else:
-                self._run(self._release, self._release_head, (owner, lock.channel))
+                self._release_as(owner, time.monotonic())
+
+    def _release_as(self, owner: str, sent_at: float) -> bool:
+        """Release the lock if ``owner`` holds it; True if it did. A fair release that hands the
+        lock to a thread of our group wakes that thread here (no message is published for it)."""
+        call = self._release_call
+        reply = self._run(call, call.pack(owner), idempotent=True)
+        return self._hand_on(reply, sent_at) if self.lock.fair else expect_int(reply, "release") == 1
 
     def release(self, held: Held) -> None:
         if held._released:
@@ -263,12 +339,47 @@ class FastPath:
         held._released = True
         if not self.handover.withdraw(held):
             self.loop.call_soon_threadsafe(self.backend.watchdog.remove, held)
-        reply = self._run(self._release, self._release_head, (held.owner, self.lock.channel))
-        if expect_int(reply, "release") != 1:
+        if not self._release_as(held.owner, time.monotonic()):
             mark = functools.partial(
                 held._mark_lost, "the lease had already expired at release", at_release=True
             )
             self.loop.call_soon_threadsafe(mark)
 
+    def _hand_on(self, reply: Any, sent_at: float) -> bool:
+        """RELEASE_FAIR_LOCAL's reply: wake the thread of our group the lock went to, if any.
+        Returns whether the lock was ours."""
+        ours, token, ticket = _release_reply(reply)
+        for _ in range(MAX_PASS_ON):
+            if not token:
+                break
+            waiter = self.group.tickets.get(ticket)
+            if waiter is not None:
+                waiter.give(token, sent_at)  # no message: this is the only wake-up it gets
+                break
+            # A ticket of our group whose thread has left (its clean-up failed, or a late try
+            # queued it again): nobody will take it, so release it on its behalf right away
+            # rather than let the lock stall for its handover lease.
+            sent_at = time.monotonic()
+            try:
+                reply = self._run(
+                    self._release_call, self._release_call.pack(ticket.decode()), idempotent=True
+                )
+            except LockError:
+                break  # the handover lease bounds the stall
+            _, token, ticket = _release_reply(reply)
+        return ours
 
-__all__ = ["HANDOVER_S", "FastPath", "Handover", "sync_client"]
+
+def _release_reply(reply: Any) -> tuple[bool, int, bytes]:
+    if (
+        type(reply) is not list
+        or len(reply) != 3
+        or type(reply[0]) is not int
+        or type(reply[1]) is not int
+        or type(reply[2]) is not bytes
+    ):
+        raise BackendProtocolError(f"release: expected [int, int, bytes], got {reply!r:.200}")
+    return reply[0] == 1, reply[1], reply[2]
+
+
+__all__ = ["HANDOVER_S", "FastPath", "Handover", "sync_client", "sync_pool"]

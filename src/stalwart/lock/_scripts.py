@@ -104,12 +104,24 @@ return 1
 """,
 )
 
+
 # FIFO-fair release. KEYS: lock, fence, q, qx, qn   ARGV: owner, channel
 # Compare-and-delete, then hand the lock straight to the live waiter at the head of the queue: set
 # it as owner with its handover lease, issue its token, and publish "<ticket> <token>" so it can
 # go ahead without another round trip. Returns 1 if the lock was ours.
-_RELEASE_FAIR = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+def _release_fair(local: bool) -> str:
+    """The release body; ``local``: ARGV[3] is the releaser's thread-group prefix, and a head
+    whose ticket starts with it is not published but returned ({1, token, ticket}): the releasing
+    thread wakes that waiter itself, in the same process (see _fastsync). {1, 0, ''} when the lock
+    went to anyone else (published) or nobody, {0, 0, ''} when it was not ours."""
+    nope, done = ("{0, 0, ''}", "{1, 0, ''}") if local else ("0", "1")
+    mine = (
+        "  if #ARGV[3] > 0 and string.sub(head, 1, #ARGV[3]) == ARGV[3] then return {1, token, head} end\n"
+        if local
+        else ""
+    )
+    return f"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {nope} end
 redis.call('DEL', KEYS[1])
 purge(KEYS[3], KEYS[4], KEYS[5], now)
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
@@ -119,13 +131,19 @@ if lease then
   redis.call('ZREM', KEYS[3], head)
   redis.call('ZREM', KEYS[4], head)
   if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
-  redis.call('PUBLISH', ARGV[2], head .. ' ' .. redis.call('INCR', KEYS[2]))
+  local token = redis.call('INCR', KEYS[2])
+{mine}  redis.call('PUBLISH', ARGV[2], head .. ' ' .. token)
 elseif head then
   redis.call('PUBLISH', ARGV[2], head)
 end
-return 1
+return {done}
 """
+
+
+_RELEASE_FAIR = _release_fair(False)
 RELEASE_FAIR = Script("release_fair", _PURGE + _NOW + _RELEASE_FAIR)
+# The blocking wrapper's release. KEYS: as RELEASE_FAIR   ARGV: owner, channel, thread-group prefix
+RELEASE_FAIR_LOCAL = Script("release_fair_local", _PURGE + _NOW + _release_fair(True))
 
 # A fair waiter gives up (timeout, cancellation).
 # KEYS: lock, fence, q, qx, qn, qw   ARGV: owner, channel, withdrawn_ms
@@ -201,6 +219,7 @@ SCRIPTS: tuple[Script, ...] = (
     ACQUIRE_FAST,
     RELEASE,
     RELEASE_FAIR,
+    RELEASE_FAIR_LOCAL,
     ABANDON_FAIR,
     RENEW,
     RELEASE_BUMP,
@@ -217,6 +236,7 @@ __all__ = [
     "RELEASE",
     "RELEASE_BUMP",
     "RELEASE_FAIR",
+    "RELEASE_FAIR_LOCAL",
     "RENEW",
     "SCRIPTS",
     "Script",

@@ -16,7 +16,10 @@ If the connection breaks, every waiter is woken (they retry, and resubscribe on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
+import weakref
 from typing import Any
 
 from stalwart.lock._errors import BackendError, BackendUnavailable
@@ -27,29 +30,22 @@ ONE = b"1"
 
 
 class Waiter:
-    """One waiting acquirer. A task waits on ``event``; a thread of the blocking wrapper waits on
-    ``latch`` instead (set from the loop, like the event; the thread clears it before each try).
-    ``orphaned`` tells a thread waiter that it was added when its channel had no confirmed
-    subscription any more: it must register through the loop instead."""
+    """One waiting acquirer (an asyncio task waits on ``event``)."""
 
-    __slots__ = ("channel", "event", "latch", "orphaned", "ticket", "token")
+    __slots__ = ("channel", "event", "ticket", "token")
 
-    def __init__(self, channel: bytes, ticket: bytes | None, latch: threading.Event | None = None) -> None:
+    def __init__(self, channel: bytes, ticket: bytes | None) -> None:
         self.channel = channel
         self.ticket = ticket
         self.event = asyncio.Event()
-        self.latch = latch
-        self.orphaned = False
         #: Set when a release handed the lock over to this waiter with this fencing token.
         self.token: int | None = None
 
     def wake(self) -> None:
         self.event.set()
-        if self.latch is not None:
-            self.latch.set()
 
     def awake(self) -> bool:
-        return self.latch.is_set() if self.latch is not None else self.event.is_set()
+        return self.event.is_set()
 
     def take_token(self) -> int | None:
         token, self.token = self.token, None
@@ -57,6 +53,159 @@ class Waiter:
 
     def handed_over(self) -> bool:
         return self.token is not None
+
+    # -- dispatch from the subscriber (on the loop) ----------------------------------------------
+
+    def hand_over(self, ticket: bytes, token: int) -> None:
+        """A release handed the lock to ``ticket`` with ``token``."""
+        if self.ticket == ticket:
+            self.token = token
+            self.wake()
+
+    def wake_one(self) -> bool:
+        """A mutex was released (only one waiter can win): wake unless awake already."""
+        if self.awake():
+            return False
+        self.wake()
+        return True
+
+    def wake_if(self, data: bytes) -> None:
+        """``*`` (everyone) or a ticket without a hand-over."""
+        if data in (ANYONE, self.ticket):
+            self.wake()
+
+    def broken(self) -> None:
+        """The subscriber connection broke or was closed: the waiter re-checks and resubscribes."""
+        self.wake()
+
+
+class Latch:
+    """What one waiting thread sleeps on: set from any thread, cleared by its thread.
+
+    A bare lock held while clear: cheaper than a threading.Event (no Condition, no lock allocated
+    per wait), which matters at thousands of hand-offs per second.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # set already (two wakers raced): nothing to do
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
+
+    def clear(self) -> None:
+        self._lock.acquire(False)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until set or ``timeout`` s passed; leaves it set (only clear() clears)."""
+        if not self._lock.acquire(True, max(0.0, timeout)):
+            return False
+        self.set()
+        return True
+
+
+class ThreadWaiter:
+    """One blocking thread waiting in a :class:`ThreadGroup`."""
+
+    __slots__ = ("grant", "latch", "ticket")
+
+    def __init__(self, ticket: bytes | None) -> None:
+        self.ticket = ticket
+        self.latch = Latch()
+        #: (token, base): a release handed the lock to this waiter with this fencing token; the
+        #: hand-over happened after ``base`` (a monotonic time in this process) if not None. One
+        #: attribute, so a reader never sees a token with another hand-over's base.
+        self.grant: tuple[int, float | None] | None = None
+
+    def give(self, token: int, base: float | None) -> None:
+        self.grant = (token, base)
+        self.latch.set()
+
+    def take_grant(self) -> tuple[int, float | None] | None:
+        grant, self.grant = self.grant, None
+        return grant
+
+
+class ThreadGroup(Waiter):
+    """Every blocking thread of this process waiting on one lock, as ONE waiter of the waker.
+
+    Threads join and leave the group under ``mutex`` without involving the loop; the loop only
+    subscribes the channel when the group gets its first thread (``Waker.attach_group``) and drops
+    it when the last one left (``Waker.detach_group``). Wake-ups from other processes arrive
+    through the subscriber and are dispatched to the threads here; a release by a thread of this
+    group hands the lock to its successor in this group directly, without any message (see
+    RELEASE_FAIR_LOCAL and _fastsync). ``prefix`` starts the tickets of this group's fair
+    waiters, which is how the release script tells them apart.
+    """
+
+    __slots__ = ("__weakref__", "attached", "mutex", "prefix", "threads", "tickets")
+
+    def __init__(self, channel: bytes) -> None:
+        super().__init__(channel, None)
+        self.mutex = threading.Lock()
+        self.threads: dict[ThreadWaiter, None] = {}  # ordered: longest waiting first
+        self.tickets: dict[bytes, ThreadWaiter] = {}
+        #: True while the channel's subscription is confirmed for this group (set on the loop).
+        self.attached = False
+        self.prefix = f"t{os.urandom(8).hex()}:"
+
+    def join(self, waiter: ThreadWaiter) -> bool:
+        """Add a thread; True if the group is attached (else the caller attaches it)."""
+        with self.mutex:
+            self.threads[waiter] = None
+            if waiter.ticket is not None:
+                self.tickets[waiter.ticket] = waiter
+            return self.attached
+
+    def leave(self, waiter: ThreadWaiter) -> bool:
+        """Remove a thread; True if it was the last one of an attached group (detach it)."""
+        with self.mutex:
+            self.threads.pop(waiter, None)
+            if waiter.ticket is not None:
+                self.tickets.pop(waiter.ticket, None)
+            return self.attached and not self.threads
+
+    def snapshot(self) -> list[ThreadWaiter]:
+        with self.mutex:
+            return list(self.threads)
+
+    def wake(self) -> None:
+        for waiter in self.snapshot():
+            waiter.latch.set()
+
+    def awake(self) -> bool:
+        return all(w.latch.is_set() for w in self.snapshot())
+
+    def hand_over(self, ticket: bytes, token: int) -> None:
+        waiter = self.tickets.get(ticket)
+        if waiter is not None:
+            waiter.give(token, None)
+
+    def wake_one(self) -> bool:
+        for waiter in self.snapshot():
+            if not waiter.latch.is_set():
+                waiter.latch.set()
+                return True
+        return False
+
+    def wake_if(self, data: bytes) -> None:
+        if data == ANYONE:
+            self.wake()
+            return
+        waiter = self.tickets.get(data)
+        if waiter is not None:
+            waiter.latch.set()
+
+    def broken(self) -> None:
+        with self.mutex:
+            self.attached = False
+        self.wake()
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -74,11 +223,24 @@ class Waker:
         self._waiters: dict[bytes, dict[Waiter, None]] = {}  # ordered: longest waiting first
         # Per channel: the connection it was subscribed on and the SUBSCRIBE confirmation.
         self._subs: dict[bytes, tuple[RespConnection, asyncio.Future[Any]]] = {}
+        # One thread group per lock channel, shared by every blocking lock on it (so a release
+        # from any of them wakes the next thread directly); gone when no lock refers to it.
+        self._groups: weakref.WeakValueDictionary[bytes, ThreadGroup] = weakref.WeakValueDictionary()
+        self._groups_lock = threading.Lock()
 
     @property
     def active(self) -> bool:
         """True while the subscriber connection is open or opening (False once nobody waits)."""
         return (self._conn is not None and self._conn.usable) or self._connecting is not None
+
+    def thread_group(self, channel: str) -> ThreadGroup:
+        """The :class:`ThreadGroup` of ``channel`` (any thread)."""
+        key = channel.encode()
+        with self._groups_lock:
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = ThreadGroup(key)
+            return group
 
     def waiting_on(self, channel: str) -> bool:
         """True while a waiter of this client waits on ``channel`` with a confirmed subscription:
@@ -95,15 +257,6 @@ class Waker:
             and not entry[1].cancelled()
             and entry[1].exception() is None
         )
-
-    def add_thread_waiter(self, waiter: Waiter) -> None:
-        """On the loop: add a blocking thread's waiter to a channel it saw subscribed. If the
-        subscription is gone meanwhile, the waiter is marked orphaned and woken at once."""
-        if not self.waiting_on(waiter.channel.decode()):
-            waiter.orphaned = True
-            waiter.wake()
-            return
-        self._waiters.setdefault(waiter.channel, {})[waiter] = None
 
     async def register(self, channel: str, ticket: str | None = None) -> Waiter:
         """Subscribe (if needed) and return a waiter; its subscription is confirmed on return."""
@@ -183,25 +336,24 @@ class Waker:
             self._deliver(msg[1], msg[2])
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
-        waiters = self._waiters.get(channel, {})
+        waiters = self._waiters.get(channel)
+        if not waiters:
+            return
         if b" " in data:  # "<ticket> <token>": the lock was handed over to that ticket
             ticket, _, token = data.partition(b" ")
-            for waiter in waiters:
-                if waiter.ticket == ticket and token.isdigit():
-                    waiter.token = int(token)
-                    waiter.wake()
+            if token.isdigit():
+                for waiter in list(waiters):
+                    waiter.hand_over(ticket, int(token))
             return
         if data == ONE:
             # The longest-waiting waiter that is not already awake; if every one is awake
             # already, one of them will take the lock anyway.
-            for waiter in waiters:
-                if not waiter.awake():
-                    waiter.wake()
+            for waiter in list(waiters):
+                if waiter.wake_one():
                     break
             return
-        for waiter in waiters:
-            if data in (ANYONE, waiter.ticket):
-                waiter.wake()
+        for waiter in list(waiters):
+            waiter.wake_if(data)
 
     def _on_close(self, exc: BaseException) -> None:
         """The subscriber connection broke: wake everyone (they retry and resubscribe)."""
@@ -209,9 +361,9 @@ class Waker:
         if self._conn is not None and self._conn.usable:
             return  # an older connection, already replaced
         self._subs.clear()
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                waiter.wake()
+        for waiters in list(self._waiters.values()):
+            for waiter in list(waiters):
+                waiter.broken()
 
     def _shutdown(self) -> None:
         conn, self._conn = self._conn, None
@@ -224,7 +376,34 @@ class Waker:
 
     async def aclose(self) -> None:
         self._shutdown()
+        for waiters in list(self._waiters.values()):
+            for waiter in list(waiters):
+                waiter.broken()  # a thread group must not think it is still subscribed
         self._waiters.clear()
 
+    # -- thread groups (the blocking wrapper's waiting threads) ----------------------------------
 
-__all__ = ["ANYONE", "ONE", "Waiter", "Waker"]
+    async def attach_group(self, group: ThreadGroup) -> None:
+        """On the loop: list the group as a waiter of its channel and confirm the subscription
+        before returning (its threads try only after that, so no release in between is missed)."""
+        for _ in range(2):
+            self._waiters.setdefault(group.channel, {})[group] = None
+            await self.ensure_subscribed(group)
+            if group in self._waiters.get(group.channel, {}):
+                with group.mutex:
+                    group.attached = True
+                return
+            # Detached while subscribing (the waker was closed, or every thread had left): the
+            # caller is in the group again, so list it once more.
+        raise BackendUnavailable("the wake-up subscriber was closed while subscribing")
+
+    def detach_group(self, group: ThreadGroup) -> None:
+        """On the loop: drop the group once it has no threads (one may have joined meanwhile)."""
+        with group.mutex:
+            if group.threads:
+                return
+            group.attached = False
+        self.unregister(group)
+
+
+__all__ = ["ANYONE", "ONE", "Latch", "ThreadGroup", "ThreadWaiter", "Waiter", "Waker"]
