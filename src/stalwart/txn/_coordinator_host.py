@@ -61,6 +61,7 @@ _PARTICIPANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 MAX_CALLS_PER_RESOURCE = 64
 MAX_COMMIT_BATCH = 64  # phase-2 commits sent to one participant in one call
 MAX_DEFERRED_OPS = 512
+GROUP_COMMIT_YIELDS = 1  # event-loop turns a write waits for more records before it starts
 MAX_LOG_RETRY_DELAY_S = 5.0
 
 FaultHook = Callable[[str, str], None]
@@ -445,6 +446,8 @@ class TwoPhaseCoordinator:
         while the previous one ran (group commit); then the commit decisions it covers go out."""
         while True:
             await self._write_wanted.wait()
+            for _ in range(GROUP_COMMIT_YIELDS):
+                await asyncio.sleep(0)  # let the replies already received join this write
             self._write_wanted.clear()
             if self._pending:
                 ops, self._pending = self._pending, []
