@@ -177,3 +177,78 @@ def freeze_and_fence(kind: str, target: Any, ttl: float, fence: Fence, next_hold
 def child_main() -> None:
     kind, target, ttl, fence_kind, fence_where = sys.argv[1:6]
     asyncio.run(_holder(kind, json.loads(target), float(ttl), Fence(fence_kind, fence_where)))
+
+
+# -- blocking threads in several processes ------------------------------------------------------
+
+
+def spawn(main: str, args: list[str]) -> subprocess.Popen[str]:
+    """A child ``python -c`` running ``main()`` of this module with ``args`` as its argv (stdin
+    and stdout are text pipes)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = f"from tests.integration._locks import {main}; {main}()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
+def contend_threads(url: str, name: str, tag: str, threads: int, rounds: int) -> None:
+    """``threads`` threads of this process take the blocking fair lock ``name`` ``rounds`` times
+    each; under it they do a non-atomic read-modify-write of the key ``count`` and append
+    ``<token> <tag>`` to the list ``order`` (so the list's order is the order of the holders)."""
+    import threading
+
+    import redis as redis_sync
+
+    from stalwart.lock import BlockingLock, RedisLock
+
+    lock = BlockingLock(RedisLock(url, name, ttl=10.0, fair=True))
+    client = redis_sync.Redis.from_url(url)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(rounds):
+                with lock as held:
+                    held.ensure()
+                    value = int(client.get("count") or 0)
+                    client.rpush("order", f"{held.token} {tag}")
+                    client.set("count", value + 1)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(120)
+    client.close()
+    if errors:
+        raise errors[0]
+
+
+def child_threads_main() -> None:
+    """In a child: wait for "go" on stdin, run contend_threads, print "done"."""
+    url, name, tag, threads, rounds = sys.argv[1:6]
+    print("ready", flush=True)
+    assert sys.stdin.readline().strip() == "go"
+    contend_threads(url, name, tag, int(threads), int(rounds))
+    print("done", flush=True)
+
+
+def child_holder_main() -> None:
+    """In a child: take the blocking fair lock (ttl argv[3]), print its token, wait for "release"
+    on stdin, release it and print whether the lease was lost (and ensure()'s verdict)."""
+    from stalwart.lock import BlockingLock, LockLost, RedisLock
+
+    url, name, ttl = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    held = BlockingLock(RedisLock(url, name, ttl=ttl, fair=True)).acquire(timeout=10)
+    print(json.dumps({"token": held.token}), flush=True)
+    assert sys.stdin.readline().strip() == "release"
+    try:
+        held.ensure()
+        ensured = "ok"
+    except LockLost as exc:
+        ensured = f"lost: {exc}"
+    held.release()
+    print(json.dumps({"lost": held.lost.is_set(), "ensure": ensured}), flush=True)
