@@ -197,8 +197,12 @@ class TwoPhaseCoordinator:
         self._settings = settings or CoordinatorSettings()
         self._hook = fault_hook
         self._coord: Coordinator | None = None
+        # Waiting callers and running participant calls, each with its deadline on the loop's
+        # clock. Every entry gets the same timeout, so insertion order is deadline order and the
+        # ticker's sweep stops at the first one still in time (no timer handle per entry).
         self._waiting: dict[TxId, asyncio.Future[TxDecided]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting_until: dict[TxId, float] = {}
+        self._tasks: dict[asyncio.Task[None], float] = {}
         # (participant, txid) -> the task calling it: a message is not sent again while a call for
         # it runs, and a task releases only the keys it still owns.
         self._calls: dict[tuple[str, TxId], asyncio.Task[None]] = {}
@@ -333,8 +337,7 @@ class TwoPhaseCoordinator:
         fut: asyncio.Future[TxDecided] = loop.create_future()
         self._waiting[tx.txid] = fut
         self._tx_parts[tx.txid] = tx.participants
-        # One timer handle instead of an asyncio.timeout scope: this runs once per transaction.
-        expiry = loop.call_later(self._settings.outcome_timeout_s, _expire, fut, tx.txid)
+        self._waiting_until[tx.txid] = loop.time() + self._settings.outcome_timeout_s
         try:
             try:
                 coord.step(NodeId("client"), CommitRequest(tx.txid, tx.participants))
@@ -344,18 +347,41 @@ class TwoPhaseCoordinator:
             self._process(coord)
             decided = await fut
         finally:
-            expiry.cancel()
             self._waiting.pop(tx.txid, None)
+            self._waiting_until.pop(tx.txid, None)
         if decided.outcome is Outcome.ABORTED:
             raise TransactionAbortedError(tx.txid, decided.reason)
 
     async def _ticker(self) -> None:
         coord = self._coord
         assert coord is not None
+        loop = asyncio.get_running_loop()
         while self._failure is None:  # stopped: nothing may be resent (recovery takes over)
             await asyncio.sleep(self._settings.tick_ms / 1000)
             coord.tick()
             self._process(coord)
+            self._sweep(loop.time())
+
+    def _sweep(self, now: float) -> None:
+        """Time out waiting callers and hung participant calls (checked once per tick)."""
+        expired_calls = []
+        for task, until in self._tasks.items():
+            if until > now:
+                break
+            expired_calls.append(task)
+        for task in expired_calls:
+            # A participant call that hangs is cancelled: a Prepare then counts as no vote (the
+            # coordinator's own vote timeout aborts), a Decide is sent again later.
+            del self._tasks[task]
+            task.cancel()
+        expired_txs = []
+        for txid, until in self._waiting_until.items():
+            if until > now:
+                break
+            expired_txs.append(txid)
+        for txid in expired_txs:
+            del self._waiting_until[txid]
+            _expire(self._waiting[txid], txid)
 
     def _feed(self, source: str, message: CoordinatorInput) -> None:
         """A participant's reply: step the coordinator now and handle what it wants done."""
@@ -508,17 +534,12 @@ class TwoPhaseCoordinator:
         """Run one participant call in a task; ``keys`` are released from ``_calls`` when it ends."""
         loop = asyncio.get_running_loop()
         task = loop.create_task(call)
-        self._tasks.add(task)
+        self._tasks[task] = loop.time() + self._settings.vote_timeout_s  # see _sweep
         for key in keys:
             self._calls[key] = task
-        # A participant call that hangs is cancelled after vote_timeout_s: a Prepare then counts
-        # as no vote (the coordinator's own vote timeout aborts), a Decide is sent again later.
-        # One timer handle per call instead of an asyncio.timeout scope: this is the hot path.
-        deadline = loop.call_later(self._settings.vote_timeout_s, task.cancel)
 
         def done(t: asyncio.Task[None]) -> None:
-            deadline.cancel()
-            self._tasks.discard(t)
+            self._tasks.pop(t, None)
             for key in keys:
                 if self._calls.get(key) is t:
                     del self._calls[key]
