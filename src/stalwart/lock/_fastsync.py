@@ -38,6 +38,11 @@ from stalwart.lock._waker import ThreadWaiter
 #: Runs a coroutine on the loop thread and blocks the caller until it is done.
 RunOnLoop = Callable[[Coroutine[Any, Any, None]], None]
 
+#: How long a thread group stays subscribed after its last thread left: a lock that threads keep
+#: handing around (two threads: the group empties at every hand-off) is not unsubscribed and
+#: subscribed again each time, and an acquire meanwhile queues at its first try.
+LINGER_S = 0.05
+
 #: At most this many hand-overs a release passes on to departed waiters of its own group before
 #: it stops (each such waiter's lease then lapses after its handover lease).
 MAX_PASS_ON = 8
@@ -213,10 +218,11 @@ class FastPath:
     # -- waiting from the caller's thread ------------------------------------------------------
 
     def can_wait_here(self) -> bool:
-        """True while other threads of this process wait for the lock with the channel
-        subscribed: a new acquirer may as well queue before its first try (it would fail)."""
-        group = self.group
-        return group.attached and bool(group.threads)
+        """True while the lock's thread group is subscribed (threads of this process wait for
+        it, or did less than ``LINGER_S`` ago): an acquirer then goes straight to waiting,
+        whose first try takes the lock if it is free. Otherwise it tries once without joining,
+        so an uncontended acquire never involves the loop."""
+        return self.group.attached
 
     def wait(self, timeout: float | None) -> Held:
         """A contended acquire, waiting in the caller's thread.
@@ -261,7 +267,9 @@ class FastPath:
                 raise
         finally:
             if group.leave(waiter):
-                self.loop.call_soon_threadsafe(self.backend.waker.detach_group, group)
+                self.loop.call_soon_threadsafe(
+                    self.loop.call_later, LINGER_S, self.backend.waker.detach_group, group
+                )
 
     def _attach(self, deadline: float | None, timeout: float | None) -> None:
         """Subscribe the group's channel on the loop, bounded by what is left of the timeout."""
@@ -382,4 +390,4 @@ def _release_reply(reply: Any) -> tuple[bool, int, bytes]:
     return reply[0] == 1, reply[1], reply[2]
 
 
-__all__ = ["HANDOVER_S", "FastPath", "Handover", "sync_client", "sync_pool"]
+__all__ = ["HANDOVER_S", "LINGER_S", "FastPath", "Handover", "sync_client", "sync_pool"]

@@ -144,7 +144,7 @@ class ThreadGroup(Waiter):
     waiters, which is how the release script tells them apart.
     """
 
-    __slots__ = ("__weakref__", "attached", "mutex", "prefix", "threads", "tickets")
+    __slots__ = ("__weakref__", "attached", "detach_pending", "mutex", "prefix", "threads", "tickets")
 
     def __init__(self, channel: bytes) -> None:
         super().__init__(channel, None)
@@ -153,6 +153,7 @@ class ThreadGroup(Waiter):
         self.tickets: dict[bytes, ThreadWaiter] = {}
         #: True while the channel's subscription is confirmed for this group (set on the loop).
         self.attached = False
+        self.detach_pending = False
         self.prefix = f"t{os.urandom(8).hex()}:"
 
     def join(self, waiter: ThreadWaiter) -> bool:
@@ -164,12 +165,16 @@ class ThreadGroup(Waiter):
             return self.attached
 
     def leave(self, waiter: ThreadWaiter) -> bool:
-        """Remove a thread; True if it was the last one of an attached group (detach it)."""
+        """Remove a thread; True if it was the last one of an attached group and no detach is
+        pending yet: the caller then schedules one (``Waker.detach_group``, after a linger)."""
         with self.mutex:
             self.threads.pop(waiter, None)
             if waiter.ticket is not None:
                 self.tickets.pop(waiter.ticket, None)
-            return self.attached and not self.threads
+            if self.attached and not self.threads and not self.detach_pending:
+                self.detach_pending = True
+                return True
+            return False
 
     def snapshot(self) -> list[ThreadWaiter]:
         with self.mutex:
@@ -398,10 +403,11 @@ class Waker:
         raise BackendUnavailable("the wake-up subscriber was closed while subscribing")
 
     def detach_group(self, group: ThreadGroup) -> None:
-        """On the loop: drop the group once it has no threads (one may have joined meanwhile)."""
+        """On the loop: drop the group if it has no threads (one may have joined meanwhile)."""
         with group.mutex:
+            group.detach_pending = False
             if group.threads:
-                return
+                return  # its next last thread out asks again
             group.attached = False
         self.unregister(group)
 
