@@ -20,6 +20,7 @@ from stalwart.lock import (
     BackendUnavailable,
     BlockingLock,
     LockError,
+    LockTimeout,
     RedisLock,
 )
 from stalwart.lock._waker import ThreadGroup
@@ -231,19 +232,21 @@ def test_a_holder_paused_past_its_ttl_cannot_disturb_the_next_holder_or_the_queu
     _leaves_nothing(lock, url)
 
 
-def test_a_departed_ticket_of_the_group_at_the_head_is_passed_on_at_once(url: str) -> None:
-    """A ticket of this process's thread group sits at the head of the queue but its thread is
-    gone (its clean-up failed, or a late try queued it again). The release hands it the lock and
-    learns it is ours (no message is published for our own tickets): nobody would ever take it,
-    so the release passes it on at once instead of letting the lock stall for the 3 s hand-over
-    lease."""
+def test_an_orphaned_ticket_at_the_head_is_passed_on_at_once(url: str) -> None:
+    """A waiting thread gives up but its clean-up fails (here: made to fail), so its ticket stays
+    queued. The release hands the lock to that ticket and learns it is one of ours (no message is
+    published for our own tickets): nobody will ever take it, so the release passes it on at once
+    instead of letting the lock stall for the 3 s hand-over lease."""
     lock = BlockingLock(RedisLock(url, "ghost", ttl=10.0, fair=True, waiter_ttl_s=3.0))
     holder = lock.acquire()
     fast = lock._fast
     assert fast is not None
-    ghost = fast.group.prefix + fast.lock.new_owner()
-    got = fast._run(fast._wait_call, fast._wait_call.pack(ghost))  # queued, never joined
-    assert got[0] == 0
+    abandon = fast._abandon
+    fast._abandon = lambda owner, withdraw=True: False  # type: ignore[method-assign,misc]
+    with pytest.raises(LockTimeout):
+        lock.acquire(timeout=0.3)
+    fast._abandon = abandon  # type: ignore[method-assign]
+    assert len(fast.group.orphans) == 1
     result: list[tuple[int, float]] = []
 
     def waiter() -> None:
@@ -261,8 +264,56 @@ def test_a_departed_ticket_of_the_group_at_the_head_is_passed_on_at_once(url: st
     t0 = time.monotonic()
     holder.release()
     t.join(10)
-    assert result and result[0][1] - t0 < 1.0, "stalled for the departed ticket's hand-over lease"
-    assert result[0][0] == holder.token + 2  # the ghost's hand-over took one token
+    assert result and result[0][1] - t0 < 1.0, "stalled for the orphaned ticket's hand-over lease"
+    assert result[0][0] == holder.token + 2  # the orphan's hand-over took one token
+    assert not fast.group.orphans
+    _leaves_nothing(lock, url)
+
+
+def test_a_waiter_that_took_its_hand_over_by_itself_keeps_the_lock(url: str) -> None:
+    """The releasing thread hands the lock to a waiter of its group, but before it gets to wake
+    that waiter, the waiter's own try (a poll) finds the lock handed over, takes it and leaves the
+    group. The releaser must not mistake the now unknown ticket for an orphan and pass on a lock
+    that is held (it did, before tickets were claimed: a second holder inside the lease)."""
+    lock = BlockingLock(RedisLock(url, "self-taken", ttl=10.0, fair=True))
+    key = "stalwart:lock:{self-taken}"
+    holder = lock.acquire()
+    fast = lock._fast
+    assert fast is not None
+    got: list[Any] = []
+    took = threading.Event()
+
+    def waiter() -> None:
+        got.append(lock.acquire(timeout=10))
+        took.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    client = _client(url)
+    _wait_for(lambda: client.zcard(f"{key}:q") == 1)
+    hand_on = fast._hand_on
+
+    def late(reply: Any, sent_at: float) -> bool:
+        # The hand-over has happened on the server; the waiter wakes (as its poll would) first.
+        for w in fast.group.snapshot():
+            w.latch.set()
+        assert took.wait(5)
+        return hand_on(reply, sent_at)
+
+    fast._hand_on = late  # type: ignore[method-assign]
+    try:
+        holder.release()
+    finally:
+        fast._hand_on = hand_on  # type: ignore[method-assign]
+    t.join(5)
+    held = got[0]
+    try:
+        assert client.get(key) == held.held.owner.encode(), "the held lock was passed on"
+        held.ensure()
+        assert held.token == holder.token + 1
+    finally:
+        held.release()
+        client.close()
     _leaves_nothing(lock, url)
 
 

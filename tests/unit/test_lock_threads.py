@@ -42,10 +42,11 @@ def test_thread_group_routes_wake_ups_to_its_threads() -> None:
         group.attached = True
         task_waiter = Waiter(channel, b"task")
         waker._waiters[channel] = {group: None, task_waiter: None}
-        a, b, c = ThreadWaiter(b"ta"), ThreadWaiter(b"tb"), ThreadWaiter(None)
+        p = group.prefix.encode()
+        a, b, c = ThreadWaiter(p + b"ta"), ThreadWaiter(p + b"tb"), ThreadWaiter(None)
         for w in (a, b, c):
             assert group.join(w)
-        waker._deliver(channel, b"tb 42")
+        waker._deliver(channel, p + b"tb 42")
         assert b.grant == (42, None) and b.latch.is_set()
         assert a.grant is None and not a.latch.is_set() and not task_waiter.event.is_set()
         waker._deliver(channel, b"task 43")  # another waiter's hand-over: no thread woken
@@ -56,7 +57,7 @@ def test_thread_group_routes_wake_ups_to_its_threads() -> None:
         assert c.latch.is_set()
         for w in (a, b, c):
             w.latch.clear()
-        waker._deliver(channel, b"ta")  # a ticket without a token: just that one
+        waker._deliver(channel, p + b"ta")  # a ticket without a token: just that one
         assert [w.latch.is_set() for w in (a, b, c)] == [True, False, False]
         waker._deliver(channel, b"*")
         assert all(w.latch.is_set() for w in (a, b, c))
@@ -66,7 +67,7 @@ def test_thread_group_routes_wake_ups_to_its_threads() -> None:
         assert not group.attached and all(w.latch.is_set() for w in (a, b, c))
         assert not group.leave(a) and not group.leave(b)
         assert not group.leave(c)  # last one out of a detached group: nothing to detach
-        assert b"ta" not in group.tickets and not group.threads
+        assert p + b"ta" not in group.tickets and not group.threads
 
     asyncio.run(body())
 
@@ -187,3 +188,38 @@ def test_sync_error_replies() -> None:
         assert server.pool._idle == [server.ours]
     finally:
         server.close()
+
+
+def test_claim_passes_on_only_known_orphans() -> None:
+    """A hand-over to a ticket of the group goes to its waiting thread; to an orphan (its thread
+    gave up without withdrawing it) it is passed on, once; to an unknown ticket (its thread took
+    the lock by itself and left) nothing happens: that lock is held."""
+    group = ThreadGroup(b"c")
+    passed: list[bytes] = []
+    group.on_orphan = passed.append
+    p = group.prefix.encode()
+    live, gone, done = ThreadWaiter(p + b"live"), ThreadWaiter(p + b"gone"), ThreadWaiter(p + b"done")
+    for w in (live, gone, done):
+        group.join(w)
+    group.leave(gone, orphaned=True)
+    group.leave(done)
+    assert group.claim(p + b"live") is live
+    group.hand_over(p + b"done", 5)
+    group.hand_over(b"other-process", 6)
+    assert passed == []
+    group.hand_over(p + b"gone", 7)
+    assert passed == [p + b"gone"]
+    assert group.claim(p + b"gone") is False  # forgotten once claimed
+    group.hand_over(p + b"live", 8)
+    assert live.take_grant() == (8, None)
+
+
+def test_orphans_are_bounded() -> None:
+    from stalwart.lock._waker import MAX_ORPHANS
+
+    group = ThreadGroup(b"c")
+    for i in range(MAX_ORPHANS + 10):
+        w = ThreadWaiter(b"t%d" % i)
+        group.join(w)
+        group.leave(w, orphaned=True)
+    assert len(group.orphans) == MAX_ORPHANS and b"t0" not in group.orphans

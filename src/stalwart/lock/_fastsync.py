@@ -15,8 +15,8 @@ not depend on the watchdog: ``ensure()`` computes it from the send time either w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -68,6 +68,8 @@ def sync_client(url: str, op_timeout_s: float) -> redis.Redis:
 
 
 _POOLS: dict[str, SyncPool] = {}
+_TASKS: set[asyncio.Task[None]] = set()
+log = logging.getLogger("stalwart.lock")
 
 
 def sync_pool(url: str, op_timeout_s: float, connect_timeout_s: float) -> SyncPool:
@@ -155,6 +157,8 @@ class FastPath:
         self.pool = sync_pool(lock._target, backend.op_timeout_s, backend.pool.connect_timeout_s)
         self.handover = Handover(loop, backend)
         self.group = backend.waker.thread_group(lock.channel)
+        if lock.fair:
+            self.group.on_orphan = self._orphan_on_loop
         self._releaser = lock._releaser(backend)
         self._drift_s = drift_allowance_s(lock.ttl_s, backend.drift_factor)
         acquire, keys = (ACQUIRE_FAIR if lock.fair else ACQUIRE_FAST), lock._acquire_keys
@@ -242,6 +246,7 @@ class FastPath:
         attempt = _Attempt()
         waiter = ThreadWaiter(owner.encode() if lock.fair else None)
         latch = waiter.latch
+        orphaned = False
         try:
             try:
                 attached = group.join(waiter)
@@ -263,10 +268,10 @@ class FastPath:
                             raise LockTimeout(lock.name, f"not acquired within {timeout} s")
                     latch.wait(delay_s)
             except BaseException:
-                self._abandon(owner)
+                orphaned = not self._abandon(owner)
                 raise
         finally:
-            if group.leave(waiter):
+            if group.leave(waiter, orphaned=orphaned):
                 self.loop.call_soon_threadsafe(
                     self.loop.call_later, LINGER_S, self.backend.waker.detach_group, group
                 )
@@ -325,14 +330,17 @@ class FastPath:
             self.handover.add(held)
         return held
 
-    def _abandon(self, owner: str, *, withdraw: bool = True) -> None:
+    def _abandon(self, owner: str, *, withdraw: bool = True) -> bool:
         """Give the lock up and, fair, leave the queue and withdraw the ticket, in one script
-        (see RedisLock._abandon)."""
-        with contextlib.suppress(LockError):
+        (see RedisLock._abandon). False if that failed (the server could not be reached)."""
+        try:
             if self.lock.fair and withdraw:
                 self._run(self._abandon_call, self._abandon_call.pack(owner), idempotent=True)
             else:
                 self._release_as(owner, time.monotonic())
+        except LockError:
+            return False
+        return True
 
     def _release_as(self, owner: str, sent_at: float) -> bool:
         """Release the lock if ``owner`` holds it; True if it did. A fair release that hands the
@@ -360,22 +368,38 @@ class FastPath:
         for _ in range(MAX_PASS_ON):
             if not token:
                 break
-            waiter = self.group.tickets.get(ticket)
-            if waiter is not None:
-                waiter.give(token, sent_at)  # no message: this is the only wake-up it gets
+            claimed = self.group.claim(ticket)
+            if isinstance(claimed, ThreadWaiter):
+                claimed.give(token, sent_at)  # no message: this is the only wake-up it gets
                 break
-            # A ticket of our group whose thread has left (its clean-up failed, or a late try
-            # queued it again): nobody will take it, so release it on its behalf right away
-            # rather than let the lock stall for its handover lease.
+            if not claimed:
+                break  # its thread already took it (its own try found it handed over)
+            # An orphaned ticket of our group (its thread gave up and could not withdraw it):
+            # nobody will take the lock, so release it on its behalf right away rather than let
+            # it stall for the handover lease.
             sent_at = time.monotonic()
             try:
-                reply = self._run(
-                    self._release_call, self._release_call.pack(ticket.decode()), idempotent=True
-                )
+                call = self._release_call
+                reply = self._run(call, call.pack(ticket.decode()), idempotent=True)
             except LockError:
                 break  # the handover lease bounds the stall
             _, token, ticket = _release_reply(reply)
         return ours
+
+    def _orphan_on_loop(self, ticket: bytes) -> None:
+        """On the loop: a release elsewhere handed the lock to an orphaned ticket of our group;
+        give it up (and pass it on) in a task."""
+        task = self.loop.create_task(self._give_up(ticket.decode()))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+    async def _give_up(self, owner: str) -> None:
+        lock = self.lock
+        try:
+            args = (owner, lock.channel, lock._waiter_ttl_ms)
+            await self.backend.run(ABANDON_FAIR, lock._release_keys, args, idempotent=True)
+        except LockError:
+            log.warning("could not pass on lock %r handed to a departed waiter", lock.name, exc_info=True)
 
 
 def _release_reply(reply: Any) -> tuple[bool, int, bytes]:

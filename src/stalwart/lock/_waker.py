@@ -20,6 +20,7 @@ import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from stalwart.lock._errors import BackendError, BackendUnavailable
@@ -27,6 +28,8 @@ from stalwart.lock._resp import RedisAddress, RespConnection, pack
 
 ANYONE = b"*"
 ONE = b"1"
+#: Orphaned tickets a thread group remembers (see ThreadGroup.orphans).
+MAX_ORPHANS = 64
 
 
 class Waiter:
@@ -144,7 +147,17 @@ class ThreadGroup(Waiter):
     waiters, which is how the release script tells them apart.
     """
 
-    __slots__ = ("__weakref__", "attached", "detach_pending", "mutex", "prefix", "threads", "tickets")
+    __slots__ = (
+        "__weakref__",
+        "attached",
+        "detach_pending",
+        "mutex",
+        "on_orphan",
+        "orphans",
+        "prefix",
+        "threads",
+        "tickets",
+    )
 
     def __init__(self, channel: bytes) -> None:
         super().__init__(channel, None)
@@ -155,6 +168,11 @@ class ThreadGroup(Waiter):
         self.attached = False
         self.detach_pending = False
         self.prefix = f"t{os.urandom(8).hex()}:"
+        #: Tickets whose thread left without acquiring and whose clean-up failed: a hand-over to
+        #: one of them will never be taken (at most MAX_ORPHANS remembered, oldest dropped).
+        self.orphans: dict[bytes, None] = {}
+        #: On the loop: give up a lock handed over to an orphaned ticket (set by the fast path).
+        self.on_orphan: Callable[[bytes], None] | None = None
 
     def join(self, waiter: ThreadWaiter) -> bool:
         """Add a thread; True if the group is attached (else the caller attaches it)."""
@@ -164,13 +182,18 @@ class ThreadGroup(Waiter):
                 self.tickets[waiter.ticket] = waiter
             return self.attached
 
-    def leave(self, waiter: ThreadWaiter) -> bool:
-        """Remove a thread; True if it was the last one of an attached group and no detach is
-        pending yet: the caller then schedules one (``Waker.detach_group``, after a linger)."""
+    def leave(self, waiter: ThreadWaiter, *, orphaned: bool = False) -> bool:
+        """Remove a thread (``orphaned``: it gave up and could not withdraw its ticket). True if
+        it was the last one of an attached group and no detach is pending yet: the caller then
+        schedules one (``Waker.detach_group``, after a linger)."""
         with self.mutex:
             self.threads.pop(waiter, None)
             if waiter.ticket is not None:
                 self.tickets.pop(waiter.ticket, None)
+                if orphaned:
+                    self.orphans[waiter.ticket] = None
+                    if len(self.orphans) > MAX_ORPHANS:
+                        del self.orphans[next(iter(self.orphans))]
             if self.attached and not self.threads and not self.detach_pending:
                 self.detach_pending = True
                 return True
@@ -187,10 +210,28 @@ class ThreadGroup(Waiter):
     def awake(self) -> bool:
         return all(w.latch.is_set() for w in self.snapshot())
 
+    def claim(self, ticket: bytes) -> ThreadWaiter | bool:
+        """Who takes a hand-over to ``ticket`` of this group: its waiting thread; True: nobody
+        ever will (an orphaned ticket, now forgotten: the caller passes the lock on); False:
+        nobody needs to (its thread found the lock handed over by itself, took it and left; or
+        the ticket is not ours). Never pass on a lock on a guess: it may be held right now."""
+        with self.mutex:
+            waiter = self.tickets.get(ticket)
+            if waiter is not None:
+                return waiter
+            if ticket in self.orphans:
+                del self.orphans[ticket]
+                return True
+            return False
+
     def hand_over(self, ticket: bytes, token: int) -> None:
-        waiter = self.tickets.get(ticket)
-        if waiter is not None:
-            waiter.give(token, None)
+        if not ticket.startswith(self.prefix.encode()):
+            return
+        claimed = self.claim(ticket)
+        if isinstance(claimed, ThreadWaiter):
+            claimed.give(token, None)
+        elif claimed and self.on_orphan is not None:
+            self.on_orphan(ticket)
 
     def wake_one(self) -> bool:
         for waiter in self.snapshot():
