@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from stalwart.errors import ConfigError
+from stalwart.errors import ConfigError, StorageError
+from stalwart.sansio import AppendLog, StorageOp
 from stalwart.txn import (
     BlockingCoordinator,
     CoordinatorSettings,
@@ -87,6 +88,26 @@ def test_twopc_shared_postgres_decision_log(bank: tuple[str, dict[str, Any]]) ->
 
     asyncio.run(main())
     assert (pg_sum(dsn), maria_sum(kw)) == (990, 1010)
+
+
+def test_twopc_postgres_log_append_is_idempotent_not_overwriting(bank: tuple[str, dict[str, Any]]) -> None:
+    """A write whose COMMIT reached PostgreSQL but whose answer was lost is retried: the retry
+    finds the same records and succeeds; a different record at a taken index is refused."""
+    dsn, _ = bank
+
+    async def main() -> None:
+        log = PostgresDecisionLog(dsn, "idem")
+        await log.acquire()
+        await log.load()
+        ops: list[StorageOp] = [AppendLog(1, b"a"), AppendLog(2, b"b")]
+        await log.write(ops)
+        await log.write(ops)
+        with pytest.raises(StorageError, match="index 2 holds another record"):
+            await log.write([AppendLog(2, b"other"), AppendLog(3, b"c")])
+        assert (await log.load()).log == (b"a", b"b")
+        await log.close()
+
+    asyncio.run(main())
 
 
 def test_twopc_preflight_explains_max_prepared_transactions(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from stalwart.txn import (
     TransactionAbortedError,
     TwoPhaseCoordinator,
 )
+from stalwart.txn._decision_log import PROBE_EVERY
 from stalwart.txn.twopc import LogRecord, RecordKind
 
 
@@ -276,45 +278,168 @@ def test_twopc_host_sends_prepares_during_a_log_write_and_commits_only_after_it(
 
 
 def test_twopc_sqlite_log_writes_inline_while_fast_and_in_a_thread_when_slow(tmp_path: Path) -> None:
+    """Fast writes run on the loop thread; one far over the limit sends the next ones to the
+    thread, and a probe every PROBE_EVERY thread writes brings them back once the device is fast.
+    The limit (20 ms) and the slow device (100 ms) are far from this machine's 0.2 ms fsync."""
     slow = {"on": False}
 
     class Log(SQLiteDecisionLog):
         def _write(self, ops: Sequence[StorageOp]) -> None:
             if slow["on"]:
-                time.sleep(0.02)  # a device whose fsync takes 20 ms
+                time.sleep(0.1)
             super()._write(ops)
 
-    log = Log(tmp_path / "log.db", inline_write_max_ms=5.0)
+    log = Log(tmp_path / "log.db", inline_write_max_ms=20.0)
+    never = Log(tmp_path / "never.db", inline_write_max_ms=0)
 
     async def main() -> None:
-        await log.load()
         index = 0
 
-        async def write() -> None:
+        async def write(target: SQLiteDecisionLog = log) -> None:
             nonlocal index
             index += 1
-            await log.write([AppendLog(index, b"x")])
+            await target.write([AppendLog(index, b"x")])
 
+        await log.load()
         for _ in range(3):
             await write()
         assert (log.inline_writes, log.thread_writes) == (3, 0)
         slow["on"] = True
-        await write()  # inline (the log did not know yet), but 4x over the limit:
+        await write()  # inline (the log could not know), but 4x over the limit:
         for _ in range(3):
             await write()  # so these go to the thread
         assert (log.inline_writes, log.thread_writes) == (4, 3)
         slow["on"] = False
-        for _ in range(40):
-            await write()  # the average falls below the limit again: back inline
-        assert log.inline_writes > 4
+        for _ in range(PROBE_EVERY - 3 - 1):
+            await write()  # fast again, but a thread write cannot tell
+        assert (log.inline_writes, log.thread_writes) == (4, PROBE_EVERY - 1)
+        await write()  # the probe, on the loop thread: fast, so inline from now on
+        for _ in range(5):
+            await write()
+        assert (log.inline_writes, log.thread_writes) == (10, PROBE_EVERY - 1)
         assert len((await log.load()).log) == index
         await log.close()
+
+        await never.load()
+        index = 0
+        for _ in range(PROBE_EVERY + 2):
+            await write(never)
+        assert (never.inline_writes, never.thread_writes) == (0, PROBE_EVERY + 2)  # 0: never inline
+        await never.close()
 
     asyncio.run(main())
     with pytest.raises(ConfigError):
         SQLiteDecisionLog(tmp_path / "x.db", inline_write_max_ms=-1)
     with pytest.raises(ConfigError):
         SQLiteDecisionLog(tmp_path / "x.db", inline_write_max_ms=1e9)
+
+
+def test_twopc_sqlite_log_append_is_idempotent_but_never_overwrites(tmp_path: Path) -> None:
+    async def main() -> None:
+        log = SQLiteDecisionLog(tmp_path / "log.db")
+        await log.load()
+        ops: list[StorageOp] = [AppendLog(1, b"a"), AppendLog(2, b"b")]
+        await log.write(ops)
+        await log.write(ops)  # a retry of a write that reached the disk: accepted
+        with pytest.raises(StorageError, match="index 2 holds another record"):
+            await log.write([AppendLog(2, b"other"), AppendLog(3, b"c")])
+        assert (await log.load()).log == (b"a", b"b")  # the failed write left nothing behind
+        await log.close()
+
+    asyncio.run(main())
+
+
+def test_twopc_host_commits_when_a_log_write_reached_the_disk_but_reported_failure(tmp_path: Path) -> None:
+    """The first write is applied, then reported as failed (a connection lost after COMMIT):
+    its retry finds the records there, so the transaction commits instead of jamming the log."""
+
+    class AmbiguousLog(SQLiteDecisionLog):
+        fail_after_write = 0
+
+        def _write(self, ops: Sequence[StorageOp]) -> None:
+            super()._write(ops)
+            if self.fail_after_write > 0:
+                self.fail_after_write -= 1
+                raise sqlite3.OperationalError("disk I/O error (reported after the commit)")
+
+    a, b = FakeResource("a"), FakeResource("b")
+    log = AmbiguousLog(tmp_path / "log.db")
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log=log, settings=fast()) as coord:
+            log.fail_after_write = 1
+            await one(coord, "a", "b")
+            await one(coord, "a", "b")
+            await until_idle(coord)
+
+    asyncio.run(main())
+    assert list(a.state.values()) == list(b.state.values()) == ["committed", "committed"]
+
+
+def test_twopc_host_stops_after_log_write_attempts_and_says_the_outcome_is_unknown(tmp_path: Path) -> None:
+    class BrokenLog(SQLiteDecisionLog):
+        broken = False
+
+        async def write(self, ops: Sequence[StorageOp]) -> None:
+            if self.broken:
+                raise StorageError("disk gone")
+            await super().write(ops)
+
+    a, b = FakeResource("a"), FakeResource("b")
+    log = BrokenLog(tmp_path / "log.db")
+
+    async def main() -> None:
+        async with TwoPhaseCoordinator([a, b], log=log, settings=fast(log_write_attempts=3)) as coord:
+            log.broken = True
+            with pytest.raises(OutcomeUnknownError, match="disk gone"):
+                await one(coord, "a", "b")  # three attempts, 0.15 s of backoff, then it stops
+            with pytest.raises(OutcomeUnknownError, match="restart"):
+                coord.transaction()
+
+    asyncio.run(main())
+    assert set(a.state.values()) == set(b.state.values()) == {"prepared"}  # recovery's to finish
+    with pytest.raises(ConfigError):
+        fast(log_write_attempts=0)
+
+
+def test_twopc_host_starts_no_participant_call_after_shutdown(tmp_path: Path) -> None:
+    """A COMMIT record still being written when the coordinator shuts down: the decision it
+    releases must not start calls on resources that are closing (they would reopen connections
+    and outlive the ``async with``); recovery after a restart finishes the commit instead."""
+    events: list[str] = []
+
+    class Resource(FakeResource):
+        async def commit_prepared(self, gid: str) -> None:
+            await asyncio.sleep(0.05)
+            events.append(f"{self.name}: commit")
+            await super().commit_prepared(gid)
+
+        async def close(self) -> None:
+            events.append(f"{self.name}: close")
+
+    class SlowLog(SQLiteDecisionLog):
+        async def write(self, ops: Sequence[StorageOp]) -> None:
+            await asyncio.sleep(0.3)
+            await super().write(ops)
+
+    a, b = Resource("a"), Resource("b")
+
+    async def main() -> None:
+        # The write (0.3 s) outlasts the wait for in-flight transactions (0.15 s) but not the
+        # wait for the writer (0.15 s more): its decision is released during the shutdown.
+        log = SlowLog(tmp_path / "log.db")
+        coord = TwoPhaseCoordinator([a, b], log=log, settings=fast(shutdown_timeout_s=0.15))
+        async with coord:
+            caller = asyncio.ensure_future(one(coord, "a", "b"))
+            await asyncio.sleep(0.1)  # both voted; the COMMIT record is being written
+        assert not coord._tasks
+        await caller  # the decision was durable before the shutdown ended: committed
+        await asyncio.sleep(0.2)  # a call started during the shutdown would commit by now
+        events.append("end")
+
+    asyncio.run(main())
+    assert events == ["a: close", "b: close", "end"]
+    assert set(a.state.values()) == set(b.state.values()) == {"prepared"}  # for recovery to finish
 
 
 def test_twopc_host_holds_one_decision_per_branch_while_the_log_cannot_be_written(tmp_path: Path) -> None:

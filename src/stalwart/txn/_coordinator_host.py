@@ -79,6 +79,9 @@ class CoordinatorSettings:
     recovery_interval_s: float = 5.0
     max_inflight: int = 1_000
     shutdown_timeout_s: float = 10.0
+    log_write_attempts: int = 30
+    """A decision-log write that keeps failing (backoff up to 5 s: about 2 minutes in all) stops
+    the coordinator: every waiting caller gets OutcomeUnknownError, and a restart recovers."""
 
     def __post_init__(self) -> None:
         durations = (
@@ -87,9 +90,16 @@ class CoordinatorSettings:
             self.outcome_timeout_s,
             self.recovery_interval_s,
         )
-        if self.tick_ms < 1 or min(durations) <= 0 or self.recovery_grace_s < 0 or self.max_inflight < 1:
+        if (
+            self.tick_ms < 1
+            or min(durations) <= 0
+            or self.recovery_grace_s < 0
+            or self.max_inflight < 1
+            or self.log_write_attempts < 1
+        ):
             raise ConfigError(
-                "coordinator settings: tick_ms >= 1, positive timeouts and intervals, grace >= 0"
+                "coordinator settings: tick_ms >= 1, positive timeouts and intervals, grace >= 0,"
+                " max_inflight and log_write_attempts >= 1"
             )
 
     def to_config(self) -> CoordinatorConfig:
@@ -220,6 +230,7 @@ class TwoPhaseCoordinator:
         self._sync_target = 0  # the newest batch holding a must-sync record
         self._write_wanted = asyncio.Event()
         self._stopping = False
+        self._closing = False  # set at the end of shutdown: no participant call starts after it
         # Commit decisions held back until batch ``target`` is durable: (target, messages, outputs).
         self._held: deque[tuple[int, list[Envelope[CoordinatorMessage]], list[TxDecided]]] = deque()
         # (participant, txid) of the held messages: a resend of one already held is dropped, so
@@ -308,17 +319,24 @@ class TwoPhaseCoordinator:
                 while coord is not None and coord.inflight and not self._driver_failed():
                     await asyncio.sleep(self._settings.tick_ms / 1000)
         writer, others = self._background[0], self._background[1:]
-        for task in [*others, *self._tasks]:
+        for task in others:  # no more ticks (resends) nor recovery scans
             task.cancel()
-        await asyncio.gather(*others, *self._tasks, return_exceptions=True)
-        # The writer is never cancelled in the middle of a write (its thread would go on with the
-        # log while it is closed): it is asked to write what is left (END records) and stop.
+        await asyncio.gather(*others, return_exceptions=True)
+        # The writer writes what is left (END records) and stops; it is cancelled only if that
+        # does not end in time (the log's close then waits for a write still in its thread).
         self._stopping = True
         self._write_wanted.set()
         done, _ = await asyncio.wait([writer], timeout=self._settings.shutdown_timeout_s)
         if not done:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+        # Nothing new starts from here (what is undone is finished by recovery after a restart),
+        # and the participant calls still running end before the resources close.
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for txid, fut in self._waiting.items():
             if not fut.done():
                 fut.set_exception(OutcomeUnknownError(txid, "the coordinator shut down"))
@@ -471,9 +489,10 @@ class TwoPhaseCoordinator:
         """The one task that writes the decision log: each write takes every record handed over
         while the previous one ran (group commit); then the commit decisions it covers go out."""
         while True:
-            await self._write_wanted.wait()
-            for _ in range(GROUP_COMMIT_YIELDS):
-                await asyncio.sleep(0)  # let the replies already received join this write
+            if not self._stopping:  # stopping: write what is left without waiting for a wake-up
+                await self._write_wanted.wait()
+                for _ in range(GROUP_COMMIT_YIELDS):
+                    await asyncio.sleep(0)  # let the replies already received join this write
             self._write_wanted.clear()
             if self._pending:
                 ops, self._pending = self._pending, []
@@ -481,7 +500,7 @@ class TwoPhaseCoordinator:
                 await self._write_log_until_it_works(ops)
                 self._durable = self._issued
                 self._release_held()
-            if self._stopping and not self._pending:
+            elif self._stopping:
                 return
 
     def _release_held(self) -> None:
@@ -508,11 +527,13 @@ class TwoPhaseCoordinator:
         """A failed write (a busy SQLite, a dropped PostgreSQL connection) is retried with
         backoff: nothing that depends on it has been sent, so waiting is always safe."""
         delay_s = 0.05
-        while True:
+        for attempt in range(1, self._settings.log_write_attempts + 1):
             try:
                 await self._log.write(ops)
                 return
             except StorageError as exc:
+                if attempt == self._settings.log_write_attempts:
+                    raise  # the writer stops, and with it the coordinator (see _fail)
                 log.error("decision log write failed, retrying in %.2f s: %s", delay_s, exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, MAX_LOG_RETRY_DELAY_S)
@@ -532,6 +553,9 @@ class TwoPhaseCoordinator:
 
     def _spawn(self, call: Coroutine[Any, Any, None], keys: list[tuple[str, TxId]]) -> None:
         """Run one participant call in a task; ``keys`` are released from ``_calls`` when it ends."""
+        if self._closing:
+            call.close()  # shutting down: recovery after a restart sends it again
+            return
         loop = asyncio.get_running_loop()
         task = loop.create_task(call)
         self._tasks[task] = loop.time() + self._settings.vote_timeout_s  # see _sweep

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import sqlite3
 import time
@@ -22,8 +23,11 @@ import psycopg
 from stalwart.errors import ConfigError, StorageError
 from stalwart.sansio import AppendLog, CompactLog, DurableState, PutMeta, PutSnapshot, StorageOp, TruncateLog
 
+log = logging.getLogger("stalwart.txn")
 MAX_INLINE_WRITE_MS = 50.0
 SLOW_WRITE_FACTOR = 4  # one write this many times over the inline limit goes to the thread next
+PROBE_EVERY = 32  # thread writes between two tries on the loop thread
+CLOSE_WAIT_S = 30.0  # how long close() waits for a thread write still running
 
 
 class DecisionLog(Protocol):
@@ -52,10 +56,15 @@ class SQLiteDecisionLog:
     a worker thread, so the event loop goes on meanwhile. But a worker thread must take the GIL
     back after each SQLite call, and while the loop thread is busy it can wait several of the
     interpreter's 5 ms switch intervals for it (measured here: 2-3 ms per write under load
-    for 0.2 ms of work). So when writes are fast, i.e. their moving average stays at or below
-    ``inline_write_max_ms``, they run on the loop thread itself, which they then block for that
-    long. Writes that get slow move back to the thread at once; ``inline_write_max_ms=0``
-    always uses the thread.
+    for 0.2 ms of work). So while writes are fast, i.e. the moving average of the writes made on
+    the loop thread stays at or below ``inline_write_max_ms``, they run on the loop thread, which
+    they block for that long. One write four times over the limit sends the next ones to the
+    thread; every ``PROBE_EVERY``-th of those is tried on the loop thread again (a thread write's
+    own duration includes its waits for the GIL, so it cannot tell whether the device got fast
+    again). ``inline_write_max_ms=0`` always uses the thread.
+
+    Appends are idempotent: a write that reached the disk but reported a failure (so the caller
+    retries it) finds its records there and succeeds, as long as they are the same records.
     """
 
     def __init__(
@@ -69,7 +78,10 @@ class SQLiteDecisionLog:
         self._lock = asyncio.Lock()
         self._lock_fd: int | None = None
         self._inline_max_s = inline_write_max_ms / 1000
-        self._write_avg_s = 0.0  # moving average of the writes' own duration, wherever they ran
+        self._inline_avg_s = 0.0  # moving average of the writes made on the loop thread
+        self._slow = inline_write_max_ms == 0  # writes go to the thread
+        self._since_probe = 0
+        self._job: asyncio.Future[None] | None = None  # the thread write running, if any
         self.inline_writes = 0  # counters, for tests and the curious
         self.thread_writes = 0
 
@@ -125,7 +137,7 @@ class SQLiteDecisionLog:
                     rows.append((self._name, op.index, op.payload))
                     continue
                 if rows:
-                    db.executemany("INSERT INTO txn_log VALUES (?, ?, ?)", rows)
+                    self._append(db, rows)
                     rows = []
                 match op:
                     case TruncateLog(from_index=i):
@@ -136,7 +148,7 @@ class SQLiteDecisionLog:
                     case PutMeta(key=k, value=v):
                         self._put_meta(db, k, v)
             if rows:
-                db.executemany("INSERT INTO txn_log VALUES (?, ?, ?)", rows)
+                self._append(db, rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -152,31 +164,60 @@ class SQLiteDecisionLog:
     async def write(self, ops: Sequence[StorageOp]) -> None:
         if not ops:
             return
-        inline = not self._lock.locked() and self._write_avg_s <= self._inline_max_s
+        inline = not self._lock.locked() and self._inline_max_s > 0
+        if inline and self._slow:
+            self._since_probe += 1
+            inline = self._since_probe >= PROBE_EVERY
         async with self._lock:
             try:
                 if inline:
-                    self._timed_write(ops)
-                    self.inline_writes += 1
+                    self._inline_write(ops)
                 else:
-                    await asyncio.to_thread(self._timed_write, ops)
+                    self._job = asyncio.get_running_loop().run_in_executor(None, self._write, ops)
+                    await asyncio.shield(self._job)  # cancelled or not, the thread goes on
                     self.thread_writes += 1
             except sqlite3.Error as exc:
                 raise StorageError(f"{self._path}: decision log write failed: {exc}") from exc
 
-    def _timed_write(self, ops: Sequence[StorageOp]) -> None:
+    def _inline_write(self, ops: Sequence[StorageOp]) -> None:
         start = time.perf_counter()
         try:
             self._write(ops)
         finally:
             took_s = time.perf_counter() - start
-            # A write far slower than the limit moves the next one to the thread at once; the
-            # average (weight 1/8) brings writes back inline once the device is fast again.
-            if took_s > SLOW_WRITE_FACTOR * self._inline_max_s:
-                self._write_avg_s = max(self._write_avg_s, took_s)
-            self._write_avg_s += (took_s - self._write_avg_s) / 8
+            self.inline_writes += 1
+            if self._slow:  # a probe: its one measure decides, the old average is stale
+                self._inline_avg_s = took_s
+                self._since_probe = 0
+            else:
+                self._inline_avg_s += (took_s - self._inline_avg_s) / 8
+            self._slow = (
+                took_s > SLOW_WRITE_FACTOR * self._inline_max_s or self._inline_avg_s > self._inline_max_s
+            )
+
+    def _append(self, db: sqlite3.Connection, rows: list[tuple[str, int, bytes]]) -> None:
+        """Insert log records; a record already there (an earlier attempt of this write reached
+        the disk) is accepted when it is the same record, and is an error otherwise."""
+        cur = db.executemany("INSERT OR IGNORE INTO txn_log VALUES (?, ?, ?)", rows)
+        if cur.rowcount == len(rows):
+            return
+        for name, index, payload in rows:
+            found = db.execute(
+                "SELECT payload FROM txn_log WHERE coordinator = ? AND idx = ?", (name, index)
+            ).fetchone()
+            if found is None or bytes(found[0]) != payload:
+                raise StorageError(f"{self._path}: log index {index} holds another record")
 
     async def close(self) -> None:
+        job = self._job
+        if job is not None and not job.done():
+            # A write cancelled while its thread still runs (a shutdown that timed out): the
+            # connection must not be closed under it. Wait for it, bounded; if it never ends,
+            # leave the connection open (the process is going away) rather than race it.
+            done, _ = await asyncio.wait([job], timeout=CLOSE_WAIT_S)
+            if not done:
+                log.error("%s: a decision-log write is still running; not closing the log", self._path)
+                return
         async with self._lock:
             if self._db is not None:
                 self._db.close()
@@ -267,7 +308,18 @@ class PostgresDecisionLog:
         name = self._name
         match op:
             case AppendLog(index=i, payload=p):
-                await conn.execute("INSERT INTO stalwart_txn_log VALUES (%s, %s, %s)", (name, i, p))
+                # Idempotent: an earlier attempt of this write may have committed without us
+                # hearing it (a connection lost after COMMIT); the same record is then accepted.
+                cur = await conn.execute(
+                    "INSERT INTO stalwart_txn_log VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", (name, i, p)
+                )
+                if cur.rowcount != 1:
+                    cur = await conn.execute(
+                        "SELECT payload FROM stalwart_txn_log WHERE coordinator = %s AND idx = %s", (name, i)
+                    )
+                    row = await cur.fetchone()
+                    if row is None or bytes(row[0]) != p:  # type: ignore[call-overload]
+                        raise StorageError(f"coordinator {name}: log index {i} holds another record")
             case TruncateLog(from_index=i):
                 await conn.execute(
                     "DELETE FROM stalwart_txn_log WHERE coordinator = %s AND idx >= %s", (name, i)

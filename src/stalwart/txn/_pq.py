@@ -30,34 +30,44 @@ _ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
-    # Level-triggered: the reader may fire again before the waiting task runs.
+_READABLE, _WRITABLE = 1, 2
+
+
+def _wake(fut: asyncio.Future[int], ready: int) -> None:
+    # Level-triggered: a callback may fire again before the waiting task runs.
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(ready)
 
 
-async def _wait(pg: pq.abc.PGconn, *, write: bool = False) -> None:
+async def _wait(pg: pq.abc.PGconn) -> None:
+    """Until the socket is readable."""
     loop = asyncio.get_running_loop()
     fd = pg.socket
-    fut: asyncio.Future[None] = loop.create_future()
-    if write:
-        loop.add_writer(fd, _wake, fut)
-        try:
-            await fut
-        finally:
-            loop.remove_writer(fd)
-    else:
-        loop.add_reader(fd, _wake, fut)
-        try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
+    fut: asyncio.Future[int] = loop.create_future()
+    loop.add_reader(fd, _wake, fut, _READABLE)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _flush(pg: pq.abc.PGconn) -> None:
-    while pg.flush():  # nonblocking: 1 while part of the query is still to be written
-        await _wait(pg, write=True)
-        pg.consume_input()  # the server may be waiting for us to read before it reads more
+    """Send what libpq still holds. While our send buffer is full, the server may itself be
+    blocked sending us results: wait for either direction and read when readable (libpq's rule
+    for nonblocking connections), or both sides would wait forever."""
+    while pg.flush():  # 1 while part of the query is still to be written
+        loop = asyncio.get_running_loop()
+        fd = pg.socket
+        fut: asyncio.Future[int] = loop.create_future()
+        loop.add_reader(fd, _wake, fut, _READABLE)
+        loop.add_writer(fd, _wake, fut, _WRITABLE)
+        try:
+            ready = await fut
+        finally:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        if ready == _READABLE:
+            pg.consume_input()
 
 
 async def _next_result(pg: pq.abc.PGconn) -> pq.abc.PGresult | None:
