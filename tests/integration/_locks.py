@@ -192,8 +192,8 @@ def spawn(main: str, args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def contend_threads(url: str, name: str, tag: str, threads: int, rounds: int) -> None:
-    """``threads`` threads of this process take the blocking fair lock ``name`` ``rounds`` times
+def contend_threads(url: str, name: str, tag: str, threads: int, rounds: int, fair: bool = True) -> None:
+    """``threads`` threads of this process take the blocking lock ``name`` ``rounds`` times
     each; under it they do a non-atomic read-modify-write of the key ``count`` and append
     ``<token> <tag>`` to the list ``order`` (so the list's order is the order of the holders)."""
     import threading
@@ -202,7 +202,7 @@ def contend_threads(url: str, name: str, tag: str, threads: int, rounds: int) ->
 
     from stalwart.lock import BlockingLock, RedisLock
 
-    lock = BlockingLock(RedisLock(url, name, ttl=10.0, fair=True))
+    lock = BlockingLock(RedisLock(url, name, ttl=10.0, fair=fair))
     client = redis_sync.Redis.from_url(url)
     errors: list[BaseException] = []
 
@@ -229,10 +229,10 @@ def contend_threads(url: str, name: str, tag: str, threads: int, rounds: int) ->
 
 def child_threads_main() -> None:
     """In a child: wait for "go" on stdin, run contend_threads, print "done"."""
-    url, name, tag, threads, rounds = sys.argv[1:6]
+    url, name, tag, threads, rounds, fair = sys.argv[1:7]
     print("ready", flush=True)
     assert sys.stdin.readline().strip() == "go"
-    contend_threads(url, name, tag, int(threads), int(rounds))
+    contend_threads(url, name, tag, int(threads), int(rounds), fair == "fair")
     print("done", flush=True)
 
 

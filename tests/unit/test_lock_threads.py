@@ -223,3 +223,23 @@ def test_orphans_are_bounded() -> None:
         group.join(w)
         group.leave(w, orphaned=True)
     assert len(group.orphans) == MAX_ORPHANS and b"t0" not in group.orphans
+
+
+def test_a_one_from_a_group_wakes_everyone_but_that_group() -> None:
+    async def body() -> None:
+        waker = Waker(None, 1.0)
+        channel = b"stalwart:lock:{n}:wake"
+        ours, theirs = ThreadGroup(channel), ThreadGroup(channel)
+        task_waiter = Waiter(channel, None)
+        waker._waiters[channel] = {ours: None, theirs: None, task_waiter: None}
+        a, b = ThreadWaiter(None), ThreadWaiter(None)
+        ours.join(a)
+        theirs.join(b)
+        waker._deliver(channel, b"1:" + ours.prefix.encode())
+        assert not a.latch.is_set() and b.latch.is_set() and not task_waiter.event.is_set()
+        waker._deliver(channel, b"1:" + ours.prefix.encode())  # theirs is awake: the next one
+        assert not a.latch.is_set() and task_waiter.event.is_set()
+        waker._deliver(channel, b"1")
+        assert a.latch.is_set()
+
+    asyncio.run(body())

@@ -33,7 +33,7 @@ from stalwart.lock._redis import RedisLock, _Attempt
 from stalwart.lock._resp import pack, pack_items, pack_prefix
 from stalwart.lock._scripts import ABANDON_FAIR, ACQUIRE_FAIR, ACQUIRE_FAST, RELEASE_FAIR_LOCAL, RENEW, Script
 from stalwart.lock._syncresp import NoScript, SyncPool
-from stalwart.lock._waker import ThreadWaiter
+from stalwart.lock._waker import ONE_FROM, ThreadWaiter
 
 #: Runs a coroutine on the loop thread and blocks the caller until it is done.
 RunOnLoop = Callable[[Coroutine[Any, Any, None]], None]
@@ -168,11 +168,11 @@ class FastPath:
         self._wait_call = _Call(
             acquire, keys, 1, (lock._ttl_ms, lock._waiter_ttl_ms) if fair else (lock._ttl_ms,)
         )
-        # owner | channel[, group prefix]: a fair release tells us which of our threads it woke.
+        # owner | channel, group prefix: a fair release tells us which of our threads it woke; an
+        # unfair one says who sent its "1" (our subscriber skips it: we wake one of ours here).
         release = RELEASE_FAIR_LOCAL if fair else lock._release_script
-        self._release_call = _Call(
-            release, lock._release_keys, 1, (lock.channel, self.group.prefix) if fair else (lock.channel,)
-        )
+        origin = self.group.prefix if fair else (ONE_FROM + self.group.prefix.encode()).decode()
+        self._release_call = _Call(release, lock._release_keys, 1, (lock.channel, origin))
         self._renew_keys = (lock.key,)
         self._renew_call = _Call(RENEW, self._renew_keys, 1, (lock._ttl_ms,))
         self._abandon_call = _Call(
@@ -250,13 +250,23 @@ class FastPath:
         try:
             try:
                 attached = group.join(waiter)
+                # Unfair: a release of ours just woke another thread of the group to try; this
+                # one (most likely the releaser, back at once) would only race it and, winning,
+                # send it back to sleep: a wasted try each. It lets that thread go first and
+                # waits to be woken (by a release, or its poll), its first try skipped.
+                defer = not lock.fair and attached and group.wake_pending
                 while True:
                     latch.clear()  # before trying: a release during the try still sets it
                     if not attached or not group.attached:
                         self._attach(deadline, timeout)
                         attached = True
                     grant = waiter.take_grant()
-                    result = self._handed_over(owner, grant, attempt) if grant else self._try(owner, attempt)
+                    if grant:
+                        result = self._handed_over(owner, grant, attempt)
+                    elif defer:
+                        result, defer = -1, False
+                    else:
+                        result = self._try(owner, attempt)
                     if isinstance(result, Held):
                         return result
                     if waiter.grant is not None:
@@ -291,6 +301,7 @@ class FastPath:
         self._run_on_loop(attach())
 
     def _try(self, owner: str, attempt: _Attempt) -> Held | int:
+        self.group.wake_pending = False  # whoever was woken to try is trying (or someone is)
         sent_at = time.monotonic()
         reply = self._run(self._wait_call, self._wait_call.pack(owner))
         got, value = expect_pair(reply, "acquire")
@@ -347,7 +358,13 @@ class FastPath:
         lock to a thread of our group wakes that thread here (no message is published for it)."""
         call = self._release_call
         reply = self._run(call, call.pack(owner), idempotent=True)
-        return self._hand_on(reply, sent_at) if self.lock.fair else expect_int(reply, "release") == 1
+        if self.lock.fair:
+            return self._hand_on(reply, sent_at)
+        if expect_int(reply, "release") != 1:
+            return False
+        if self.group.wake_one():  # the longest-waiting idle thread of ours tries, if one waits
+            self.group.wake_pending = True
+        return True
 
     def release(self, held: Held) -> None:
         if held._released:

@@ -102,14 +102,16 @@ return {0, redis.call('PTTL', KEYS[1])}
 """,
 )
 
-# KEYS: lock   ARGV: owner, channel
-# Compare-and-delete; wakes one waiter per client. Returns 1 if it was ours.
+# KEYS: lock   ARGV: owner, channel[, message]
+# Compare-and-delete; wakes one waiter per client. Returns 1 if it was ours. The message is "1",
+# or from a blocking thread "1:<its thread group's prefix>": that group's own subscriber skips it
+# (the releasing thread woke one of the group's threads itself), everyone else reads "1".
 RELEASE = Script(
     "release",
     """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], '1')
+redis.call('PUBLISH', ARGV[2], ARGV[3] or '1')
 return 1
 """,
 )

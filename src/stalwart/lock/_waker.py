@@ -28,6 +28,8 @@ from stalwart.lock._resp import RedisAddress, RespConnection, pack
 
 ANYONE = b"*"
 ONE = b"1"
+#: "1:<prefix>": "1", sent by a thread of the group with that prefix (see RELEASE).
+ONE_FROM = b"1:"
 #: Orphaned tickets a thread group remembers (see ThreadGroup.orphans).
 MAX_ORPHANS = 64
 
@@ -65,8 +67,10 @@ class Waiter:
             self.token = token
             self.wake()
 
-    def wake_one(self) -> bool:
-        """A mutex was released (only one waiter can win): wake unless awake already."""
+    def wake_one(self, origin: bytes = b"") -> bool:
+        """A mutex was released (only one waiter can win): wake unless awake already.
+        ``origin``: the prefix of the thread group whose thread released it, if any."""
+        del origin
         if self.awake():
             return False
         self.wake()
@@ -157,6 +161,7 @@ class ThreadGroup(Waiter):
         "prefix",
         "threads",
         "tickets",
+        "wake_pending",
     )
 
     def __init__(self, channel: bytes) -> None:
@@ -167,6 +172,8 @@ class ThreadGroup(Waiter):
         #: True while the channel's subscription is confirmed for this group (set on the loop).
         self.attached = False
         self.detach_pending = False
+        #: Unfair: a release by one of our threads woke another to try, which has not tried yet.
+        self.wake_pending = False
         self.prefix = f"t{os.urandom(8).hex()}:"
         #: Tickets whose thread left without acquiring and whose clean-up failed: a hand-over to
         #: one of them will never be taken (at most MAX_ORPHANS remembered, oldest dropped).
@@ -233,7 +240,9 @@ class ThreadGroup(Waiter):
         elif claimed and self.on_orphan is not None:
             self.on_orphan(ticket)
 
-    def wake_one(self) -> bool:
+    def wake_one(self, origin: bytes = b"") -> bool:
+        if origin and origin == self.prefix.encode():
+            return False  # released by one of our threads, which woke one of us already
         for waiter in self.snapshot():
             if not waiter.latch.is_set():
                 waiter.latch.set()
@@ -391,11 +400,12 @@ class Waker:
                 for waiter in list(waiters):
                     waiter.hand_over(ticket, int(token))
             return
-        if data == ONE:
+        if data == ONE or data.startswith(ONE_FROM):
             # The longest-waiting waiter that is not already awake; if every one is awake
             # already, one of them will take the lock anyway.
+            origin = data[len(ONE_FROM) :]
             for waiter in list(waiters):
-                if waiter.wake_one():
+                if waiter.wake_one(origin):
                     break
             return
         for waiter in list(waiters):
@@ -453,4 +463,4 @@ class Waker:
         self.unregister(group)
 
 
-__all__ = ["ANYONE", "ONE", "Latch", "ThreadGroup", "ThreadWaiter", "Waiter", "Waker"]
+__all__ = ["ANYONE", "ONE", "ONE_FROM", "Latch", "ThreadGroup", "ThreadWaiter", "Waiter", "Waker"]
