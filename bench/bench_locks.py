@@ -601,7 +601,11 @@ def report(bench: Bench) -> None:
          "stalwart RedisLock (blocking, threads, fair FIFO)", "redis-py Lock (sync, threads)", thr, ">= 1x"),
     ]  # fmt: skip
     for label, a, b, table, goal in goals:
-        print(f"  {label:50} {ratio(a, b, table):>8} (goal {goal})")
+        # Per run too: both sides of a ratio ran in the same run, back to back.
+        runs = bench.cpu if table is cpu else bench.throughput if table is thr else bench.latency
+        pairs = zip(runs.get(a, []), runs.get(b, []), strict=False)
+        per_run = " ".join(f"{x / y:.2f}" for x, y in pairs if x == x and y == y and y)
+        print(f"  {label:50} {ratio(a, b, table):>8} (goal {goal})   runs {per_run}")
 
 
 def main() -> int:
