@@ -444,3 +444,41 @@ def test_a_release_after_a_server_restart_goes_over_a_fresh_connection(redis_ser
     again = lock.acquire(timeout=2)
     assert again.token == 1  # the counter restarted with the data (documented)
     again.release()
+
+
+def test_a_lock_handed_from_thread_to_thread_is_renewed_past_its_hand_over_lease(url: str) -> None:
+    """The hand-over lease (min(ttl, waiter_ttl_s): 0.6 s here) is all the server promised the
+    new holder; the watchdog renews it to the full TTL a third of the way in. A thread that got the
+    lock by a direct hand-off holds it for 1.5 s: still ours, never lost, and the next thread
+    gets it with the next token."""
+    lock = BlockingLock(RedisLock(url, "renewed", ttl=3.0, fair=True, waiter_ttl_s=0.6))
+    key = "stalwart:lock:{renewed}"
+    holder = lock.acquire()
+    got: list[Any] = []
+
+    def waiter() -> None:
+        held = lock.acquire(timeout=10)
+        got.append(held)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            held.ensure()  # raises LockLost if the lease was not kept
+            time.sleep(0.05)
+        got.append(client.pttl(key))
+        held.release()
+
+    client = _client(url)
+    t = threading.Thread(target=waiter)
+    t.start()
+    try:
+        _wait_for(lambda: client.zcard(f"{key}:q") == 1)
+        holder.release()
+        t.join(10)
+        held, pttl = got
+        assert held.token == holder.token + 1 and not held.lost.is_set()
+        assert pttl > 1000, "renewed to the full TTL, not left on the 0.6 s hand-over lease"
+        again = lock.acquire(timeout=2)
+        assert again.token == held.token + 1
+        again.release()
+    finally:
+        client.close()
+    _leaves_nothing(lock, url)

@@ -278,6 +278,7 @@ class FastPath:
                             raise LockTimeout(lock.name, f"not acquired within {timeout} s")
                     latch.wait(delay_s)
             except BaseException:
+                orphaned = True  # until the clean-up is known to have run (it may be interrupted)
                 orphaned = not self._abandon(owner)
                 raise
         finally:
