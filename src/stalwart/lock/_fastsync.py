@@ -1,9 +1,12 @@
-"""The blocking RedisLock's fast path: acquire and release on a synchronous connection.
+"""The blocking RedisLock's fast path: acquire, wait and release from the caller's thread.
 
 Hopping to the loop thread costs two thread wake-ups per call, more than the lock itself. So a
-blocking RedisLock tries to acquire and releases with redis-py's synchronous client directly,
-from the caller's thread, running the very same Lua scripts. Only waiting (when the first try
-fails) goes through the asyncio implementation on the loop thread.
+blocking RedisLock runs the very same Lua scripts on lean synchronous connections
+(``_syncresp``) from the caller's thread, and waits there too: the threads of a process waiting
+for one lock form a :class:`~stalwart.lock._waker.ThreadGroup`, one waiter of the loop's
+subscriber, and a fair release hands the lock to the next thread of its own group directly (see
+``FastPath.wait`` and ``FastPath.release``). The loop thread only subscribes and unsubscribes a
+group's channel, delivers wake-ups from other processes, and runs the watchdog.
 
 The lease still belongs to the one watchdog of the loop thread. Handing each lease over with
 ``call_soon_threadsafe`` would wake the loop on every acquisition, so leases are queued and the

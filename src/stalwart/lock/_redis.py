@@ -250,27 +250,14 @@ class RedisLock(_LockBase):
 
         ``blocking=False`` tries once and raises :class:`NotAcquired` at once if it is taken.
         """
-        return await self._acquire(timeout, blocking, first_try=True)
-
-    async def _acquire(
-        self,
-        timeout: float | None,
-        blocking: bool,
-        *,
-        first_try: bool,
-        owner: str | None = None,
-        attempt: _Attempt | None = None,
-    ) -> Held:
-        """``first_try=False``: go straight to waiting, whose first step after subscribing is a
-        try anyway (the caller has just tried, or others of this client wait already).
-        ``owner``/``attempt``: continue a blocking thread's wait (same ticket, same memory)."""
         held = self._reentry()
         if held is not None:
             return held
         backend = self._backend()
-        owner = owner or self.new_owner()
-        attempt = attempt or _Attempt()
-        if first_try and blocking and backend.waker.waiting_on(self.channel):
+        owner = self.new_owner()
+        attempt = _Attempt()
+        first_try = True
+        if blocking and backend.waker.waiting_on(self.channel):
             # Others of this client already wait for this lock: a try now would most likely fail
             # and be repeated right after subscribing. Register first (no round trip: the
             # subscription is confirmed already), so the wait's first try is the only one.
