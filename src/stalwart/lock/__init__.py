@@ -31,6 +31,7 @@ from stalwart.lock._errors import (
 from stalwart.lock._fence import FencedResource
 from stalwart.lock._fence_pg import FencedRow
 from stalwart.lock._held import Held, LostCallback
+from stalwart.lock._kvtokens import KVTokenSource, TokenSource
 from stalwart.lock._redis import RedisLock, close_shared
 from stalwart.lock._redlock import Redlock, RedlockClient
 from stalwart.lock._redlock_client import close_shared_redlock
@@ -46,6 +47,7 @@ __all__ = [
     "FencedResource",
     "FencedRow",
     "Held",
+    "KVTokenSource",
     "LockError",
     "LockLost",
     "LockTimeout",
@@ -58,6 +60,7 @@ __all__ = [
     "Redlock",
     "RedlockClient",
     "StaleToken",
+    "TokenSource",
     "ZooKeeperClient",
     "ZooKeeperLock",
     "close_shared",
