@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stalwart.lock import BackendProtocolError
+from stalwart.lock import BackendProtocolError, BackendUnavailable
 from stalwart.lock._resp import (
     MAX_DEPTH,
     MAX_REPLY_BYTES,
@@ -203,5 +203,65 @@ def test_a_reply_just_under_the_limit_split_in_segments_still_parses() -> None:
         for i in range(0, len(data), 65536):
             conn.data_received(data[i : i + 65536])
         assert fut.result() == b"y" * MAX_REPLY_BYTES
+
+    asyncio.run(main())
+
+
+# -- the fan-out's fast receive path (nothing buffered, whole replies in one segment) ------------
+
+
+def test_several_whole_replies_in_one_segment_answer_their_slots_in_order() -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        loop = asyncio.get_running_loop()
+        gather = Gather(3, loop.create_future())
+        fut = conn.request(b"PING")  # a plain request between two fan-out slots
+        for i in range(3):
+            conn.request_into(b"PING", gather, i)
+        conn.data_received(b":7\r\n*2\r\n:1\r\n:42\r\n*3\r\n:1\r\n$2\r\nab\r\n:-3\r\n:0\r\n")
+        assert fut.result() == 7
+        assert gather.future.done() and gather.results == [[1, 42], [1, b"ab", -3], 0]
+        assert conn.usable
+        conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_reply_nobody_asked_for_breaks_the_connection_on_the_fast_path() -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        gather = Gather(1, asyncio.get_running_loop().create_future())
+        conn.request_into(b"PING", gather, 0)
+        conn.data_received(b":1\r\n:2\r\n")  # two replies to one request: the stream is out of step
+        assert gather.results == [1]
+        assert isinstance(conn.broken, BackendProtocolError)
+        assert not conn.usable
+
+    asyncio.run(main())
+
+
+def test_a_bad_integer_inside_an_array_is_a_protocol_error() -> None:
+    # Integer items are parsed inline (no recursive call): they must be as strict as the rest.
+    with pytest.raises(BackendProtocolError, match="bad integer"):
+        parse(b"*2\r\n:1\r\n:x\r\n", 0)
+    with pytest.raises(BackendProtocolError):
+        parse(b"*2\r\n:1\r\n\r\n", 0)  # an empty item line is garbage, not an integer
+    with pytest.raises(_Incomplete):
+        parse(b"*2\r\n:1\r\n:4", 0)
+
+
+def test_try_request_into_on_an_unusable_connection_sends_and_answers_nothing() -> None:
+    async def main() -> None:
+        transport = _Transport()
+        conn = RespConnection("test")
+        conn.connection_made(transport)
+        conn.close()
+        gather = Gather(1, asyncio.get_running_loop().create_future())
+        assert conn.try_request_into(b"PING", gather, 0) is False
+        assert gather.remaining == 1 and transport.sent == []  # left to the caller (a reconnect)
+        conn.request_into(b"PING", gather, 0)  # the plain form answers the slot with the error
+        assert isinstance(gather.results[0], BackendUnavailable)
 
     asyncio.run(main())

@@ -138,8 +138,14 @@ def parse(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, int]:
             raise BackendProtocolError(f"array reply nested over {MAX_DEPTH} deep")
         items = []
         for _ in range(count):
-            item, nxt = parse(buf, nxt, depth + 1)
-            items.append(item)
+            # Integer items (all the lock scripts put in arrays) inline: no call per item.
+            end = buf.find(_CRLF, nxt)
+            if end > nxt and buf[nxt] == 58:
+                items.append(_int(buf[nxt + 1 : end]))
+                nxt = end + 2
+            else:  # anything else, an incomplete item or garbage: the general case
+                item, nxt = parse(buf, nxt, depth + 1)
+                items.append(item)
         return items, nxt
     if kind == 43:  # '+'
         return bytes(buf[pos + 1 : end]), nxt
@@ -258,16 +264,23 @@ class RespConnection(asyncio.Protocol):
 
     def request_into(self, packed: bytes, gather: Gather, i: int) -> None:
         """Send a request whose reply (or failure) answers ``gather``'s slot ``i``."""
-        if not self.usable:
+        if not self.try_request_into(packed, gather, i):
             gather.deliver(i, self.broken or BackendUnavailable(f"{self.where}: connection closed"))
-            return
-        if len(self._pending) >= MAX_PENDING:
+
+    def try_request_into(self, packed: bytes, gather: Gather, i: int) -> bool:
+        """:meth:`request_into` if the connection is usable (True); False, sending nothing and
+        answering nothing, if it is not (the caller may reconnect first)."""
+        transport = self._transport
+        if self.broken is not None or transport is None or transport.is_closing():
+            return False
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
             self._break(BackendUnavailable(f"{self.where}: {MAX_PENDING} requests unanswered"))
             gather.deliver(i, self.broken or BackendUnavailable(self.where))
-            return
-        assert self._transport is not None, "usable implies a transport"
-        self._pending.append((gather, i))
-        self._transport.write(packed)
+            return True
+        pending.append((gather, i))
+        transport.write(packed)
+        return True
 
     def close(self) -> None:
         self._break(BackendUnavailable(f"{self.where}: connection closed"))
@@ -279,6 +292,32 @@ class RespConnection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self._buf or self._on_push is not None or self.broken is not None:
+            self._receive(data)
+            return
+        # The usual case on a fan-out connection: nothing buffered, whole replies in one segment,
+        # parsed straight from it (the general path below, minus its per-reply checks).
+        pending = self._pending
+        pos = 0
+        try:
+            while True:
+                reply, pos = parse(data, pos)
+                if not pending:
+                    raise BackendProtocolError(f"{self.where}: a reply nobody asked for")
+                entry = pending.popleft()
+                if isinstance(entry, tuple):
+                    entry[0].deliver(entry[1], reply)
+                elif not entry.done():  # a request whose caller gave up: its reply is dropped
+                    entry.set_result(reply)
+                if pos >= len(data):
+                    return
+        except _Incomplete:
+            self._buf += data[pos:]
+            self._check_buffered()
+        except BackendProtocolError as exc:
+            self._break(exc)
+
+    def _receive(self, data: bytes) -> None:
         if self.broken is not None:  # bytes still arriving after a protocol error are dropped
             return
         if self._buf:
@@ -309,6 +348,9 @@ class RespConnection(asyncio.Protocol):
             del self._buf[:pos]
         elif pos < len(data):
             self._buf += data[pos:]
+        self._check_buffered()
+
+    def _check_buffered(self) -> None:
         if len(self._buf) > MAX_REPLY_BYTES + _HEADER_SLACK:  # what is left is ONE partial reply
             self._buf.clear()
             self._break(BackendProtocolError(f"{self.where}: a reply over {MAX_REPLY_BYTES} bytes"))
