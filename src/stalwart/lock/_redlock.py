@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from stalwart.errors import ConfigError
-from stalwart.lock._backend import expect_int, expect_pair
+from stalwart.lock._backend import expect_int
 from stalwart.lock._errors import (
     BackendError,
     BackendProtocolError,
@@ -95,19 +95,21 @@ class Redlock(_LockBase):
                 raise NotAcquired(self.name, "no quorum")
             return held
         if timeout is None:
-            return await self._retry_loop(client)
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._retry_loop(client)
-        except TimeoutError:
-            raise LockTimeout(self.name, f"no quorum within {timeout} s") from None
-
-    async def _retry_loop(self, client: RedlockClient) -> Held:
-        attempts = 0
-        while True:
+            # The first attempt straight from here (one coroutine less on the uncontended path).
             held = await self._attempt(client)
             if isinstance(held, Held):
                 return held
+            return await self._retry_loop(client, held)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._retry_loop(client, await self._attempt(client))
+        except TimeoutError:
+            raise LockTimeout(self.name, f"no quorum within {timeout} s") from None
+
+    async def _retry_loop(self, client: RedlockClient, held: Held | BackendError | None) -> Held:
+        """Retry after a first attempt's outcome ``held`` until one wins or retries run out."""
+        attempts = 0
+        while not isinstance(held, Held):
             attempts += 1
             if self.max_retries is not None and attempts > self.max_retries:
                 if held is not None:
@@ -115,76 +117,84 @@ class Redlock(_LockBase):
                 raise NotAcquired(self.name, f"no quorum after {attempts} attempts")
             # Jitter desynchronises competing clients so one of them can win a majority.
             await asyncio.sleep(client.rng.uniform(0.5, 1.5) * self.retry_delay_s)
+            held = await self._attempt(client)
+        return held
 
     async def _attempt(self, client: RedlockClient) -> Held | BackendError | None:
         owner = new_owner()
         try:
-            return await self._attempt_owner(client, owner)
+            packed = self._acquire_prefix + pack_items((owner,)) + self._ttl_arg
+            sent_at = time.monotonic()
+            replies = await client.fanout_packed(ACQUIRE_FAST, packed)
+            tokens: list[int] = []  # the fencing counters of the servers that said yes
+            winners: list[int] = []  # and their indexes
+            errors: list[BaseException] = []
+            for i, reply in enumerate(replies):
+                if type(reply) is list and len(reply) == 2:
+                    got, value = reply
+                    if type(got) is int and type(value) is int:
+                        if got == 1:
+                            tokens.append(value)
+                            winners.append(i)
+                        continue
+                if isinstance(reply, BaseException):
+                    errors.append(reply)
+                    continue
+                raise BackendProtocolError(
+                    f"{client.urls[i]}: acquire: expected a pair of integers, got {reply!r:.200}"
+                )
+            quorum = client.quorum
+            token = max(tokens) if tokens else 0
+            if len(tokens) >= quorum and tokens.count(token) != len(tokens):
+                # Raise every lagging counter of the quorum to the token before handing it out.
+                bumped = await client.fanout(BUMP, (self._acquire_keys[1],), (token,))
+                ok = {
+                    i
+                    for i, r in enumerate(bumped)
+                    if not isinstance(r, BaseException) and expect_int(r, "bump") >= token
+                }
+                tokens = [t for i, t in zip(winners, tokens, strict=True) if i in ok]
+            drift_s = drift_allowance_s(self.ttl_s, client.drift_factor)
+            validity_s = self.ttl_s - (time.monotonic() - sent_at) - drift_s
+            if len(tokens) < quorum or validity_s <= 0:
+                await self._release_everywhere(client, owner, token)
+                if len(errors) > len(replies) - quorum:
+                    what = f"{len(errors)} of {len(replies)} Redlock servers failed, no quorum possible"
+                    failure = BackendUnavailable(f"{what}: {errors[0]}")
+                    failure.__cause__ = errors[0]
+                    return failure
+                return None
+            held = Held(
+                name=self.name,
+                owner=owner,
+                token=token,
+                ttl_s=self.ttl_s,
+                sent_at=sent_at,
+                drift_s=drift_s,
+                releaser=self._releaser(client),  # one closure per client, not per acquisition
+                on_lost=self._on_lost,
+                token_is_safe=False,
+                kind="redlock",
+                renew_data=self.key,
+            )
+            if self._auto_renew:
+                client.watchdog.add(held)
+            return held
         except BaseException:
             await asyncio.shield(self._release_everywhere(client, owner, 0))
             raise
-
-    async def _attempt_owner(self, client: RedlockClient, owner: str) -> Held | BackendError | None:
-        packed = self._acquire_prefix + pack_items((owner,)) + self._ttl_arg
-        sent_at = time.monotonic()
-        replies = await client.fanout_packed(ACQUIRE_FAST, packed)
-        tokens: list[tuple[int, int]] = []  # (server index, token)
-        errors: list[BaseException] = []
-        for i, reply in enumerate(replies):
-            if isinstance(reply, BaseException):
-                errors.append(reply)
-                continue
-            try:
-                got, value = expect_pair(reply, "acquire")
-            except BackendProtocolError as exc:
-                raise BackendProtocolError(f"{client.urls[i]}: {exc}") from None
-            if got == 1:
-                tokens.append((i, value))
-        drift_s = drift_allowance_s(self.ttl_s, client.drift_factor)
-        token = max((t for _, t in tokens), default=0)
-        if len(tokens) >= client.quorum and any(t != token for _, t in tokens):
-            # Raise every lagging counter of the quorum to the token before handing it out.
-            bumped = await client.fanout(BUMP, (self._acquire_keys[1],), (token,))
-            ok = {
-                i
-                for i, r in enumerate(bumped)
-                if not isinstance(r, BaseException) and expect_int(r, "bump") >= token
-            }
-            tokens = [(i, t) for i, t in tokens if i in ok]
-        validity_s = self.ttl_s - (time.monotonic() - sent_at) - drift_s
-        if len(tokens) < client.quorum or validity_s <= 0:
-            await self._release_everywhere(client, owner, token)
-            if len(errors) > len(replies) - client.quorum:
-                what = f"{len(errors)} of {len(replies)} Redlock servers failed, no quorum possible"
-                failure = BackendUnavailable(f"{what}: {errors[0]}")
-                failure.__cause__ = errors[0]
-                return failure
-            return None
-        held = Held(
-            name=self.name,
-            owner=owner,
-            token=token,
-            ttl_s=self.ttl_s,
-            sent_at=sent_at,
-            drift_s=drift_s,
-            releaser=self._releaser(client),  # one closure per client, not per acquisition
-            on_lost=self._on_lost,
-            token_is_safe=False,
-            kind="redlock",
-            renew_data=self.key,
-        )
-        if self._auto_renew:
-            client.watchdog.add(held)
-        return held
 
     def _releaser(self, client: RedlockClient) -> Callable[[Held], Awaitable[None]]:
         cached = self._release_fns
         if cached is not None and cached[0] is client:
             return cached[1]
+        prefix, channel = self._release_prefix, self._channel_arg
 
         async def release(held: Held) -> None:
             client.watchdog.remove(held)
-            released = await self._release_everywhere(client, held.owner, held.token)
+            # (_release_everywhere inlined: one coroutine less per release.)
+            packed = prefix + pack_items((held.owner,)) + channel + pack_items((held.token,))
+            released = (await client.fanout_packed(RELEASE_BUMP, packed)).count(1)
             if released < client.quorum:
                 held._mark_lost(f"only {released} servers still held the lease at release", at_release=True)
 
@@ -193,8 +203,7 @@ class Redlock(_LockBase):
 
     async def _release_everywhere(self, client: RedlockClient, owner: str, token: int) -> int:
         packed = self._release_prefix + pack_items((owner,)) + self._channel_arg + pack_items((token,))
-        replies = await client.fanout_packed(RELEASE_BUMP, packed)
-        return sum(1 for r in replies if r == 1)
+        return (await client.fanout_packed(RELEASE_BUMP, packed)).count(1)
 
 
 __all__ = ["MAX_SERVERS", "Redlock", "RedlockClient", "shared_redlock_client"]

@@ -85,11 +85,44 @@ class RedlockClient:
     async def fanout_packed(self, script: Script, packed: bytes) -> list[Any]:
         """:meth:`fanout` of an already encoded ``EVALSHA`` of ``script``.
 
-        The request is written to every open connection, and ONE future (a :class:`Gather`) is
-        resolved when the last reply arrived or, through one timer, at the deadline; a server
-        without an open connection connects in a task of its own under the same deadline.
+        The same bytes are written to every open connection, and ONE future (a :class:`Gather`)
+        is resolved when the last reply arrived or, through the client's one sweeper timer, at the
+        deadline; a server without an open connection connects in a task of its own under the
+        same deadline. No task, timeout scope or future per server on the usual path.
         """
-        results = await self._fanout_once(packed)
+        loop = asyncio.get_running_loop()
+        gather = Gather(len(self._conns), loop.create_future())
+        cold: list[int] | None = None
+        for i, conn in enumerate(self._conns):
+            if conn is None or not conn.try_request_into(packed, gather, i):
+                if cold is None:
+                    cold = []
+                cold.append(i)
+        if gather.remaining:
+            deadline = loop.time() + self.server_timeout_s
+            tasks = [self._start_cold(gather, i, packed, deadline) for i in cold] if cold else []
+            # No timer per call: one sweeper per client, armed for the earliest deadline in flight
+            # (on loopback nearly every fan-out completes long before it would fire).
+            self._inflight[gather] = deadline
+            if self._sweeper is None:
+                self._sweeper = loop.call_at(deadline, self._sweep)
+            try:
+                await gather.future
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+            finally:
+                self._inflight.pop(gather, None)
+        results = gather.results
+        # (A Gather resolves only once every slot is filled: by a reply, an error or the deadline.)
+        for reply in results:
+            if type(reply) is RespError:
+                return await self._answer_errors(script, packed, results)
+        return results
+
+    async def _answer_errors(self, script: Script, packed: bytes, results: list[Any]) -> list[Any]:
+        """Turn error replies into typed errors; a server that lost its scripts gets them loaded."""
         for i, first in enumerate(results):
             if type(first) is not RespError:
                 continue
@@ -106,36 +139,7 @@ class RedlockClient:
             if isinstance(answer, RespError):
                 answer = BackendProtocolError(f"{script.name} on {self.urls[i]}: {answer.message}")
             results[i] = answer
-        # (A Gather resolves only once every slot is filled: by a reply, an error or the deadline.)
-        assert len(results) == len(self._servers), "one answer per server"
         return results
-
-    async def _fanout_once(self, packed: bytes) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        gather = Gather(len(self._conns), loop.create_future())
-        cold: list[int] = []
-        for i, conn in enumerate(self._conns):
-            if conn is not None and conn.usable:
-                conn.request_into(packed, gather, i)
-            else:
-                cold.append(i)
-        deadline = loop.time() + self.server_timeout_s
-        tasks = [self._start_cold(gather, i, packed, deadline) for i in cold]
-        if gather.remaining:
-            # No timer per call: one sweeper per client, armed for the earliest deadline in flight
-            # (on loopback nearly every fan-out completes long before it would fire).
-            self._inflight[gather] = deadline
-            if self._sweeper is None:
-                self._sweeper = loop.call_at(deadline, self._sweep)
-            try:
-                await gather.future
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                raise
-            finally:
-                self._inflight.pop(gather, None)
-        return gather.results
 
     def _sweep(self) -> None:
         """Answer every fan-out past its deadline with timeouts; re-arm for the next one."""
