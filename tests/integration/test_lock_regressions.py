@@ -194,3 +194,97 @@ def test_a_try_arriving_after_its_waiter_gave_up_neither_queues_nor_takes_the_lo
             await other.release()
 
     run(body)
+
+
+# -- 5. a hand-over whose lease lapsed while its waiter was stalled must not be taken as held ----
+
+
+def test_a_thread_stalled_past_its_hand_over_lease_does_not_hold_with_the_next_holder(url: str) -> None:
+    """A release hands the lock to a waiting thread, which stalls (GIL, GC, SIGSTOP) longer than
+    the hand-over lease before its next try; meanwhile someone else takes the lapsed lock. That
+    try fails, and the stale grant must not then be dated from it: two holders with ensure() OK."""
+    lock = BlockingLock(
+        RedisLock(url, "stale", ttl=0.4, fair=True, waiter_ttl_s=0.4, poll_max_s=0.05, auto_renew=False)
+    )
+    other = BlockingLock(RedisLock(url, "stale", ttl=5.0, fair=True))
+    holder = lock.acquire()
+    fast = lock._fast
+    assert fast is not None
+    real_try = fast._try
+    in_try, released = threading.Event(), threading.Event()
+    tries = [0]
+    taken: list[Any] = []
+
+    def stalled_try(owner: str, attempt: Any) -> Any:
+        tries[0] += 1
+        if tries[0] == 2:  # the waiter's second try (its first queued the ticket)
+            in_try.set()
+            assert released.wait(5)  # the holder's release hands the lock to this thread
+            time.sleep(0.6)  # stalled past the 0.4 s hand-over lease, which lapses
+            taken.append(other.acquire(blocking=False))  # the queue is empty: the next holder
+        return real_try(owner, attempt)  # fails: the other one holds it
+
+    fast._try = stalled_try  # type: ignore[method-assign]
+    outcome: list[Any] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(lock.acquire(timeout=1.5))
+        except LockTimeout as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert in_try.wait(5)
+    holder.release()
+    released.set()
+    thread.join(10)
+    assert taken and len(outcome) == 1
+    taken[0].ensure()
+    # The other holder keeps the lock for 5 s, so the waiter must time out; before the fix it
+    # returned a handle (an older token than the holder's) whose ensure() passed.
+    assert isinstance(outcome[0], LockTimeout), f"two holders: {outcome[0]!r} and {taken[0]!r}"
+    taken[0].release()
+
+
+def test_an_async_waiter_stalled_past_its_hand_over_lease_does_not_hold_with_the_next_holder(
+    url: str,
+) -> None:
+    """The asyncio twin: the hand-over message arrives while the waiter's next try is delayed
+    past the hand-over lease; that try fails (someone else took the lapsed lock) and must not
+    become the base of the stale hand-over."""
+
+    async def body() -> None:
+        async with RedisBackend(url) as wb, RedisBackend(url) as ob:
+            kw: dict[str, Any] = {"ttl": 0.4, "fair": True, "waiter_ttl_s": 0.4, "poll_max_s": 0.05}
+            waiter_lock = RedisLock(wb, "astale", auto_renew=False, **kw)
+            holder = await RedisLock(ob, "astale", **kw).acquire()
+            real_try = waiter_lock._try
+            in_try, released = asyncio.Event(), asyncio.Event()
+            tries = [0]
+            taken: list[Any] = []
+
+            async def stalled_try(*args: Any) -> Any:
+                tries[0] += 1
+                if tries[0] == 2:  # the first try (before waiting) queued the ticket
+                    in_try.set()
+                    await released.wait()
+                    await asyncio.sleep(0.6)  # the hand-over message arrives meanwhile
+                    taken.append(await RedisLock(ob, "astale", ttl=5.0, fair=True).acquire(blocking=False))
+                return await real_try(*args)
+
+            waiter_lock._try = stalled_try  # type: ignore[method-assign]
+            task = asyncio.create_task(waiter_lock.acquire(timeout=1.5))
+            await asyncio.wait_for(in_try.wait(), 5)
+            await holder.release()  # hands the lock to the waiter's ticket (published)
+            released.set()
+            try:
+                got = await task
+            except LockTimeout:
+                got = None
+            assert taken
+            taken[0].ensure()
+            assert got is None, f"two holders: {got!r} and {taken[0]!r}"
+            await taken[0].release()
+
+    run(body)

@@ -248,6 +248,7 @@ class FastPath:
         owner = group.prefix + lock.new_owner() if lock.fair else lock.new_owner()
         attempt = _Attempt()
         waiter = ThreadWaiter(owner.encode() if lock.fair else None)
+        attempt.granted = waiter.has_grant
         latch = waiter.latch
         orphaned = False
         try:
@@ -312,7 +313,7 @@ class FastPath:
         if got == 2:  # a release handed it to us after an earlier try of ours had failed
             return self._handed_over(owner, (value, None), attempt)
         if got != 1:
-            attempt.last_failed_sent = sent_at
+            attempt.failed(sent_at)  # not if a hand-over was known meanwhile (see _Attempt)
             return value
         if time.monotonic() >= sent_at + self.lock.ttl_s - self._drift_s:
             self._abandon(owner, withdraw=False)  # the reply came too late: keep the ticket
@@ -322,20 +323,23 @@ class FastPath:
     def _handed_over(self, owner: str, grant: tuple[int, float | None], attempt: _Attempt) -> Held | int:
         """The thread twin of RedisLock._handed_over (same bounds on the handed-over lease).
 
-        A hand-over executed on the server after our last failed try, and, when the releasing
-        thread of this process tells us, after its release was sent: the later of the two send
-        times bounds the start of the handed-over lease.
+        A hand-over from a thread of this process executed on the server after that thread sent
+        its release: that send time bounds the start of the handed-over lease. Only that one: a
+        try of ours that failed after the grant was given may have run once its hand-over lease
+        had lapsed and someone else had the lock, so its send time would date the stale lease
+        from after its end (two holders). A hand-over from elsewhere (a message, or our own try
+        finding it) is bounded by our last failed try that ran before it (see _Attempt).
         """
         lock = self.lock
         token, released_at = grant
-        base = attempt.last_failed_sent if released_at is None else max(attempt.last_failed_sent, released_at)
+        base = attempt.last_failed_sent if released_at is None else released_at
         handover_s = lock._handover_ms / 1000
         drift_s = drift_allowance_s(handover_s, self.backend.drift_factor)
         if time.monotonic() + handover_s / 3 >= base + handover_s - drift_s:
             sent_at = time.monotonic()
             renewed = self._run(self._renew_call, self._renew_call.pack(owner), idempotent=True)
             if expect_int(renewed, "renew") != 1:
-                attempt.last_failed_sent = sent_at
+                attempt.failed(sent_at)
                 return -1
             return self._new_held(owner, token, sent_at)
         held = self._new_held(owner, token, base, start=False)

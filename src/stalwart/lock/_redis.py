@@ -73,6 +73,7 @@ async def wait_loop(
     poll_max_s: float,
     *,
     handover: Callable[[int], Awaitable[Held | int]] | None = None,
+    attempt: _Attempt | None = None,
 ) -> Held:
     """Subscribe to the wake channel, then try / sleep until acquired (no busy polling).
 
@@ -82,6 +83,8 @@ async def wait_loop(
     (``handover`` turns it into the held lock without another try).
     """
     waiter = await backend.waker.register(channel, ticket)
+    if attempt is not None:
+        attempt.granted = waiter.handed_over
     try:
         while True:
             waiter.event.clear()  # before trying: a release during the try still wakes us
@@ -158,13 +161,32 @@ class _LockBase(abc.ABC):
             raise LockTimeout(name, f"not acquired within {timeout} s") from None
 
 
-class _Attempt:
-    """One acquisition's memory across its tries: when the last failed try was sent."""
+def _no_grant() -> bool:
+    return False
 
-    __slots__ = ("last_failed_sent",)
+
+class _Attempt:
+    """One acquisition's memory across its tries: when the last failed try was sent.
+
+    That send time bounds the start of a lease handed over to us later only if the try ran on
+    the server BEFORE the hand-over. A try that fails while a hand-over to us is already known
+    (``granted()``: its message or grant arrived before the try's reply was read) may have run
+    after it, once its hand-over lease had lapsed and someone else had taken the lock: taking
+    its send time as the base would date that stale lease from after its end (two holders at
+    once). So such a failure does not move the base (see :meth:`failed`).
+    """
+
+    __slots__ = ("granted", "last_failed_sent")
 
     def __init__(self) -> None:
         self.last_failed_sent = time.monotonic()
+        #: True while a hand-over to this acquisition is known and not taken yet (set by the wait).
+        self.granted: Callable[[], bool] = _no_grant
+
+    def failed(self, sent_at: float) -> None:
+        """A try (or the renew proving a hand-over) sent at ``sent_at`` found the lock not ours."""
+        if not self.granted():
+            self.last_failed_sent = sent_at
 
 
 class RedisLock(_LockBase):
@@ -279,6 +301,7 @@ class RedisLock(_LockBase):
                     lambda: self._try(backend, owner, True, attempt),
                     self._poll_max_s,
                     handover=lambda token: self._handed_over(backend, owner, token, attempt),
+                    attempt=attempt,
                 ),
             )
         except BaseException:
@@ -297,7 +320,7 @@ class RedisLock(_LockBase):
         if got == 2:  # a release handed it to us after an earlier try of ours had failed
             return await self._handed_over(backend, owner, value, attempt)
         if got != 1:
-            attempt.last_failed_sent = sent_at
+            attempt.failed(sent_at)
             return value
         drift_s = drift_allowance_s(self.ttl_s, backend.drift_factor)
         if time.monotonic() >= sent_at + self.ttl_s - drift_s:
@@ -311,7 +334,8 @@ class RedisLock(_LockBase):
         self, backend: RedisBackend, owner: str, token: int, attempt: _Attempt
     ) -> Held | int:
         """A release made us the owner. When exactly is unknown, but after our last failed try
-        executed on the server, hence after it was sent: that send time bounds the lease's start.
+        executed on the server, hence after it was sent: that send time bounds the lease's start
+        (a try that failed while this hand-over was already known does not count: _Attempt).
         """
         base = attempt.last_failed_sent
         handover_s = self._handover_ms / 1000
@@ -322,7 +346,7 @@ class RedisLock(_LockBase):
             sent_at = time.monotonic()
             renewed = await backend.run(RENEW, (self.key,), (owner, self._ttl_ms), idempotent=True)
             if expect_int(renewed, "renew") != 1:
-                attempt.last_failed_sent = sent_at
+                attempt.failed(sent_at)
                 return -1
             return self._held(backend, owner, token, sent_at)
         held = self._held(backend, owner, token, base, start=False)

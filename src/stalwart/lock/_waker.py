@@ -134,6 +134,9 @@ class ThreadWaiter:
         self.grant = (token, base)
         self.latch.set()
 
+    def has_grant(self) -> bool:
+        return self.grant is not None
+
     def take_grant(self) -> tuple[int, float | None] | None:
         grant, self.grant = self.grant, None
         return grant
