@@ -4,13 +4,21 @@ The asyncio implementation runs on one private event loop in a daemon thread (st
 use, shared by every blocking lock of the process), so the blocking locks get the same single
 watchdog, wake-ups and bounded calls. ``held.lost`` is a :class:`threading.Event` here, set from
 the loop thread at the same moment as the asyncio one.
+
+In a child made by ``os.fork()`` that thread does not exist, and the loop's connections are the
+parent's too: the child starts a loop thread of its own, and every blocking lock builds its fast
+path (backend, connections, thread group) afresh there. What the parent had is kept referenced
+and never closed in the child: closing the inherited loop would unregister descriptors from the
+epoll instance it shares with the parent's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -24,6 +32,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("stalwart.lock")
 _UNDO_TASKS: set[asyncio.Task[None]] = set()
+#: In a forked child: what the parent's loop thread owned (its loop, the fast paths built on it),
+#: kept from the garbage collector so that nothing of it is ever closed here (see the module doc).
+_FORSAKEN: list[object] = []
 
 
 class AsyncLock(Protocol):
@@ -43,6 +54,14 @@ class _LoopThread:
                 thread.start()
                 self._loop = loop
             return self._loop
+
+    def after_fork_in_child(self) -> None:
+        """The loop's thread stayed in the parent: the next use starts a new loop here. A parent
+        thread may have held the lock at the fork, so it is replaced, not released."""
+        self._lock = threading.Lock()
+        if self._loop is not None:
+            _FORSAKEN.append(self._loop)
+        self._loop = None
 
     def run(self, coro: Coroutine[Any, Any, T], undo: Callable[[T], Awaitable[None]] | None = None) -> T:
         """Run ``coro`` on the loop thread and block until it is done.
@@ -109,6 +128,20 @@ async def _release_blocking(held: BlockingHeld) -> None:
 
 
 _LOOP = _LoopThread()
+#: Blocking locks with a fast path, rebuilt in a forked child (see _after_fork_in_child).
+_FAST_LOCKS: weakref.WeakSet[BlockingLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    _LOOP.after_fork_in_child()
+    for lock in list(_FAST_LOCKS):
+        if lock._fast is not None:
+            _FORSAKEN.append(lock._fast)
+            lock._fast, lock._fast_ready = None, False
+    _FAST_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _FLAG_LOCK = threading.Lock()
@@ -227,6 +260,7 @@ class BlockingLock:
 
             self._fast = _LOOP.run(make())
             self._fast_ready = True
+            _FAST_LOCKS.add(self)
         return self._fast
 
     async def _acquire(self, timeout: float | None, blocking: bool) -> BlockingHeld:

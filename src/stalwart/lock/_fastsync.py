@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -73,6 +74,16 @@ def sync_client(url: str, op_timeout_s: float) -> redis.Redis:
 _POOLS: dict[str, SyncPool] = {}
 _TASKS: set[asyncio.Task[None]] = set()
 log = logging.getLogger("stalwart.lock")
+
+
+def _after_fork_in_child() -> None:
+    """A parent thread may have held the lock at the fork: a fresh one (the pools reset
+    themselves, see _syncresp; redis-py's clients check the pid themselves)."""
+    global _CLIENTS_LOCK  # noqa: PLW0603 (rebinding it is the point: the old one may stay held)
+    _CLIENTS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def sync_pool(url: str, op_timeout_s: float, connect_timeout_s: float) -> SyncPool:

@@ -14,14 +14,20 @@ connection that failed in any way (timeout, reset, garbage, an interrupt mid-cal
 never reused, and every idle one is closed with it (a restarted server leaves them all dead).
 At most ``MAX_IDLE`` idle connections are kept; there is one open connection per thread in a call
 at most.
+
+Connections belong to one process: in a child made by ``os.fork()`` every pool forgets the idle
+sockets it inherited (they are the parent's connections too: the two processes would read each
+other's replies) and connects afresh (see ``_after_fork_in_child``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
+import weakref
 from typing import Any
 
 from stalwart.lock._errors import BackendProtocolError, BackendUnavailable
@@ -49,6 +55,18 @@ class SyncPool:
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        _LIVE.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """The only thread of a fresh child: drop what the parent's threads left behind. Closing
+        our copies of the inherited descriptors only closes them in this process (no shutdown:
+        the parent's connections stay open and untouched). The lock may have been held by a
+        parent thread at the fork, so it is replaced, not released."""
+        self._lock = threading.Lock()
+        idle, self._idle = self._idle, []
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def call(self, packed: bytes, *, idempotent: bool = False) -> Any:
         """Send one packed command and return its reply.
@@ -172,5 +190,15 @@ class SyncPool:
             with contextlib.suppress(OSError):
                 sock.close()
 
+
+_LIVE: weakref.WeakSet[SyncPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_LIVE):
+        pool._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = ["MAX_IDLE", "NoScript", "SyncPool"]
