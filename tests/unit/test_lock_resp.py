@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from stalwart.lock import BackendProtocolError, BackendUnavailable
 from stalwart.lock._resp import (
     MAX_DEPTH,
+    MAX_PENDING,
     MAX_REPLY_BYTES,
     Gather,
     RespConnection,
@@ -19,6 +20,7 @@ from stalwart.lock._resp import (
     _Incomplete,
     pack,
     parse,
+    request_all,
 )
 
 
@@ -263,5 +265,58 @@ def test_try_request_into_on_an_unusable_connection_sends_and_answers_nothing() 
         assert gather.remaining == 1 and transport.sent == []  # left to the caller (a reconnect)
         conn.request_into(b"PING", gather, 0)  # the plain form answers the slot with the error
         assert isinstance(gather.results[0], BackendUnavailable)
+
+    asyncio.run(main())
+
+
+def test_request_all_writes_the_same_bytes_to_every_usable_connection() -> None:
+    async def main() -> None:
+        transports = [_Transport() for _ in range(3)]
+        conns: list[RespConnection | None] = []
+        for t in transports:
+            conn = RespConnection("test")
+            conn.connection_made(t)
+            conns.append(conn)
+        assert conns[1] is not None
+        conns[1].close()
+        conns.append(None)  # never connected
+        gather = Gather(4, asyncio.get_running_loop().create_future())
+        assert request_all(conns, b"REQ", gather) == [1, 3]  # left to the caller, unanswered
+        assert [t.sent for t in transports] == [[b"REQ"], [], [b"REQ"]]
+        assert gather.remaining == 4
+        for conn in (conns[0], conns[2]):
+            assert conn is not None
+            conn.data_received(b":1\r\n")
+        assert gather.results[0] == gather.results[2] == 1 and gather.remaining == 2
+
+    asyncio.run(main())
+
+
+def test_request_all_past_max_pending_breaks_that_connection_and_fails_its_slot() -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        loop = asyncio.get_running_loop()
+        for _ in range(MAX_PENDING):
+            conn.request(b"PING")
+        gather = Gather(1, loop.create_future())
+        assert request_all([conn], b"PING", gather) is None  # answered, not cold
+        assert isinstance(gather.results[0], BackendUnavailable) and gather.future.done()
+        assert not conn.usable
+
+    asyncio.run(main())
+
+
+def test_a_bad_integer_reply_breaks_the_connection_with_a_protocol_error() -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        gather = Gather(2, asyncio.get_running_loop().create_future())
+        conn.request_into(b"PING", gather, 0)
+        conn.request_into(b"PING", gather, 1)
+        conn.data_received(b":1\r\n:12ab\r\n")
+        assert gather.results[0] == 1
+        assert isinstance(gather.results[1], BackendProtocolError) and "bad integer" in str(gather.results[1])
+        assert not conn.usable
 
     asyncio.run(main())

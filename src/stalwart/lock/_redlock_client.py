@@ -12,7 +12,7 @@ from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable, LockError
 from stalwart.lock._held import Held
-from stalwart.lock._resp import Gather, RedisAddress, RespConnection, RespError, pack
+from stalwart.lock._resp import Gather, RedisAddress, RespConnection, RespError, pack, request_all
 from stalwart.lock._scripts import RENEW, Script
 from stalwart.lock._watchdog import Watchdog
 
@@ -92,12 +92,7 @@ class RedlockClient:
         """
         loop = asyncio.get_running_loop()
         gather = Gather(len(self._conns), loop.create_future())
-        cold: list[int] | None = None
-        for i, conn in enumerate(self._conns):
-            if conn is None or not conn.try_request_into(packed, gather, i):
-                if cold is None:
-                    cold = []
-                cold.append(i)
+        cold = request_all(self._conns, packed, gather)
         if gather.remaining:
             deadline = loop.time() + self.server_timeout_s
             tasks = [self._start_cold(gather, i, packed, deadline) for i in cold] if cold else []
@@ -116,9 +111,8 @@ class RedlockClient:
                 self._inflight.pop(gather, None)
         results = gather.results
         # (A Gather resolves only once every slot is filled: by a reply, an error or the deadline.)
-        for reply in results:
-            if type(reply) is RespError:
-                return await self._answer_errors(script, packed, results)
+        if RespError in map(type, results):
+            return await self._answer_errors(script, packed, results)
         return results
 
     async def _answer_errors(self, script: Script, packed: bytes, results: list[Any]) -> list[Any]:

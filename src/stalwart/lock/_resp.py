@@ -125,51 +125,77 @@ def parse(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, int]:
         raise _Incomplete
     kind = buf[pos]
     nxt = end + 2
-    # Most frequent first: the lock scripts answer integers and arrays of integers.
-    if kind == 58:  # ':'
-        return _int(buf[pos + 1 : end]), nxt
-    if kind == 42:  # '*'
-        count = _int(buf[pos + 1 : end])
-        if count < 0:
-            return None, nxt
-        if count > MAX_ARRAY_ITEMS:
-            raise BackendProtocolError(f"array reply of {count} items is over the limit")
-        if count and depth >= MAX_DEPTH:
-            raise BackendProtocolError(f"array reply nested over {MAX_DEPTH} deep")
-        items = []
-        for _ in range(count):
-            # Integer items (all the lock scripts put in arrays) inline: no call per item.
-            end = buf.find(_CRLF, nxt)
-            if end > nxt and buf[nxt] == 58:
-                items.append(_int(buf[nxt + 1 : end]))
-                nxt = end + 2
-            else:  # anything else, an incomplete item or garbage: the general case
-                item, nxt = parse(buf, nxt, depth + 1)
-                items.append(item)
-        return items, nxt
-    if kind == 43:  # '+'
-        return bytes(buf[pos + 1 : end]), nxt
-    if kind == 45:  # '-'
-        return RespError(bytes(buf[pos + 1 : end]).decode(errors="replace")), nxt
-    if kind == 36:  # '$'
-        size = _int(buf[pos + 1 : end])
-        if size < 0:
-            return None, nxt
-        if size > MAX_REPLY_BYTES:
-            raise BackendProtocolError(f"bulk reply of {size} bytes is over the limit")
-        if len(buf) < nxt + size + 2:
-            raise _Incomplete
-        if buf[nxt + size : nxt + size + 2] != _CRLF:
-            raise BackendProtocolError("bulk reply not terminated by CRLF")
-        return bytes(buf[nxt : nxt + size]), nxt + size + 2
+    # int() straight on the lines (a bad one is a ValueError, turned into a protocol error below):
+    # no call per integer, the lock scripts answer little else.
+    try:
+        # Most frequent first: the lock scripts answer integers and arrays of integers.
+        if kind == 58:  # ':'
+            return int(buf[pos + 1 : end]), nxt
+        if kind == 42:  # '*'
+            count = int(buf[pos + 1 : end])
+            if count < 0:
+                return None, nxt
+            if count > MAX_ARRAY_ITEMS:
+                raise BackendProtocolError(f"array reply of {count} items is over the limit")
+            if count and depth >= MAX_DEPTH:
+                raise BackendProtocolError(f"array reply nested over {MAX_DEPTH} deep")
+            items = []
+            for _ in range(count):
+                # Integer items (all the lock scripts put in arrays) inline: no call per item.
+                end = buf.find(_CRLF, nxt)
+                if end > nxt and buf[nxt] == 58:
+                    items.append(int(buf[nxt + 1 : end]))
+                    nxt = end + 2
+                else:  # anything else, an incomplete item or garbage: the general case
+                    item, nxt = parse(buf, nxt, depth + 1)
+                    items.append(item)
+            return items, nxt
+        if kind == 43:  # '+'
+            return bytes(buf[pos + 1 : end]), nxt
+        if kind == 45:  # '-'
+            return RespError(bytes(buf[pos + 1 : end]).decode(errors="replace")), nxt
+        if kind == 36:  # '$'
+            size = int(buf[pos + 1 : end])
+            if size < 0:
+                return None, nxt
+            if size > MAX_REPLY_BYTES:
+                raise BackendProtocolError(f"bulk reply of {size} bytes is over the limit")
+            if len(buf) < nxt + size + 2:
+                raise _Incomplete
+            if buf[nxt + size : nxt + size + 2] != _CRLF:
+                raise BackendProtocolError("bulk reply not terminated by CRLF")
+            return bytes(buf[nxt : nxt + size]), nxt + size + 2
+    except ValueError:
+        raise BackendProtocolError(f"bad integer in reply: {bytes(buf[pos : pos + 32])!r}") from None
     raise BackendProtocolError(f"not a RESP reply: {bytes(buf[pos : pos + 32])!r}")
 
 
-def _int(line: bytes | bytearray) -> int:
-    try:
-        return int(line)
-    except ValueError:
-        raise BackendProtocolError(f"bad integer in reply: {bytes(line[:32])!r}") from None
+def request_all(
+    conns: Sequence[RespConnection | None], packed: bytes, gather: Gather, first: int = 0
+) -> list[int] | None:
+    """Write the same request to every usable connection; connection ``k``'s reply (or failure)
+    answers ``gather``'s slot ``first + k``. Returns the slots of the connections that are not
+    usable (None, nothing sent, or closed): nothing was sent to those and nothing answered them.
+
+    One call per fan-out, not one per server: this is the sending half of every Redlock call.
+    """
+    cold: list[int] | None = None
+    for k, conn in enumerate(conns, first):
+        if conn is not None and conn.broken is None:
+            transport = conn._transport
+            if transport is not None and not transport.is_closing():
+                pending = conn._pending
+                if len(pending) < MAX_PENDING:
+                    pending.append((gather, k))
+                    transport.write(packed)
+                else:  # a server that stopped reading: its connection goes, the slot fails
+                    conn._break(BackendUnavailable(f"{conn.where}: {MAX_PENDING} requests unanswered"))
+                    gather.deliver(k, conn.broken or BackendUnavailable(conn.where))
+                continue
+        if cold is None:
+            cold = []
+        cold.append(k)
+    return cold
 
 
 PushHandler = Callable[[list[Any]], None]
@@ -270,17 +296,7 @@ class RespConnection(asyncio.Protocol):
     def try_request_into(self, packed: bytes, gather: Gather, i: int) -> bool:
         """:meth:`request_into` if the connection is usable (True); False, sending nothing and
         answering nothing, if it is not (the caller may reconnect first)."""
-        transport = self._transport
-        if self.broken is not None or transport is None or transport.is_closing():
-            return False
-        pending = self._pending
-        if len(pending) >= MAX_PENDING:
-            self._break(BackendUnavailable(f"{self.where}: {MAX_PENDING} requests unanswered"))
-            gather.deliver(i, self.broken or BackendUnavailable(self.where))
-            return True
-        pending.append((gather, i))
-        transport.write(packed)
-        return True
+        return request_all((self,), packed, gather, i) is None
 
     def close(self) -> None:
         self._break(BackendUnavailable(f"{self.where}: connection closed"))
@@ -296,21 +312,38 @@ class RespConnection(asyncio.Protocol):
             self._receive(data)
             return
         # The usual case on a fan-out connection: nothing buffered, whole replies in one segment,
-        # parsed straight from it (the general path below, minus its per-reply checks).
+        # parsed straight from it (the general path below, minus its per-reply checks). This runs
+        # once per reply per server, so integer replies are parsed here and a fan-out's slot is
+        # answered here (Gather.deliver, inlined) rather than through two more calls.
         pending = self._pending
         pos = 0
+        end = len(data)
         try:
-            while True:
-                reply, pos = parse(data, pos)
+            while pos < end:
+                nxt = data.find(_CRLF, pos)
+                if data[pos] == 58 and nxt > pos:  # ':' an integer
+                    try:
+                        reply: Any = int(data[pos + 1 : nxt])
+                    except ValueError:
+                        raise BackendProtocolError(
+                            f"bad integer in reply: {data[pos : pos + 32]!r}"
+                        ) from None
+                    pos = nxt + 2
+                else:
+                    reply, pos = parse(data, pos)
                 if not pending:
                     raise BackendProtocolError(f"{self.where}: a reply nobody asked for")
                 entry = pending.popleft()
                 if isinstance(entry, tuple):
-                    entry[0].deliver(entry[1], reply)
+                    gather, i = entry
+                    results = gather.results
+                    if results[i] is MISSING and not gather.future.done():
+                        results[i] = reply
+                        gather.remaining -= 1
+                        if not gather.remaining:
+                            gather.future.set_result(None)
                 elif not entry.done():  # a request whose caller gave up: its reply is dropped
                     entry.set_result(reply)
-                if pos >= len(data):
-                    return
         except _Incomplete:
             self._buf += data[pos:]
             self._check_buffered()
@@ -393,4 +426,5 @@ __all__ = [
     "pack_items",
     "pack_prefix",
     "parse",
+    "request_all",
 ]
