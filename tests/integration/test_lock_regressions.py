@@ -288,3 +288,85 @@ def test_an_async_waiter_stalled_past_its_hand_over_lease_does_not_hold_with_the
             await taken[0].release()
 
     run(body)
+
+
+# -- 6. a signal landing after a blocking acquire got the lock, before the caller has the handle --
+
+
+@pytest.mark.parametrize(
+    ("where", "fair"),
+    [("leave", False), ("leave", True), ("handle", True), ("try", False)],
+)
+def test_a_signal_after_a_blocking_acquire_succeeded_leaks_no_lease(
+    url: str, where: str, fair: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGUSR1 (its handler raises) lands once the lock is ours: as the waiting thread leaves its
+    group, as the handle is built, or right after the uncontended try queued the lease for the
+    watchdog. The caller never sees a handle, so the acquire must give the lock up and stop
+    renewing it; before the fix the watchdog renewed it for ever."""
+    from stalwart.lock import _blocking
+    from stalwart.lock._waker import ThreadGroup
+
+    main = threading.main_thread().ident
+    assert threading.get_ident() == main, "signals are delivered to the main thread"
+    name = f"ghost-{where}-{fair}"  # one per case: an earlier case's leak must not hide this one
+    lock = BlockingLock(RedisLock(url, name, ttl=1.0, fair=fair))
+    holder = lock.acquire() if where != "try" else None  # the main thread then waits
+    fast = lock._fast_path()
+    assert fast is not None
+    armed = [True]
+
+    def fire() -> None:
+        if armed[0] and threading.get_ident() == main:
+            armed[0] = False
+            signal.raise_signal(signal.SIGUSR1)
+
+    if where == "leave":
+        real_leave = ThreadGroup.leave
+
+        def leave(self: ThreadGroup, waiter: Any, *, orphaned: bool = False) -> bool:
+            out = real_leave(self, waiter, orphaned=orphaned)
+            fire()
+            return out
+
+        monkeypatch.setattr(ThreadGroup, "leave", leave)
+    elif where == "handle":
+
+        class Interrupted(_blocking.BlockingHeld):
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                fire()
+
+        monkeypatch.setattr(_blocking, "BlockingHeld", Interrupted)
+    else:
+        real_add = fast.handover.add
+
+        def add(held: Any) -> None:
+            real_add(held)
+            fire()
+
+        monkeypatch.setattr(fast.handover, "add", add)
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        if holder is not None:
+            threading.Timer(0.2, holder.release).start()
+        with pytest.raises(_Interrupted):
+            lock.acquire(timeout=5)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert not armed[0], "the signal was not sent"
+    client = redis_sync.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 3.0  # 3 TTLs: a renewed lease would still be there
+        while client.exists(f"stalwart:lock:{{{name}}}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not client.exists(f"stalwart:lock:{{{name}}}"), "the interrupted acquire's lease is renewed"
+        assert not fast.group.threads, "the interrupted thread is still in its group"
+        other = BlockingLock(RedisLock(url, name, ttl=1.0, fair=fair)).acquire(timeout=1)
+        other.release()
+    finally:
+        client.close()

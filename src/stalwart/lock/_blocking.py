@@ -239,13 +239,22 @@ class BlockingLock:
             # wake-up channel subscribed), a try from here would most likely fail and be repeated
             # right after joining them: go straight to waiting, whose first step is a try. Read
             # without any lock; a stale answer costs one try more or less, never correctness.
-            if not blocking or not fast.can_wait_here():
-                held = fast.try_acquire()
+            held = None
+            try:
+                if not blocking or not fast.can_wait_here():
+                    held = fast.try_acquire()
+                    if held is None and not blocking:
+                        raise NotAcquired(fast.lock.name)
+                if held is None:
+                    held = fast.wait(timeout)
+                return BlockingHeld(held, fast)
+            except BaseException:
+                # Acquired, but interrupted (KeyboardInterrupt, a signal handler's exception)
+                # before the caller has the handle: nobody would release it, and the watchdog
+                # would renew it for ever. (FastPath undoes an interrupt inside its calls.)
                 if held is not None:
-                    return BlockingHeld(held, fast)
-                if not blocking:
-                    raise NotAcquired(fast.lock.name)
-            return BlockingHeld(fast.wait(timeout), fast)
+                    fast.release(held)
+                raise
         return _LOOP.run(self._acquire(timeout, blocking), _release_blocking)
 
     def _fast_path(self) -> FastPath | None:

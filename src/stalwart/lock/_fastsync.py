@@ -51,6 +51,9 @@ LINGER_S = 0.05
 #: it stops (each such waiter's lease then lapses after its handover lease).
 MAX_PASS_ON = 8
 
+#: Tries to leave a thread group when leaving is interrupted (a signal handler that raises).
+MAX_LEAVE_TRIES = 3
+
 #: Longest a fast-path lease waits before the loop's watchdog takes it over.
 HANDOVER_S = 0.05
 
@@ -115,6 +118,10 @@ class Handover:
             self._scheduled = True
             delay_s = min(HANDOVER_S, held.ttl_s / 6)
             self._loop.call_soon_threadsafe(self._loop.call_later, delay_s, self._drain)
+
+    def of_owner(self, owner: str) -> list[Held]:
+        """The queued leases of ``owner`` (at most one; for the undo of an interrupted acquire)."""
+        return [held for held in list(self._pending) if held.owner == owner]
 
     def withdraw(self, held: Held) -> bool:
         """Take a lease back before the loop saw it; False if the watchdog may have it.
@@ -208,11 +215,19 @@ class FastPath:
 
     def try_acquire(self) -> Held | None:
         owner = self.lock.new_owner()
-        sent_at = time.monotonic()
-        got, token = expect_pair(self._run(self._try_call, self._try_call.pack(owner)), "acquire")
-        if got != 1:
-            return None
-        return self._new_held(owner, token, sent_at)
+        try:
+            sent_at = time.monotonic()
+            got, token = expect_pair(self._run(self._try_call, self._try_call.pack(owner)), "acquire")
+            if got != 1:
+                return None
+            return self._new_held(owner, token, sent_at)
+        except LockError:
+            raise  # no lease was made: a lock the try may have taken lapses after its ttl
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler's exception) or failed once the
+            # lock may be ours: the caller never sees a handle, so nobody would release it.
+            self._undo(owner, withdraw=False)
+            raise
 
     def _new_held(self, owner: str, token: int, sent_at: float, *, start: bool = True) -> Held:
         lock = self.lock
@@ -262,6 +277,7 @@ class FastPath:
         attempt.granted = waiter.has_grant
         latch = waiter.latch
         orphaned = False
+        won: Held | None = None
         try:
             try:
                 attached = group.join(waiter)
@@ -283,6 +299,7 @@ class FastPath:
                     else:
                         result = self._try(owner, attempt)
                     if isinstance(result, Held):
+                        won = result
                         return result
                     if waiter.grant is not None:
                         continue  # handed over while we were trying: take it at once
@@ -294,13 +311,31 @@ class FastPath:
                     latch.wait(delay_s)
             except BaseException:
                 orphaned = True  # until the clean-up is known to have run (it may be interrupted)
-                orphaned = not self._abandon(owner)
+                orphaned = not self._undo(owner)
                 raise
         finally:
-            if group.leave(waiter, orphaned=orphaned):
-                self.loop.call_soon_threadsafe(
-                    self.loop.call_later, LINGER_S, self.backend.waker.detach_group, group
-                )
+            self._leave(waiter, orphaned, won)
+
+    def _leave(self, waiter: ThreadWaiter, orphaned: bool, won: Held | None) -> None:
+        """Leave the group after a wait. An interrupt landing here, after the wait got the lock
+        (``won``), would drop the handle on its way to the caller: the acquire undoes itself.
+        ``leave`` can be repeated: a second interrupt during the first is not left half done
+        (at most MAX_LEAVE_TRIES)."""
+        interrupted: BaseException | None = None
+        for _ in range(MAX_LEAVE_TRIES):
+            try:
+                if self.group.leave(waiter, orphaned=orphaned):
+                    self.loop.call_soon_threadsafe(
+                        self.loop.call_later, LINGER_S, self.backend.waker.detach_group, self.group
+                    )
+                break
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is None:
+            return
+        if won is not None:
+            self._undo(won.owner, held=won)
+        raise interrupted
 
     def _attach(self, deadline: float | None, timeout: float | None) -> None:
         """Subscribe the group's channel on the loop, bounded by what is left of the timeout."""
@@ -359,6 +394,19 @@ class FastPath:
         if lock._auto_renew:
             self.handover.add(held)
         return held
+
+    def _undo(self, owner: str, *, withdraw: bool = True, held: Held | None = None) -> bool:
+        """An acquire that will not return its handle (interrupted, failed, timed out): stop
+        renewing whatever lease of ``owner`` exists here first (memory only, so that a second
+        interrupt cannot leave a lease the watchdog renews for ever), then give the lock up on
+        the server (``_abandon``). False if the server could not be reached."""
+        for lease in [held] if held is not None else self.handover.of_owner(owner):
+            if lease._released:
+                continue
+            lease._released = True
+            if not self.handover.withdraw(lease):
+                self.loop.call_soon_threadsafe(self.backend.watchdog.remove, lease)
+        return self._abandon(owner, withdraw=withdraw)
 
     def _abandon(self, owner: str, *, withdraw: bool = True) -> bool:
         """Give the lock up and, fair, leave the queue and withdraw the ticket, in one script
