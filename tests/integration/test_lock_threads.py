@@ -482,3 +482,50 @@ def test_a_lock_handed_from_thread_to_thread_is_renewed_past_its_hand_over_lease
     finally:
         client.close()
     _leaves_nothing(lock, url)
+
+
+def _pooled_ports(lock: BlockingLock) -> list[int]:
+    fast = lock._fast
+    assert fast is not None
+    return [s.getsockname()[1] for s in fast.pool._idle]
+
+
+@pytest.mark.parametrize("how", ["closed", "stray reply"])
+def test_an_acquire_checks_an_idle_pooled_connection_first(url: str, how: str) -> None:
+    """The server closed the pooled connections while they sat idle (its ``timeout`` setting;
+    here CLIENT KILL of just those), or bytes nobody asked for wait on them: the acquire (never
+    sent twice) must not fail with BackendUnavailable, nor read the stray bytes as its reply."""
+    lock = BlockingLock(RedisLock(url, f"idle-{how}", ttl=5.0))
+    lock.acquire().release()
+    fast = lock._fast
+    assert fast is not None and fast.pool._idle  # (the pool is shared by the tests' locks)
+    client = _client(url)
+    try:
+        if how == "closed":
+            ports = {str(port) for port in _pooled_ports(lock)}
+            ids = [c["id"] for c in client.client_list() if c["addr"].rpartition(":")[2] in ports]
+            assert len(ids) == len(ports)
+            for client_id in ids:
+                client.execute_command("CLIENT", "KILL", "ID", client_id)
+        else:
+            for sock in fast.pool._idle:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")  # its reply is never read
+        time.sleep(0.1)  # the FINs or the stray replies have arrived
+        held = lock.acquire(timeout=2)
+        held.ensure()
+        held.release()
+        assert client.get(f"stalwart:lock:{{idle-{how}}}") is None
+    finally:
+        client.close()
+
+
+def test_an_acquire_after_a_server_restart_goes_over_a_fresh_connection(redis_server_fn: RedisServer) -> None:
+    """A restart leaves the pooled connections dead; the next acquire (not idempotent, so not
+    retried) must find that out before it sends, not fail with BackendUnavailable."""
+    lock = BlockingLock(RedisLock(redis_server_fn.url, "restart-acquire", ttl=5.0))
+    lock.acquire().release()
+    assert _pooled_ports(lock)
+    redis_server_fn.restart()
+    held = lock.acquire(timeout=2)
+    assert held.token == 1  # the counter restarted with the data (documented)
+    held.release()

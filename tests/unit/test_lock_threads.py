@@ -4,6 +4,7 @@ synchronous RESP connection's framing and limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -105,6 +106,20 @@ class _Server:
         self.pool._idle.append(self.ours)
         self.ours.settimeout(0.3)
 
+    def answer(self, reply: bytes | None) -> None:
+        """Answer the next request with ``reply`` (b"": close; None: stay silent), in a thread:
+        bytes already waiting on an idle connection would make the pool drop it unused."""
+
+        def respond() -> None:
+            with contextlib.suppress(OSError):
+                self.theirs.recv(1024)
+                if reply == b"":
+                    self.theirs.close()
+                elif reply is not None:
+                    self.theirs.sendall(reply)
+
+        threading.Thread(target=respond, daemon=True).start()
+
     def close(self) -> None:
         self.theirs.close()
         self.pool.close()
@@ -141,10 +156,7 @@ def test_sync_reply_in_pieces_is_reassembled() -> None:
 def test_sync_bad_replies_are_typed_and_the_connection_dropped(answer: bytes | None, error: type) -> None:
     server = _Server()
     try:
-        if answer == b"":
-            server.theirs.close()
-        elif answer is not None:
-            server.theirs.sendall(answer)
+        server.answer(answer)
         t0 = time.monotonic()
         with pytest.raises(error):
             server.pool.call(b"*1\r\n$4\r\nPING\r\n")
@@ -157,11 +169,12 @@ def test_sync_bad_replies_are_typed_and_the_connection_dropped(answer: bytes | N
 def test_sync_partial_reply_over_the_limit_breaks_the_connection() -> None:
     server = _Server()
     try:
-        server.theirs.sendall(b"$%d\r\n" % MAX_REPLY_BYTES)
 
         def flood() -> None:
             chunk = b"x" * 65536
             try:
+                server.theirs.recv(1024)
+                server.theirs.sendall(b"$%d\r\n" % MAX_REPLY_BYTES)
                 for _ in range(MAX_REPLY_BYTES // len(chunk) + 4):
                     server.theirs.sendall(chunk)
             except OSError:
@@ -178,11 +191,11 @@ def test_sync_partial_reply_over_the_limit_breaks_the_connection() -> None:
 def test_sync_error_replies() -> None:
     server = _Server()
     try:
-        server.theirs.sendall(b"-NOSCRIPT No matching script.\r\n")
+        server.answer(b"-NOSCRIPT No matching script.\r\n")
         with pytest.raises(NoScript):
             server.pool.call(b"*1\r\n$4\r\nPING\r\n")
         assert server.pool._idle == [server.ours]  # in sync: kept
-        server.theirs.sendall(b"-ERR wrong\r\n")
+        server.answer(b"-ERR wrong\r\n")
         with pytest.raises(BackendProtocolError):
             server.pool.call(b"*1\r\n$4\r\nPING\r\n")
         assert server.pool._idle == [server.ours]
@@ -243,3 +256,25 @@ def test_a_one_from_a_group_wakes_everyone_but_that_group() -> None:
         assert a.latch.is_set()
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("how", ["closed", "stray bytes"])
+def test_sync_pool_skips_an_idle_connection_that_is_closed_or_out_of_sync(how: str) -> None:
+    """Checked out, the newest idle connection turns out dead (the server closed it while it sat
+    idle) or carries bytes nobody asked for: it is closed unused, and the call (an acquire is
+    never sent twice) goes out on the next idle one."""
+    server = _Server()
+    dead, dead_peer = socket.socketpair()
+    try:
+        server.pool._idle.append(dead)  # checked out first (the newest)
+        if how == "closed":
+            dead_peer.close()
+        else:
+            dead_peer.sendall(b":1\r\n")
+        server.answer(b"+PONG\r\n")
+        assert server.pool.call(b"*1\r\n$4\r\nPING\r\n") == b"PONG"
+        assert dead.fileno() == -1
+        assert server.pool._idle == [server.ours]
+    finally:
+        dead_peer.close()
+        server.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -36,6 +37,8 @@ from stalwart.lock._resp import MAX_REPLY_BYTES, RedisAddress, RespError, _Incom
 #: Idle connections kept per pool; more are closed when checked back in.
 MAX_IDLE = 64
 _RECV_BYTES = 65536
+#: What makes an idle connection unusable (see SyncPool._checkout).
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
 #: Room for the headers of a reply whose payload is MAX_REPLY_BYTES (as in _resp).
 _HEADER_SLACK = 4096
 
@@ -77,8 +80,7 @@ class SyncPool:
         pooled connection dead); never an acquire, which may have taken the lock before the link
         broke.
         """
-        with self._lock:
-            sock = self._idle.pop() if self._idle else None
+        sock = self._checkout()
         if sock is None:
             return self._call(self._connect(), packed)
         try:
@@ -87,6 +89,30 @@ class SyncPool:
             if not idempotent:
                 raise
         return self._call(self._connect(), packed)
+
+    def _checkout(self) -> socket.socket | None:
+        """An idle connection that still looks alive, or None. The server may have closed one
+        while it sat idle (its ``timeout`` setting, a restart): sending on it would fail the
+        call (an acquire is never sent twice) although the server is fine. One non-blocking
+        poll tells: an idle connection must have nothing to read, so EOF, a reset or bytes nobody
+        asked for (all "readable") mean it is dead or out of sync; it is closed and the next one
+        checked (at most MAX_IDLE). (Not a recv with MSG_DONTWAIT: on a socket with a timeout,
+        Python waits for readability first, up to that timeout.)"""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                sock = self._idle.pop()
+            poller = select.poll()  # not select.select: it refuses descriptors over 1023
+            try:
+                poller.register(sock, _READABLE)
+                events = poller.poll(0)
+            except (OSError, ValueError):  # ValueError: closed meanwhile (fileno() == -1)
+                events = [(0, select.POLLNVAL)]
+            if not events:
+                return sock  # alive as far as we can know without a round trip
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _call(self, sock: socket.socket, packed: bytes) -> Any:
         healthy = False
