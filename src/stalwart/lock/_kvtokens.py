@@ -4,8 +4,8 @@ Redlock has no consensus, so its own per-server counters are not a safe fencing 
 ``docs/locks.md``). :class:`KVTokenSource` takes the token from the stalwart key-value store
 instead: the token is the store revision of a write to ``<prefix><lock name>``. The store is
 linearizable (Raft) and its revision grows with every write, so a token issued later in real
-time is strictly larger, whatever happens to the Redis servers: one that restarts empty, a
-clock that jumps. With ``Redlock(..., tokens=KVTokenSource(client))`` the token is issued after
+time is strictly larger, whatever happens to the Redis servers (one that restarts empty, one
+whose clock jumps). With ``Redlock(..., tokens=KVTokenSource(client))`` the token is issued after
 the quorum is won and before the lock's validity is checked, so an acquire that returns was
 issued its token while it held the lock; ``held.token_is_safe`` is then True.
 """

@@ -13,8 +13,10 @@ counters, and every server of the quorum is raised to that maximum before the lo
 whose counter already passed the earlier token, and tokens increase. This is NOT a safe fencing
 token: a server that restarts without its data (no fsync) or a partition that isolates an old
 holder can break it, and Redlock itself rests on timing assumptions. ``held.token_is_safe`` is
-therefore False. A consensus-backed counter (the stalwart CP store, once it exists) is the fix;
-see docs/locks.md.
+therefore False, unless the tokens come from a consensus-backed counter: pass
+``tokens=KVTokenSource(client)`` (the stalwart CP store). The token is then issued after the
+quorum is won and before the validity is computed, so an acquire that returns got it while it held
+the lock; see docs/locks.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from stalwart.lock._errors import (
     NotAcquired,
 )
 from stalwart.lock._held import Held, LostCallback, drift_allowance_s
+from stalwart.lock._kvtokens import TokenSource
 from stalwart.lock._redis import _LockBase, check_ttl, lock_keys, new_owner
 from stalwart.lock._redlock_client import MAX_SERVERS, RedlockClient, shared_redlock_client
 from stalwart.lock._resp import pack_items, pack_prefix
@@ -42,8 +45,11 @@ from stalwart.lock._scripts import ACQUIRE_FAST, BUMP, RELEASE_BUMP
 class Redlock(_LockBase):
     """A mutex over N independent Redis servers (Redlock). See the module doc for its limits.
 
-    ``held.token_is_safe`` is False: Redlock tokens are per-server, max-based counters, monotonic
-    only while no server loses its data. Use a consensus-backed lock where fencing must be safe.
+    ``held.token_is_safe`` is False by default: Redlock tokens are per-server, max-based
+    counters, monotonic only while no server loses its data. With ``tokens`` (a
+    :class:`~stalwart.lock.KVTokenSource`) each token comes from the stalwart CP store instead and
+    is safe; if the store cannot issue one, the acquire releases the quorum and raises
+    :class:`BackendUnavailable`.
     """
 
     def __init__(
@@ -56,9 +62,11 @@ class Redlock(_LockBase):
         auto_renew: bool = True,
         retry_delay_s: float = 0.05,
         max_retries: int | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         super().__init__("", on_lost, auto_renew)
         self._redlock_target = target
+        self._tokens = tokens
         base = lock_keys("lock", name)
         self.name = name
         self.ttl_s = float(ttl)
@@ -154,6 +162,12 @@ class Redlock(_LockBase):
                     if not isinstance(r, BaseException) and expect_int(r, "bump") >= token
                 }
                 tokens = [t for i, t in zip(winners, tokens, strict=True) if i in ok]
+            issued = token  # the per-server counters' token, unless the store issues one
+            if self._tokens is not None and len(tokens) >= quorum:
+                # The safe token, while the quorum is held; the store's round trip counts against
+                # the validity below, so a holder whose lock expired meanwhile never returns it.
+                # If the store fails, the except clause below releases the quorum and re-raises.
+                issued = await self._tokens.next_token(self.name)
             drift_s = drift_allowance_s(self.ttl_s, client.drift_factor)
             validity_s = self.ttl_s - (time.monotonic() - sent_at) - drift_s
             if len(tokens) < quorum or validity_s <= 0:
@@ -167,13 +181,13 @@ class Redlock(_LockBase):
             held = Held(
                 name=self.name,
                 owner=owner,
-                token=token,
+                token=issued,
                 ttl_s=self.ttl_s,
                 sent_at=sent_at,
                 drift_s=drift_s,
                 releaser=self._releaser(client),  # one closure per client, not per acquisition
                 on_lost=self._on_lost,
-                token_is_safe=False,
+                token_is_safe=self._tokens is not None,
                 kind="redlock",
                 renew_data=self.key,
             )
@@ -193,7 +207,9 @@ class Redlock(_LockBase):
         async def release(held: Held) -> None:
             client.watchdog.remove(held)
             # (_release_everywhere inlined: one coroutine less per release.)
-            packed = prefix + pack_items((held.owner,)) + channel + pack_items((held.token,))
+            # A store token is not a server counter: nothing to raise the counters to (0 is a no-op).
+            counter = 0 if held.token_is_safe else held.token
+            packed = prefix + pack_items((held.owner,)) + channel + pack_items((counter,))
             released = (await client.fanout_packed(RELEASE_BUMP, packed)).count(1)
             if released < client.quorum:
                 held._mark_lost(f"only {released} servers still held the lease at release", at_release=True)
