@@ -529,3 +529,29 @@ def test_an_acquire_after_a_server_restart_goes_over_a_fresh_connection(redis_se
     held = lock.acquire(timeout=2)
     assert held.token == 1  # the counter restarted with the data (documented)
     held.release()
+
+
+def test_a_wait_whose_subscription_is_cut_short_leaves_nothing_subscribed(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait's timeout runs out while its thread group is being subscribed (listed as a
+    waiter, not yet confirmed): once the thread has left, the channel must be unsubscribed and the
+    subscriber connection closed, as after any wait (before: listed and subscribed for good)."""
+    holder = BlockingLock(RedisLock(url, "cut", ttl=10.0)).acquire()
+    lock = BlockingLock(RedisLock(url, "cut", ttl=10.0))
+    fast = lock._fast_path()
+    assert fast is not None
+    waker = fast.backend.waker
+    real_subscribe = waker.ensure_subscribed
+
+    async def slow_subscribe(waiter: Any) -> None:
+        await asyncio.sleep(0.3)  # a slow server: the wait's timeout runs out meanwhile
+        await real_subscribe(waiter)
+
+    monkeypatch.setattr(waker, "ensure_subscribed", slow_subscribe)
+    with pytest.raises(LockTimeout):
+        lock.acquire(timeout=0.1)  # the first try fails; the subscription step then times out
+    monkeypatch.undo()
+    holder.release()
+    _wait_for(lambda: not any(fast.group in w for w in fast.backend.waker._waiters.values()))
+    _leaves_nothing(lock, url)

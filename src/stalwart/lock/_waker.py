@@ -158,6 +158,7 @@ class ThreadGroup(Waiter):
         "__weakref__",
         "attached",
         "detach_pending",
+        "listed",
         "mutex",
         "on_orphan",
         "orphans",
@@ -174,6 +175,10 @@ class ThreadGroup(Waiter):
         self.tickets: dict[bytes, ThreadWaiter] = {}
         #: True while the channel's subscription is confirmed for this group (set on the loop).
         self.attached = False
+        #: True while the group is listed as a waiter of the waker (from the start of an attach
+        #: to its detach), attached or not: an attach cut short or a broken subscriber connection
+        #: leaves it listed, and its last thread out must still have it detached.
+        self.listed = False
         self.detach_pending = False
         #: Unfair: a release by one of our threads woke another to try, which has not tried yet.
         self.wake_pending = False
@@ -204,7 +209,7 @@ class ThreadGroup(Waiter):
                     self.orphans[waiter.ticket] = None
                     if len(self.orphans) > MAX_ORPHANS:
                         del self.orphans[next(iter(self.orphans))]
-            if self.attached and not self.threads and not self.detach_pending:
+            if (self.attached or self.listed) and not self.threads and not self.detach_pending:
                 self.detach_pending = True
                 return True
             return False
@@ -445,16 +450,29 @@ class Waker:
     async def attach_group(self, group: ThreadGroup) -> None:
         """On the loop: list the group as a waiter of its channel and confirm the subscription
         before returning (its threads try only after that, so no release in between is missed)."""
-        for _ in range(2):
-            self._waiters.setdefault(group.channel, {})[group] = None
-            await self.ensure_subscribed(group)
-            if group in self._waiters.get(group.channel, {}):
+        try:
+            for _ in range(2):
                 with group.mutex:
-                    group.attached = True
-                return
-            # Detached while subscribing (the waker was closed, or every thread had left): the
-            # caller is in the group again, so list it once more.
-        raise BackendUnavailable("the wake-up subscriber was closed while subscribing")
+                    group.listed = True
+                self._waiters.setdefault(group.channel, {})[group] = None
+                await self.ensure_subscribed(group)
+                if group in self._waiters.get(group.channel, {}):
+                    with group.mutex:
+                        group.attached = True
+                    return
+                # Detached while subscribing (the waker was closed, or every thread had left):
+                # the caller is in the group again, so list it once more.
+            raise BackendUnavailable("the wake-up subscriber was closed while subscribing")
+        except BaseException:
+            # Cut short (timeout, the caller interrupted, the server): if every thread has left
+            # already, none will have it detached, so drop it here; otherwise the last one does.
+            with group.mutex:
+                drop = not group.threads and not group.attached and not group.detach_pending
+                if drop:
+                    group.listed = False
+            if drop:
+                self.unregister(group)
+            raise
 
     def detach_group(self, group: ThreadGroup) -> None:
         """On the loop: drop the group if it has no threads (one may have joined meanwhile)."""
@@ -462,7 +480,7 @@ class Waker:
             group.detach_pending = False
             if group.threads:
                 return  # its next last thread out asks again
-            group.attached = False
+            group.attached = group.listed = False
         self.unregister(group)
 
 
