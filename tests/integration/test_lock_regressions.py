@@ -370,3 +370,48 @@ def test_a_signal_after_a_blocking_acquire_succeeded_leaks_no_lease(
         other.release()
     finally:
         client.close()
+
+
+# -- 7. unfair: a woken thread that leaves without trying must not stall the next acquirer -------
+
+
+def test_a_woken_thread_that_times_out_does_not_stall_a_free_unfair_lock(url: str) -> None:
+    """The releaser wakes a waiting thread, which times out instead of trying (a loaded machine:
+    its try is slowed past its deadline). The next acquire of the process (the releaser's, at
+    once) must not 'let the woken thread go first' and sleep a whole poll with the lock free."""
+    lock = BlockingLock(RedisLock(url, "defer", ttl=10.0, poll_max_s=0.5))
+    held = lock.acquire()
+    fast = lock._fast
+    assert fast is not None
+    real_try = fast._try
+    in_try, released = threading.Event(), threading.Event()
+
+    def slow_try(owner: str, attempt: Any) -> Any:
+        result = real_try(owner, attempt)  # fails: the main thread holds the lock
+        if threading.current_thread().name == "W" and not in_try.is_set():
+            in_try.set()
+            released.wait(5)
+            time.sleep(0.35)  # its deadline (0.3 s) passes: it leaves without trying again
+        return result
+
+    fast._try = slow_try  # type: ignore[method-assign]
+    timed_out: list[bool] = []
+
+    def waiter() -> None:
+        try:
+            lock.acquire(timeout=0.3).release()
+        except LockTimeout:
+            timed_out.append(True)
+
+    thread = threading.Thread(target=waiter, name="W")
+    thread.start()
+    assert in_try.wait(5)
+    held.release()  # wakes W, which is idle as far as the group knows
+    released.set()
+    thread.join(5)
+    assert timed_out
+    t0 = time.monotonic()
+    again = lock.acquire(timeout=5)
+    elapsed = time.monotonic() - t0
+    again.release()
+    assert elapsed < 0.25, f"a free lock took {elapsed:.3f} s to acquire"

@@ -72,14 +72,22 @@ def test_threads_take_turns_and_wake_each_other_directly(url: str, fair: bool) -
     fast_holder.release()
     woken: list[int] = []
     skipped: list[int] = []
-    wake_one = ThreadGroup.wake_one
+    wake_one, wake_next = ThreadGroup.wake_one, ThreadGroup.wake_next
 
     def counting(group: ThreadGroup, origin: bytes = b"") -> bool:
-        woke = wake_one(group, origin)
-        (skipped if origin else woken).append(woke)
+        if origin:  # a message from a release of a thread group (ours: skipped)
+            woke = wake_one(group, origin)
+            skipped.append(woke)
+            return woke
+        return wake_one(group, origin)
+
+    def counting_next(group: ThreadGroup, *, pending: bool = False) -> Any:
+        woke = wake_next(group, pending=pending)  # the releasing thread's own wake-up
+        woken.append(woke is not None)
         return woke
 
     ThreadGroup.wake_one = counting  # type: ignore[method-assign]
+    ThreadGroup.wake_next = counting_next  # type: ignore[method-assign]
     order: list[tuple[int, int]] = []
     shared = {"value": 0}
     stop = time.monotonic() + 1.0
@@ -100,6 +108,7 @@ def test_threads_take_turns_and_wake_each_other_directly(url: str, fair: bool) -
             t.join(30)
     finally:
         ThreadGroup.wake_one = wake_one  # type: ignore[method-assign]
+        ThreadGroup.wake_next = wake_next  # type: ignore[method-assign]
     tokens = [t for t, _ in order]
     assert shared["value"] == len(order) > 60
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)

@@ -285,7 +285,7 @@ class FastPath:
                 # one (most likely the releaser, back at once) would only race it and, winning,
                 # send it back to sleep: a wasted try each. It lets that thread go first and
                 # waits to be woken (by a release, or its poll), its first try skipped.
-                defer = not lock.fair and attached and group.wake_pending
+                defer = not lock.fair and attached and group.wake_pending is not None
                 while True:
                     latch.clear()  # before trying: a release during the try still sets it
                     if not attached or not group.attached:
@@ -352,7 +352,7 @@ class FastPath:
         self._run_on_loop(attach())
 
     def _try(self, owner: str, attempt: _Attempt) -> Held | int:
-        self.group.wake_pending = False  # whoever was woken to try is trying (or someone is)
+        self.group.wake_pending = None  # whoever was woken to try is trying (or someone is)
         sent_at = time.monotonic()
         reply = self._run(self._wait_call, self._wait_call.pack(owner))
         got, value = expect_pair(reply, "acquire")
@@ -429,8 +429,7 @@ class FastPath:
             return self._hand_on(reply, sent_at)
         if expect_int(reply, "release") != 1:
             return False
-        if self.group.wake_one():  # the longest-waiting idle thread of ours tries, if one waits
-            self.group.wake_pending = True
+        self.group.wake_next(pending=True)  # the longest-waiting idle thread of ours tries
         return True
 
     def release(self, held: Held) -> None:

@@ -180,8 +180,11 @@ class ThreadGroup(Waiter):
         #: leaves it listed, and its last thread out must still have it detached.
         self.listed = False
         self.detach_pending = False
-        #: Unfair: a release by one of our threads woke another to try, which has not tried yet.
-        self.wake_pending = False
+        #: Unfair: a release by one of our threads woke this thread to try, and nobody has
+        #: tried since. Cleared by any try, and when that thread leaves without trying (it
+        #: timed out): a stale one would make the next acquirer let nobody go first, sleeping
+        #: a whole poll with the lock free.
+        self.wake_pending: ThreadWaiter | None = None
         self.prefix = f"t{os.urandom(8).hex()}:"
         #: Tickets whose thread left without acquiring and whose clean-up failed: a hand-over to
         #: one of them will never be taken (at most MAX_ORPHANS remembered, oldest dropped).
@@ -203,6 +206,8 @@ class ThreadGroup(Waiter):
         schedules one (``Waker.detach_group``, after a linger)."""
         with self.mutex:
             self.threads.pop(waiter, None)
+            if self.wake_pending is waiter:
+                self.wake_pending = None
             if waiter.ticket is not None:
                 self.tickets.pop(waiter.ticket, None)
                 if orphaned:
@@ -251,11 +256,20 @@ class ThreadGroup(Waiter):
     def wake_one(self, origin: bytes = b"") -> bool:
         if origin and origin == self.prefix.encode():
             return False  # released by one of our threads, which woke one of us already
-        for waiter in self.snapshot():
-            if not waiter.latch.is_set():
-                waiter.latch.set()
-                return True
-        return False
+        return self.wake_next() is not None
+
+    def wake_next(self, *, pending: bool = False) -> ThreadWaiter | None:
+        """Wake the longest-waiting thread that is not awake already; the one woken, if any.
+        ``pending``: record it as ``wake_pending`` (under the mutex, so that its leave, which
+        clears it, cannot come before)."""
+        with self.mutex:
+            for waiter in self.threads:
+                if not waiter.latch.is_set():
+                    waiter.latch.set()
+                    if pending:
+                        self.wake_pending = waiter
+                    return waiter
+        return None
 
     def wake_if(self, data: bytes) -> None:
         if data == ANYONE:
