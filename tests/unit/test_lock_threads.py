@@ -278,3 +278,24 @@ def test_sync_pool_skips_an_idle_connection_that_is_closed_or_out_of_sync(how: s
     finally:
         dead_peer.close()
         server.close()
+
+
+def test_sync_reply_in_pieces_is_bounded_by_op_timeout_in_all() -> None:
+    """A reply whose first piece comes late and whose rest never does fails op_timeout_s (0.3 s)
+    after the read started, not op_timeout_s after the first piece (0.25 + 0.3 s before)."""
+    server = _Server()
+    try:
+
+        def answer() -> None:
+            with contextlib.suppress(OSError):
+                server.theirs.recv(1024)
+                time.sleep(0.25)
+                server.theirs.sendall(b"*3\r\n:1\r\n")  # and nothing more
+
+        threading.Thread(target=answer, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            server.pool.call(b"*1\r\n$4\r\nPING\r\n")
+        assert time.monotonic() - t0 < 0.45
+    finally:
+        server.close()

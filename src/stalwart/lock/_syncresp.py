@@ -132,20 +132,23 @@ class SyncPool:
             self._checkin(sock, healthy)
 
     def _read(self, sock: socket.socket) -> Any:
+        started = time.monotonic()  # the whole reply within the socket's timeout, not per piece
         data = sock.recv(_RECV_BYTES)
         if not data:
             raise BackendUnavailable(f"{self.where}: connection closed by the server")
         try:
             reply, pos = parse(data, 0)
         except _Incomplete:
-            return self._read_rest(sock, bytearray(data))
+            timeout_s = sock.gettimeout()
+            return self._read_rest(sock, bytearray(data), started + (timeout_s or self.op_timeout_s))
         if pos != len(data):
             raise BackendProtocolError(f"{self.where}: a reply nobody asked for")
         return reply
 
-    def _read_rest(self, sock: socket.socket, buf: bytearray) -> Any:
-        """A reply in several segments: keep reading until it is whole, op_timeout_s in all."""
-        deadline = time.monotonic() + self.op_timeout_s
+    def _read_rest(self, sock: socket.socket, buf: bytearray, deadline: float) -> Any:
+        """A reply in several segments: keep reading until it is whole, by ``deadline`` (the
+        socket's timeout from the first read on: op_timeout_s, or connect_timeout_s at login)."""
+        timeout_s = sock.gettimeout()
         try:
             while True:
                 if len(buf) > MAX_REPLY_BYTES + _HEADER_SLACK:
@@ -166,7 +169,7 @@ class SyncPool:
                     raise BackendProtocolError(f"{self.where}: a reply nobody asked for")
                 return reply
         finally:
-            sock.settimeout(self.op_timeout_s)
+            sock.settimeout(timeout_s)
 
     def _checkin(self, sock: socket.socket, healthy: bool) -> None:
         if healthy:
