@@ -4,15 +4,26 @@ its blocking acquires work (a loop thread of its own)."""
 # ruff: noqa: F401, F811
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from stalwart.lock import BlockingLock, LockTimeout, RedisLock
+from stalwart.lock import (
+    BlockingLock,
+    LockError,
+    LockTimeout,
+    NotAcquired,
+    RedisLock,
+    Redlock,
+    RedlockClient,
+    close_shared,
+)
 from stalwart.lock._resp import pack
 from stalwart.lock._syncresp import SyncPool
 from tests.integration._locks import url
@@ -134,3 +145,78 @@ def test_a_forked_child_acquires_on_its_own_connections_and_loop(url: str) -> No
     assert again.token > int(result.split()[1])
     again.ensure()
     again.release()
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_forked_child_releasing_an_inherited_handle_leaves_the_parents_lock(
+    url: str, blocking: bool
+) -> None:
+    """A handle held across fork() (a ``with lock:`` block unwinding in the child): the child's
+    release only forgets its copy; the owner string matches, so sending it would have deleted the
+    parent's key and let a third client in while the parent is still in its critical section."""
+    if blocking:
+        lock = BlockingLock(RedisLock(url, "forked-held", ttl=5.0))
+        held = lock.acquire()
+
+        def child(w: int) -> str:
+            held.release()
+            return "released"
+
+        pid, r = _fork(child)
+        assert _result(pid, r) == "released"
+        other = BlockingLock(RedisLock(url, "forked-held", ttl=5.0))
+        with pytest.raises(NotAcquired):
+            other.acquire(blocking=False)
+        held.ensure()
+        held.release()
+        other.acquire(blocking=False).release()  # the parent's own release did free it
+        return
+
+    async def hold() -> tuple[Any, RedisLock]:
+        lock = RedisLock(url, "forked-held-async", ttl=5.0, auto_renew=False)
+        return await lock.acquire(), lock
+
+    loop = asyncio.new_event_loop()
+    try:
+        held_async, _ = loop.run_until_complete(hold())
+
+        def child_async(w: int) -> str:
+            asyncio.set_event_loop(None)
+            asyncio.run(held_async.release())
+            return "released"
+
+        pid, r = _fork(child_async)
+        assert _result(pid, r) == "released"
+        with pytest.raises(NotAcquired):
+            loop.run_until_complete(RedisLock(url, "forked-held-async", ttl=5.0).acquire(blocking=False))
+        held_async.ensure()
+        loop.run_until_complete(held_async.release())
+    finally:
+        loop.run_until_complete(close_shared())
+        loop.close()
+
+
+def test_a_redlock_client_from_before_fork_refuses_in_the_child(url: str) -> None:
+    """A RedlockClient made in the parent holds the parent's sockets and timers: used in a child
+    it raises at once (it hung before, and its replies could reach the other process)."""
+    client = RedlockClient([url])
+    loop = asyncio.new_event_loop()
+    try:
+        held = loop.run_until_complete(Redlock(client, "forked-redlock", ttl=5.0).acquire())
+
+        def child(w: int) -> str:
+            asyncio.set_event_loop(None)
+            try:
+                asyncio.run(Redlock(client, "forked-redlock-2", ttl=5.0).acquire(blocking=False))
+            except LockError as exc:
+                return f"refused: {exc}"
+            return "used the parent's client"
+
+        pid, r = _fork(child)
+        result = _result(pid, r)
+        assert result.startswith("refused") and "fork" in result, result
+        held.ensure()
+        loop.run_until_complete(held.release())
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()

@@ -436,6 +436,8 @@ class FastPath:
         if held._released:
             return
         held._released = True
+        if not held.owned_here():
+            return  # inherited across fork(): the parent holds the lock, leave it alone
         if not self.handover.withdraw(held):
             self.loop.call_soon_threadsafe(self.backend.watchdog.remove, held)
         if not self._release_as(held.owner, time.monotonic()):

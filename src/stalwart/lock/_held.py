@@ -19,6 +19,7 @@ import asyncio
 import inspect
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,6 +55,7 @@ class Held:
         "_listeners",
         "_lost_reason",
         "_on_lost",
+        "_pid",
         "_released",
         "_releaser",
         "_renew_at",
@@ -101,6 +103,9 @@ class Held:
         self._on_lost = on_lost
         self._lost_reason: str | None = None
         self._released = False
+        # The process that acquired: a forked child's copy of this handle must never release or
+        # renew on the server (its owner string matches, so it would free the parent's lock).
+        self._pid = os.getpid()
         self._depth = 1
         self._listeners: list[Callable[[Held], None]] = []
         # A lease must leave some time to act on it, otherwise the acquirer should not return it.
@@ -149,7 +154,13 @@ class Held:
             self._depth -= 1
             return
         self._released = True
+        if not self.owned_here():
+            return  # a copy inherited across fork(): forget it here, the parent still holds it
         await self._releaser(self)
+
+    def owned_here(self) -> bool:
+        """False in a forked child for a handle its parent acquired (see :meth:`release`)."""
+        return self._pid == os.getpid()
 
     @property
     def depth(self) -> int:

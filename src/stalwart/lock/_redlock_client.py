@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import weakref
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ class RedlockClient:
         self.watchdog = Watchdog(self._renew_batch)
         self.rng = rng or random.Random()
         self.closed = False
+        self._pid = os.getpid()  # its connections and timers belong to this process's loop
 
     async def __aenter__(self) -> RedlockClient:
         return self
@@ -90,6 +92,12 @@ class RedlockClient:
         deadline; a server without an open connection connects in a task of its own under the
         same deadline. No task, timeout scope or future per server on the usual path.
         """
+        if self._pid != os.getpid():
+            # A forked child: the connections are the parent's sockets (a reply could go to the
+            # wrong process) and the sweeper timer belongs to a loop that has no thread here.
+            raise LockError(
+                "this RedlockClient was created in the parent before fork(); create one in this process"
+            )
         loop = asyncio.get_running_loop()
         gather = Gather(len(self._conns), loop.create_future())
         cold = request_all(self._conns, packed, gather)
