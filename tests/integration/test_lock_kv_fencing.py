@@ -14,7 +14,7 @@ from stalwart.client import AsyncKVClient
 from stalwart.lock import BackendUnavailable, KVTokenSource, Redlock, RedlockClient
 from stalwart.server._cluster import ClusterSpec, start_cluster, stop_cluster
 from tests.integration._locks import contend
-from tests.servers.redis import RedisServer, flush, redis_servers5
+from tests.servers.redis import RedisServer, five, flush, redis_servers5
 
 pytestmark = pytest.mark.integration
 FAST = {"tick_ms": 10, "election_ms": 400, "heartbeat_ms": 50}
@@ -27,14 +27,6 @@ def store(tmp_path: Path) -> Iterator[ClusterSpec]:
         yield spec
     finally:
         stop_cluster(tmp_path / "c", timeout_s=5.0)
-
-
-@pytest.fixture
-def five(redis_servers5: list[RedisServer]) -> Iterator[list[RedisServer]]:
-    for server in redis_servers5:
-        server.resume()
-        flush(server)
-    yield redis_servers5
 
 
 def kv_client(spec: ClusterSpec) -> AsyncKVClient:

@@ -15,20 +15,12 @@ import redis
 
 from stalwart.lock import BackendProtocolError, BackendUnavailable, NotAcquired, Redlock, RedlockClient
 from tests.integration._locks import run
-from tests.servers.redis import RedisServer, flush, redis_servers5
+from tests.servers.redis import RedisServer, five, flush, redis_servers5
 
 pytestmark = pytest.mark.integration
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LOCK_KEY = b"stalwart:lock:{%s}"
-
-
-@pytest.fixture
-def five(redis_servers5: list[RedisServer]) -> Iterator[list[RedisServer]]:
-    for server in redis_servers5:
-        server.resume()
-        flush(server)
-    yield redis_servers5
 
 
 def lock_keys_left(servers: list[RedisServer], name: str) -> list[bool]:

@@ -25,7 +25,7 @@ from stalwart.lock import (
     run_blocking,
 )
 from tests.integration._locks import contend
-from tests.servers.redis import RedisServer, flush, redis_servers5
+from tests.servers.redis import RedisServer, five, flush, redis_servers5
 from tests.servers.zookeeper import ZooKeeperServer, zookeeper_server
 
 pytestmark = pytest.mark.integration
@@ -37,16 +37,6 @@ def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
             return await coro_fn()
 
     return asyncio.run(main())
-
-
-@pytest.fixture
-def five(redis_servers5: list[RedisServer]) -> Iterator[list[RedisServer]]:
-    for server in redis_servers5:
-        server.resume()
-        flush(server)
-    yield redis_servers5
-    for server in redis_servers5:
-        server.resume()
 
 
 def all_keys(servers: list[RedisServer]) -> list[list[bytes]]:

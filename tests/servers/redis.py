@@ -142,6 +142,17 @@ def redis_servers5() -> Iterator[list[RedisServer]]:
 
 
 @pytest.fixture
+def five(redis_servers5: list[RedisServer]) -> Iterator[list[RedisServer]]:
+    """The five session servers, running and empty for this test (and resumed after it)."""
+    for server in redis_servers5:
+        server.resume()
+        flush(server)
+    yield redis_servers5
+    for server in redis_servers5:
+        server.resume()
+
+
+@pytest.fixture
 def redis_server_fn() -> Iterator[RedisServer]:
     server = start_redis()
     yield server

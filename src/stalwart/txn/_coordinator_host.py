@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from stalwart.errors import ConfigError, StorageError
 from stalwart.sansio import Envelope, NodeId, PutMeta, StorageOp
@@ -64,6 +64,7 @@ MAX_DEFERRED_OPS = 512
 GROUP_COMMIT_YIELDS = 1  # event-loop turns a write waits for more records before it starts
 MAX_LOG_RETRY_DELAY_S = 5.0
 
+K = TypeVar("K")
 FaultHook = Callable[[str, str], None]
 """Called as ``hook(point, txid)`` at step boundaries (tests kill the process there). Points:
 before-prepare, after-prepare, after-decision-logged, mid-phase-two, after-phase-two."""
@@ -113,6 +114,19 @@ class CoordinatorSettings:
 def _expire(fut: asyncio.Future[TxDecided], txid: str) -> None:
     if not fut.done():
         fut.set_exception(OutcomeUnknownError(txid, "no decision in time; recovery will finish it"))
+
+
+def _pop_expired(deadlines: dict[K, float], now: float) -> list[K]:
+    """Remove and return the keys whose deadline has passed. Every entry was added with the same
+    timeout, so insertion order is deadline order: the scan stops at the first one in time."""
+    expired = []
+    for key, until in deadlines.items():
+        if until > now:
+            break
+        expired.append(key)
+    for key in expired:
+        del deadlines[key]
+    return expired
 
 
 class Transaction:
@@ -382,23 +396,11 @@ class TwoPhaseCoordinator:
 
     def _sweep(self, now: float) -> None:
         """Time out waiting callers and hung participant calls (checked once per tick)."""
-        expired_calls = []
-        for task, until in self._tasks.items():
-            if until > now:
-                break
-            expired_calls.append(task)
-        for task in expired_calls:
+        for task in _pop_expired(self._tasks, now):
             # A participant call that hangs is cancelled: a Prepare then counts as no vote (the
             # coordinator's own vote timeout aborts), a Decide is sent again later.
-            del self._tasks[task]
             task.cancel()
-        expired_txs = []
-        for txid, until in self._waiting_until.items():
-            if until > now:
-                break
-            expired_txs.append(txid)
-        for txid in expired_txs:
-            del self._waiting_until[txid]
+        for txid in _pop_expired(self._waiting_until, now):
             _expire(self._waiting[txid], txid)
 
     def _feed(self, source: str, message: CoordinatorInput) -> None:
