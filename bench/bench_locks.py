@@ -65,18 +65,40 @@ def median_us(samples: list[float]) -> float:
 #: CPU time of this process (every thread) per cycle of the last latency measurement, in us:
 #: steadier than wall time on a shared machine (servers' CPU is not included).
 LAST_CPU_US = [float("nan")]
+#: CPU time of the Redis servers together per cycle of the last latency measurement, in us.
+LAST_SERVER_CPU_US = [float("nan")]
+#: The Redis servers' process ids (set by main).
+SERVER_PIDS: list[int] = []
+
+
+def servers_cpu_ns() -> int:
+    """CPU time the Redis servers have used so far, in ns (/proc/<pid>/schedstat: ns, not ticks)."""
+    total = 0
+    for pid in SERVER_PIDS:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return -1  # not Linux, or a server gone: reported as nan
+    return total
+
+
+def _note_cpu(c0: float, s0: int, n: int) -> None:
+    LAST_CPU_US[0] = (time.process_time() - c0) / n * 1e6
+    s1 = servers_cpu_ns()
+    LAST_SERVER_CPU_US[0] = (s1 - s0) / n / 1e3 if s0 >= 0 and s1 >= 0 else float("nan")
 
 
 def time_sync(cycle: SyncCycle, n: int) -> float:
     for _ in range(min(50, n)):
         cycle()
     samples = []
-    c0 = time.process_time()
+    c0, s0 = time.process_time(), servers_cpu_ns()
     for _ in range(n):
         t0 = time.perf_counter()
         cycle()
         samples.append(time.perf_counter() - t0)
-    LAST_CPU_US[0] = (time.process_time() - c0) / n * 1e6
+    _note_cpu(c0, s0, n)
     return median_us(samples)
 
 
@@ -84,12 +106,12 @@ async def time_async(cycle: AsyncCycle, n: int) -> float:
     for _ in range(min(50, n)):
         await cycle()
     samples = []
-    c0 = time.process_time()
+    c0, s0 = time.process_time(), servers_cpu_ns()
     for _ in range(n):
         t0 = time.perf_counter()
         await cycle()
         samples.append(time.perf_counter() - t0)
-    LAST_CPU_US[0] = (time.process_time() - c0) / n * 1e6
+    _note_cpu(c0, s0, n)
     return median_us(samples)
 
 
@@ -218,7 +240,7 @@ def raw_floor_cycle(fan: RawFanout, key: str) -> AsyncCycle:
         if release is RELEASE_SCRIPT:
             await fan.call(pack("EVALSHA", release.sha, 1, key, owner, key + ":wake"), 1)
         else:
-            await fan.call(pack("EVALSHA", release.sha, 2, key, key + ":fence", owner, key + ":wake", 0), 1)
+            await fan.call(pack("EVALSHA", release.sha, 2, key, key + ":fence", owner, 0), 1)
 
     return cycle
 
@@ -241,6 +263,7 @@ class Bench:
         self.throughput: dict[str, list[float]] = {}
         self.fairness: dict[str, list[float]] = {}
         self.cpu: dict[str, list[float]] = {}
+        self.server_cpu: dict[str, list[float]] = {}
         self.only = [o.lower() for o in only or []]
 
     def wanted(self, name: str) -> bool:
@@ -249,7 +272,7 @@ class Bench:
     def record(self, table: dict[str, list[float]], name: str, fn: Callable[[], float]) -> None:
         if not self.wanted(name):
             return
-        LAST_CPU_US[0] = float("nan")
+        LAST_CPU_US[0] = LAST_SERVER_CPU_US[0] = float("nan")
         try:
             value = fn()
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
@@ -263,6 +286,7 @@ class Bench:
             self.fairness.setdefault(name, []).append(LAST_MIN_SHARE[0])
         else:
             self.cpu.setdefault(name, []).append(LAST_CPU_US[0])
+            self.server_cpu.setdefault(name, []).append(LAST_SERVER_CPU_US[0])
 
     # -- uncontended -----------------------------------------------------------------------------
 
@@ -428,7 +452,7 @@ class Bench:
             if asyncio.iscoroutine(coro):
                 coro.close()
             return
-        LAST_CPU_US[0] = float("nan")
+        LAST_CPU_US[0] = LAST_SERVER_CPU_US[0] = float("nan")
         try:
             value = await coro
         except Exception as exc:
@@ -558,10 +582,17 @@ def report(bench: Bench) -> None:
 
     lat = {k: med(v) for k, v in bench.latency.items()}
     cpu = {k: med(v) for k, v in bench.cpu.items()}
-    print("\nUncontended acquire+release, median latency (us) and client CPU per cycle; median of the runs")
-    print(f"{'lock':50} {'median us':>10} {'cpu us':>7}   runs")
+    srv = {k: med(v) for k, v in bench.server_cpu.items()}
+    print(
+        "\nUncontended acquire+release, median latency (us), client CPU and the Redis servers' CPU"
+        " per cycle; median of the runs"
+    )
+    print(f"{'lock':50} {'median us':>10} {'cpu us':>7} {'srv us':>7}   runs")
     for name, values in bench.latency.items():
-        print(f"{name:50} {lat[name]:10.0f} {cpu[name]:7.0f}   " + " ".join(f"{v:.0f}" for v in values))
+        print(
+            f"{name:50} {lat[name]:10.0f} {cpu[name]:7.0f} {srv[name]:7.0f}   "
+            + " ".join(f"{v:.0f}" for v in values)
+        )
     thr = {k: med(v) for k, v in bench.throughput.items()}
     print(f"\nContended throughput, {WORKERS} workers on one lock (acquisitions/s); median of the runs")
     print(f"{'lock':50} {'acq/s':>10} {'slowest':>8}   runs")
@@ -583,6 +614,12 @@ def report(bench: Bench) -> None:
          "stalwart RedisLock (asyncio)", lat, "<= 2x"),
         ("  the same for the raw floors: 5 servers / 1 server", "raw fan-out floor (5 servers)",
          "raw fan-out floor (1 server)", lat, "physical"),
+        ("  raw 5-server floor / RedisLock asyncio", "raw fan-out floor (5 servers)",
+         "stalwart RedisLock (asyncio)", lat, "no Redlock client beats this"),
+        ("  servers' CPU: raw floors 5 servers / 1 server", "raw fan-out floor (5 servers)",
+         "raw fan-out floor (1 server)", srv, "-"),
+        ("  stalwart Redlock 5 servers / redis-py Lock asyncio", "stalwart Redlock (5 servers)",
+         "redis-py Lock (asyncio)", lat, "-"),
         ("  stalwart Redlock / raw 5-server floor", "stalwart Redlock (5 servers)",
          "raw fan-out floor (5 servers)", lat, "near 1x"),
         ("  stalwart RedisLock asyncio / raw 1-server floor", "stalwart RedisLock (asyncio)",
@@ -602,7 +639,9 @@ def report(bench: Bench) -> None:
     ]  # fmt: skip
     for label, a, b, table, goal in goals:
         # Per run too: both sides of a ratio ran in the same run, back to back.
-        runs = bench.cpu if table is cpu else bench.throughput if table is thr else bench.latency
+        runs = {id(cpu): bench.cpu, id(srv): bench.server_cpu, id(thr): bench.throughput}.get(
+            id(table), bench.latency
+        )
         pairs = zip(runs.get(a, []), runs.get(b, []), strict=False)
         per_run = " ".join(f"{x / y:.2f}" for x, y in pairs if x == x and y == y and y)
         print(f"  {label:50} {ratio(a, b, table):>8} (goal {goal})   runs {per_run}")
@@ -625,6 +664,7 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     servers = [start_redis() for _ in range(5)]
+    SERVER_PIDS[:] = [s.proc.pid for s in servers]
     zk = None if args.no_zookeeper or shutil.which("java") is None else start_zookeeper()
     try:
         bench = Bench(servers, zk, args.iterations, args.seconds, args.only)

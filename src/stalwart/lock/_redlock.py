@@ -76,7 +76,6 @@ class Redlock(_LockBase):
         self.retry_delay_s = retry_delay_s
         self.max_retries = max_retries
         self.key = base
-        self.channel = f"{base}:wake"
         self._acquire_keys = (base, f"{base}:fence")
         self._release_keys = (base, f"{base}:fence")
         # Encoded once: per call only the owner, TTL and token are encoded, then the same bytes
@@ -84,8 +83,7 @@ class Redlock(_LockBase):
         head = ("EVALSHA", ACQUIRE_FAST.sha, 2, *self._acquire_keys)
         self._acquire_prefix = pack_prefix(len(head) + 2, head)  # + owner, ttl
         head = ("EVALSHA", RELEASE_BUMP.sha, 2, *self._release_keys)
-        self._release_prefix = pack_prefix(len(head) + 3, head)  # + owner, channel, token
-        self._channel_arg = pack_items((self.channel,))
+        self._release_prefix = pack_prefix(len(head) + 2, head)  # + owner, token
         self._ttl_arg = pack_items((self._ttl_ms,))
         self._release_fns: tuple[RedlockClient, Callable[[Held], Awaitable[None]]] | None = None
 
@@ -202,14 +200,14 @@ class Redlock(_LockBase):
         cached = self._release_fns
         if cached is not None and cached[0] is client:
             return cached[1]
-        prefix, channel = self._release_prefix, self._channel_arg
+        prefix = self._release_prefix
 
         async def release(held: Held) -> None:
             client.watchdog.remove(held)
             # (_release_everywhere inlined: one coroutine less per release.)
             # A store token is not a server counter: nothing to raise the counters to (0 is a no-op).
             counter = 0 if held.token_is_safe else held.token
-            packed = prefix + pack_items((held.owner,)) + channel + pack_items((counter,))
+            packed = prefix + pack_items((held.owner, counter))
             released = (await client.fanout_packed(RELEASE_BUMP, packed)).count(1)
             if released < client.quorum:
                 held._mark_lost(f"only {released} servers still held the lease at release", at_release=True)
@@ -218,7 +216,7 @@ class Redlock(_LockBase):
         return release
 
     async def _release_everywhere(self, client: RedlockClient, owner: str, token: int) -> int:
-        packed = self._release_prefix + pack_items((owner,)) + self._channel_arg + pack_items((token,))
+        packed = self._release_prefix + pack_items((owner, token))
         return (await client.fanout_packed(RELEASE_BUMP, packed)).count(1)
 
 

@@ -192,17 +192,20 @@ return 0
 """,
 )
 
-# Redlock per-server release. KEYS: lock, fence   ARGV: owner, channel, token
-# Raises the server's fencing counter to at least the Redlock token (max-based), then
-# compare-and-delete. Sent to every server, including those that did not answer the acquire.
+# Redlock per-server release. KEYS: lock, fence   ARGV: owner, token
+# Raises the server's fencing counter to at least the Redlock token (max-based; 0 when the tokens
+# come from the CP store: nothing to raise), then compare-and-delete. Sent to every server,
+# including those that did not answer the acquire. Nothing is published: Redlock waiters retry on a
+# jittered timer (a wake-up would have to reach a quorum of subscriptions to mean anything).
 RELEASE_BUMP = Script(
     "release_bump",
     """
-local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[3]) > cur then redis.call('SET', KEYS[2], ARGV[3]) end
+local token = tonumber(ARGV[2])
+if token > 0 and token > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], '*')
 return 1
 """,
 )
