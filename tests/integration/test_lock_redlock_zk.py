@@ -68,6 +68,44 @@ def test_redlock_contention_no_lost_updates_and_no_orphans(five: list[RedisServe
     assert all_keys(five) == [[b"stalwart:lock:{rl}:fence"]] * 5
 
 
+def test_redlock_ten_thousand_cycles_leave_nothing_behind(five: list[RedisServer]) -> None:
+    """The issue's 10,000 cycles for Redlock: on every server only the fencing counter is left,
+    the script cache holds the Redlock scripts only, nothing subscribes, no timer or task runs."""
+    urls = [s.url for s in five]
+    for server in five:
+        with redis.Redis.from_url(server.url) as r:
+            r.script_flush()
+
+    async def body() -> None:
+        async with RedlockClient(urls) as client:
+            locks = [Redlock(client, f"cyc-{i}", ttl=5.0) for i in range(4)]
+
+            async def cycles(lock: Redlock, n: int) -> int:
+                token = 0
+                for _ in range(n):
+                    held = await lock.acquire()
+                    assert held.token > token  # strictly increasing per lock name
+                    token = held.token
+                    await held.release()
+                return token
+
+            assert await asyncio.gather(*(cycles(lock, 2500) for lock in locks)) == [2500] * 4
+            assert not client.watchdog.running and client.watchdog.leases == 0
+            assert not client._inflight  # every fan-out was answered
+            assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("stalwart-")]
+
+    run(body)
+    fences = [f"stalwart:lock:{{cyc-{i}}}:fence" for i in range(4)]
+    for server in five:
+        with redis.Redis.from_url(server.url) as r:
+            assert sorted(r.keys("*")) == sorted(f.encode() for f in fences)
+            assert [int(r.get(f) or 0) for f in fences] == [2500] * 4
+            # Acquire and release by SHA, each loaded once after the flush (NOSCRIPT): no per-call EVAL.
+            assert r.info("memory")["number_of_cached_scripts"] == 2
+            assert r.pubsub_channels() == [] and r.pubsub_numpat() == 0
+            assert not any(int(c.get("sub", 0)) or int(c.get("psub", 0)) for c in r.client_list())
+
+
 def test_redlock_survives_minority_failure_and_refuses_without_quorum(five: list[RedisServer]) -> None:
     urls = [s.url for s in five]
 
