@@ -7,9 +7,9 @@ from typing import Any, cast
 
 import pytest
 
-from stalwart.client import AsyncKVClient, KVOutcomeUnknownError
+from stalwart.client import AsyncKVClient, KVOutcomeUnknownError, KVRequestError, KVUnavailableError
 from stalwart.errors import ConfigError
-from stalwart.lock import BackendUnavailable, KVTokenSource
+from stalwart.lock import BackendError, BackendUnavailable, KVTokenSource
 
 
 class FakeStore:
@@ -46,3 +46,21 @@ def test_lock_kv_tokens_are_store_revisions_and_failures_are_typed() -> None:
     asyncio.run(main())
     with pytest.raises(ConfigError):
         KVTokenSource(cast(AsyncKVClient, store), prefix="has space/")
+
+
+def test_lock_kv_tokens_a_refused_request_is_not_reported_as_retryable() -> None:
+    """A store that refuses the write as malformed will refuse it again: BackendError, not
+    BackendUnavailable (which callers treat as "retry later")."""
+    store = FakeStore()
+    tokens = KVTokenSource(cast(AsyncKVClient, store))
+
+    async def main() -> None:
+        store.fail = KVRequestError("key too long")
+        with pytest.raises(BackendError, match="refused") as info:
+            await tokens.next_token("orders")
+        assert not isinstance(info.value, BackendUnavailable)
+        store.fail = KVUnavailableError("no leader")
+        with pytest.raises(BackendUnavailable, match="no leader"):
+            await tokens.next_token("orders")
+
+    asyncio.run(main())

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from stalwart.errors import ConfigError
 from stalwart.lock._conn import ConnPool
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable
-from stalwart.lock._held import Held
+from stalwart.lock._held import Held, check_drift_factor
 from stalwart.lock._resp import RedisAddress, pack
 from stalwart.lock._scripts import Script
 from stalwart.lock._waker import Waker
@@ -81,7 +81,7 @@ class RedisBackend:
             raise ConfigError("timeouts must be positive and max_connections at least 1")
         self.url = url
         self.op_timeout_s = op_timeout_s
-        self.drift_factor = drift_factor
+        self.drift_factor = check_drift_factor(drift_factor)
         self.pool = ConnPool(
             url,
             op_timeout_s=op_timeout_s,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import redis.exceptions
 
 from stalwart.errors import ConfigError
-from stalwart.lock._backend import RedisBackend, expect_pair, map_error
+from stalwart.lock._backend import RedisBackend, map_error
 from stalwart.lock._errors import BackendProtocolError, StaleToken
 from stalwart.lock._redis import shared_backend
 from stalwart.lock._scripts import FENCED_WRITE
 
 MAX_VALUE_BYTES = 512 * 1024 * 1024
+#: Tokens are 64-bit, like every counter that issues them (Redis INCR, ZooKeeper czxid, store
+#: revisions); a bound also keeps the server-side comparison to at most 20 digits.
+MAX_TOKEN = 2**64 - 1
 
 
 class FencedResource:
@@ -34,13 +37,20 @@ class FencedResource:
 
     async def write(self, token: int, value: bytes | str) -> None:
         """Write ``value`` under ``token``; :class:`StaleToken` if a higher token already wrote."""
-        if type(token) is not int or token < 0:
-            raise ConfigError(f"a fencing token is a non-negative int, got {token!r}")
-        if len(value) > MAX_VALUE_BYTES:
-            raise ConfigError("value too large for a Redis string")
-        ok, highest = expect_pair(
-            await self._backend().run(FENCED_WRITE, (self.key,), (token, value)), "fenced write"
-        )
+        if type(token) is not int or not 0 <= token <= MAX_TOKEN:
+            raise ConfigError(f"a fencing token is an int in [0, 2**64), got {token!r}")
+        size = len(value) if isinstance(value, bytes) else len(value.encode())
+        if size > MAX_VALUE_BYTES:
+            raise ConfigError(f"value of {size} bytes is too large for a Redis string")
+        reply = await self._backend().run(FENCED_WRITE, (self.key,), (token, value))
+        # {ok, highest}: highest as a decimal string (exact at any size; see FENCED_WRITE).
+        if type(reply) is not list or len(reply) != 2 or type(reply[0]) is not int:
+            raise BackendProtocolError(f"fenced write: expected [int, decimal], got {reply!r:.200}")
+        ok, highest = reply
+        try:
+            highest = int(highest)
+        except (TypeError, ValueError):
+            raise BackendProtocolError(f"fenced write: bad highest token {highest!r:.100}") from None
         if ok != 1:
             raise StaleToken(self.key, token, highest)
 
@@ -61,4 +71,4 @@ class FencedResource:
         return int(token), value
 
 
-__all__ = ["FencedResource"]
+__all__ = ["MAX_TOKEN", "FencedResource"]

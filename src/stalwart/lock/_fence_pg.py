@@ -110,6 +110,10 @@ class FencedRow:
         where = f"{self.table}[{self.key_column}={key!r}]"
         if row is None:
             return LockError(f"fenced update of {where}: no such row")
+        if row[0] is None:  # NULL <= token is never true: every write would be refused
+            return LockError(
+                f"fenced update of {where}: its fence column is NULL (make it NOT NULL DEFAULT 0)"
+            )
         return StaleToken(where, token, int(row[0]))
 
     async def update(

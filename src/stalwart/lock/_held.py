@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from stalwart.errors import ConfigError
 from stalwart.lock._errors import LockError, LockLost
 
 LostCallback = Callable[["Held"], object]
@@ -35,9 +36,24 @@ _CALLBACK_TASKS: set[asyncio.Task[Any]] = set()
 log = logging.getLogger("stalwart.lock")
 
 
+#: A drift allowance of half the TTL or more would leave leases too short to act on.
+MAX_DRIFT_FACTOR = 0.5
+
+
 def drift_allowance_s(ttl_s: float, drift_factor: float) -> float:
     """The clock-drift allowance subtracted from every lease (the Redlock formula)."""
     return ttl_s * drift_factor + DRIFT_FLOOR_S
+
+
+def check_drift_factor(drift_factor: float) -> float:
+    """``drift_factor`` if it is in [0, 0.5), else :class:`ConfigError`.
+
+    With the TTL floor of 10 ms this keeps every new lease's validity positive:
+    ttl * (1 - drift_factor) >= 5 ms > the 2 ms floor of the allowance.
+    """
+    if not isinstance(drift_factor, int | float) or not 0 <= drift_factor < MAX_DRIFT_FACTOR:
+        raise ConfigError(f"drift_factor must be in [0, {MAX_DRIFT_FACTOR}), got {drift_factor!r}")
+    return float(drift_factor)
 
 
 class Held:
@@ -108,7 +124,8 @@ class Held:
         self._pid = os.getpid()
         self._depth = 1
         self._listeners: list[Callable[[Held], None]] = []
-        # A lease must leave some time to act on it, otherwise the acquirer should not return it.
+        # A lease leaves time to act on it: ttl >= 10 ms (check_ttl) and drift_factor < 0.5
+        # (check_drift_factor, in every backend's constructor) make ttl - drift >= 3 ms.
         assert self._deadline > sent_at, "acquired a lease with no validity left"
 
     def __repr__(self) -> str:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from stalwart.client import AsyncKVClient, KVError
+from stalwart.client import AsyncKVClient, KVError, KVRequestError
 from stalwart.errors import ConfigError
-from stalwart.lock._errors import BackendUnavailable
+from stalwart.lock._errors import BackendError, BackendUnavailable
 
 DEFAULT_PREFIX = "stalwart/fence/"
 _PREFIX_RE = re.compile(r"^[\x21-\x7e]{0,200}$")
@@ -46,6 +46,8 @@ class KVTokenSource:
     async def next_token(self, name: str) -> int:
         try:
             revision = await self._client.put(self._prefix + name, b"")
+        except KVRequestError as exc:  # refused as malformed: retrying cannot help
+            raise BackendError(f"fencing token for {name!r}: the CP store refused the write: {exc}") from exc
         except KVError as exc:  # the store is down, or the write's outcome is unknown
             raise BackendUnavailable(f"fencing token for {name!r} from the CP store: {exc}") from exc
         if type(revision) is not int or revision < 1:

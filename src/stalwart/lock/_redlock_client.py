@@ -12,7 +12,7 @@ from typing import Any, cast
 from stalwart.errors import ConfigError
 from stalwart.lock._backend import Arg
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable, LockError
-from stalwart.lock._held import Held
+from stalwart.lock._held import Held, check_drift_factor
 from stalwart.lock._resp import Gather, RedisAddress, RespConnection, RespError, pack, request_all
 from stalwart.lock._scripts import RENEW, Script
 from stalwart.lock._watchdog import Watchdog
@@ -45,7 +45,7 @@ class RedlockClient:
         self.quorum = len(urls) // 2 + 1
         self.server_timeout_s = server_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.drift_factor = drift_factor
+        self.drift_factor = check_drift_factor(drift_factor)
         self._conns: list[RespConnection | None] = [None] * len(urls)
         self._connecting: list[asyncio.Task[RespConnection] | None] = [None] * len(urls)
         self._cold_tasks: set[asyncio.Task[Any]] = set()

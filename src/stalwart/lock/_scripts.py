@@ -221,15 +221,28 @@ return cur
 )
 
 # FencedResource write. KEYS: resource hash   ARGV: token, value
-# Rejects a token lower than the highest seen; returns {1, previous_highest} or {0, highest}.
+# Rejects a token lower than the highest seen; returns {1, previous_highest} or {0, highest}, the
+# highest as a decimal string ('-1': none yet). Tokens are canonical non-negative decimals (the
+# client sends str(int): no sign, no leading zero), compared exactly as digit strings: Lua numbers
+# are doubles, so tonumber() would make 2^53 + 1 equal to 2^53 and let the lower token through.
+# (Byte by byte rather than with '<': Lua's string '<' goes through the server's locale.)
 FENCED_WRITE = Script(
     "fenced_write",
     """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'token') or '-1')
-local tok = tonumber(ARGV[1])
-if tok < cur then return {0, cur} end
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
-return {1, cur}
+local cur = redis.call('HGET', KEYS[1], 'token')
+local tok = ARGV[1]
+if cur then
+  local lower = #tok < #cur
+  if #tok == #cur then
+    for i = 1, #tok do
+      local a, b = string.byte(tok, i), string.byte(cur, i)
+      if a ~= b then lower = a < b; break end
+    end
+  end
+  if lower then return {0, cur} end
+end
+redis.call('HSET', KEYS[1], 'token', tok, 'value', ARGV[2])
+return {1, cur or '-1'}
 """,
 )
 
