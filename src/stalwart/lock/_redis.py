@@ -285,7 +285,14 @@ class RedisLock(_LockBase):
             # subscription is confirmed already), so the wait's first try is the only one.
             first_try = False
         if first_try or not blocking:
-            result = await self._try(backend, owner, blocking and self.fair, attempt)
+            try:
+                result = await self._try(backend, owner, blocking and self.fair, attempt)
+            except BaseException:
+                # A cancellation (or a lost reply) can land after the server granted the lock
+                # (or queued our ticket): undo it, as after a failed wait. Costs nothing when the
+                # try returns; the uncontended path stays one round trip.
+                await asyncio.shield(self._abandon(backend, owner))
+                raise
             if isinstance(result, Held):
                 return result
         if not blocking:

@@ -100,6 +100,20 @@ return 1
 """,
 )
 
+# KEYS: w, i   ARGV: owner, channel    A writer that gives up (timeout, cancel, error): drop the
+# write lock if a try of ours took it AND withdraw our intent, atomically, then wake the waiters.
+# Left behind, the intent would keep new readers out for intent_ms although no writer waits.
+ABANDON_WRITE = Script(
+    "abandon_write",
+    """
+local n = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); n = 1 end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]); n = 1 end
+if n == 1 then redis.call('PUBLISH', ARGV[2], '*') end
+return n
+""",
+)
+
 # KEYS: zset   ARGV: owner, ttl_ms    Renew one member's lease if it has not expired.
 RENEW_SHARE = Script(
     "renew_share",
@@ -158,13 +172,20 @@ class _LeaseLock(_LockBase):
     async def _acquire(
         self, timeout: float | None, blocking: bool, channel: str, attempt: Attempt, abandon: Script
     ) -> Held:
+        self._refuse_reentry()
         backend = self._backend()
         owner = new_owner()
-        result = await attempt(owner, blocking)
+        try:
+            result = await attempt(owner, blocking)
+        except BaseException:
+            # A cancellation (or a lost reply) can land after the server ran the try: it may hold
+            # a share/slot (and a writer's intent) that no handle will ever renew or release.
+            await asyncio.shield(self._undo(backend, abandon, owner, channel))
+            raise
         if isinstance(result, Held):
             return result
         if not blocking:
-            raise NotAcquired(self.name)
+            raise NotAcquired(self.name)  # a non-blocking try takes nothing when it fails
         try:
             return await self._bounded(
                 timeout,
@@ -183,6 +204,15 @@ class _LeaseLock(_LockBase):
     @abc.abstractmethod
     def _undo_keys(self, script: Script) -> Sequence[str]:
         """The keys that the abandon script ``script`` needs for this primitive."""
+
+    def _live_in_task(self) -> int:
+        """How many handles of this object the current task holds through ``async with``."""
+        stack = self._by_task.get(asyncio.current_task())
+        return sum(1 for h in stack if not h.released and not h.lost.is_set()) if stack else 0
+
+    @abc.abstractmethod
+    def _refuse_reentry(self) -> None:
+        """Raise LockError if this task's acquire could only wait for itself (never reentrant)."""
 
     def _held(
         self,
@@ -288,11 +318,18 @@ class _RWSide(_LeaseLock):
         self._intent_ms = int(max(3 * poll_max_s, 0.05) * 1000)
 
     async def acquire(self, timeout: float | None = None, *, blocking: bool = True) -> Held:
-        abandon = RELEASE_WRITE if self._write else RELEASE_SHARE
+        abandon = ABANDON_WRITE if self._write else RELEASE_SHARE
         return await self._acquire(timeout, blocking, self._rw.channel, self._attempt, abandon)
 
     def _undo_keys(self, script: Script) -> Sequence[str]:
-        return (self._rw.keys[0],) if script is RELEASE_WRITE else (self._rw.keys[1],)
+        w, r, i, _ = self._rw.keys
+        return (w, i) if script is ABANDON_WRITE else (r,)
+
+    def _refuse_reentry(self) -> None:
+        # Any nesting can wait for itself: a write waits for our own read share or write, and a
+        # nested read waits for a writer's intent while that writer waits for our outer read.
+        if self._rw.read()._live_in_task() or self._rw.write()._live_in_task():
+            raise LockError(f"read/write lock {self.name!r} is already held by this task (not reentrant)")
 
     async def _attempt(self, owner: str, queue: bool) -> Held | int:
         backend = self._backend()
@@ -359,6 +396,11 @@ class RedisSemaphore(_LeaseLock):
 
     def _undo_keys(self, script: Script) -> Sequence[str]:
         return (self.keys[0],)
+
+    def _refuse_reentry(self) -> None:
+        # With all `limit` slots held by this very task, the acquire could only wait for itself.
+        if self._live_in_task() >= self.limit:
+            raise LockError(f"semaphore {self.name!r}: this task already holds all {self.limit} slots")
 
     async def _attempt(self, owner: str, queue: bool) -> Held | int:
         del queue  # a semaphore has no FIFO queue
