@@ -223,3 +223,29 @@ def test_the_same_task_cannot_acquire_its_own_lock_again(zookeeper_server: ZooKe
             await (await waiter).release()
 
     run(body)
+
+
+def test_a_deleted_lock_parent_is_a_typed_error_for_the_waiter(zookeeper_server: ZooKeeperServer) -> None:
+    """Someone deletes the lock's parent znode (and with it every lock node) under a waiter: the
+    waiter's next listing finds no parent. That was a raw kazoo NoNodeError; it is the typed
+    BackendUnavailable ("our lock node vanished") like any other loss of the waiter's node."""
+
+    async def main() -> None:
+        async with ZooKeeperClient(zookeeper_server.hosts) as a, ZooKeeperClient(zookeeper_server.hosts) as b:
+            await ZooKeeperLock(a, "zk-parent").acquire()
+            waiter = asyncio.ensure_future(ZooKeeperLock(b, "zk-parent").acquire())
+            async with asyncio.timeout(5):
+                while len(await children(a, "zk-parent")) < 2:
+                    await asyncio.sleep(0.02)
+            # Every lock node and the parent in one multi-op: the waiter's watch fires only once
+            # the parent is gone, so its next listing is the one that finds no parent.
+            parent = f"{a.root}/zk-parent"
+            txn = a.kazoo.transaction()
+            for child in await children(a, "zk-parent"):
+                txn.delete(f"{parent}/{child}")
+            txn.delete(parent)
+            await a.call(txn.commit_async(), "multi")
+            with pytest.raises(BackendUnavailable, match="vanished"):
+                await asyncio.wait_for(waiter, 5)
+
+    run(main)

@@ -399,7 +399,10 @@ class ZooKeeperLock(_LockBase):
         kz = client.kazoo
         loop = asyncio.get_running_loop()
         while True:
-            children = await client.call(kz.get_children_async(parent), "get_children")
+            try:
+                children = await client.call(kz.get_children_async(parent), "get_children")
+            except NoNodeError:  # someone deleted the lock's parent, and our node with it
+                children = []
             ordered = sorted((c for c in children if c.startswith(_PREFIX)), key=_sequence)
             if me not in ordered:
                 raise BackendUnavailable("our lock node vanished: the ZooKeeper session expired")
