@@ -254,3 +254,28 @@ def test_semaphore_nested_past_its_limit_in_one_task_raises(url: str) -> None:
                 pass
 
     run(body)
+
+
+def test_a_lease_the_drift_allowance_consumes_is_refused_typed_and_given_back(
+    redis_server: RedisServer,
+) -> None:
+    """drift_factor 0.9 on a 10 ms TTL leaves 1 ms, less than the allowance's 2 ms floor: the
+    acquire raises LockError (it was a bare AssertionError out of Held) and gives back the slot,
+    share or lock the server granted, so the next acquire with a sane TTL gets it at once."""
+    flush(redis_server)
+
+    async def body() -> None:
+        async with RedisBackend(redis_server.url, drift_factor=0.9) as backend:
+            for make in (
+                lambda ttl: RedisSemaphore(backend, "drift-sem", 1, ttl=ttl),
+                lambda ttl: RedisRWLock(backend, "drift-rw", ttl=ttl).write(),
+                lambda ttl: RedisRWLock(backend, "drift-rw", ttl=ttl).read(),
+                lambda ttl: RedisLock(backend, "drift-mutex", ttl=ttl),
+            ):
+                with pytest.raises(LockError, match="no validity"):
+                    await make(0.01).acquire(blocking=False)
+                held = await make(10.0).acquire(blocking=False)  # nothing left behind
+                assert held.remaining_s > 0.5
+                await held.release()
+
+    run(body)

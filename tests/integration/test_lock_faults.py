@@ -144,7 +144,9 @@ def test_fake_server_gives_typed_error_without_hanging(mode: str, error: type[Ba
                     t0 = time.monotonic()
                     with pytest.raises(error):
                         await RedisLock(backend, "x").acquire(timeout=5)
-                    assert time.monotonic() - t0 < 2.0
+                    # The try's op timeout, then (after a failed try the server may still have
+                    # granted the lock) the clean-up's, at most one retry: well under the 5 s.
+                    assert time.monotonic() - t0 < 3.5
                     with pytest.raises(error):
                         await FencedResource(backend, "k").write(1, b"v")
             async with RedlockClient([url], server_timeout_s=0.3) as client:

@@ -36,8 +36,8 @@ _CALLBACK_TASKS: set[asyncio.Task[Any]] = set()
 log = logging.getLogger("stalwart.lock")
 
 
-#: A drift allowance of half the TTL or more would leave leases too short to act on.
-MAX_DRIFT_FACTOR = 0.5
+#: A drift allowance of the whole TTL or more would leave no lease at all.
+MAX_DRIFT_FACTOR = 1.0
 
 
 def drift_allowance_s(ttl_s: float, drift_factor: float) -> float:
@@ -46,10 +46,10 @@ def drift_allowance_s(ttl_s: float, drift_factor: float) -> float:
 
 
 def check_drift_factor(drift_factor: float) -> float:
-    """``drift_factor`` if it is in [0, 0.5), else :class:`ConfigError`.
+    """``drift_factor`` if it is in [0, 1), else :class:`ConfigError`.
 
-    With the TTL floor of 10 ms this keeps every new lease's validity positive:
-    ttl * (1 - drift_factor) >= 5 ms > the 2 ms floor of the allowance.
+    A factor near 1 still leaves a lease with a long TTL some validity (a test uses 0.9 with a
+    10 s TTL); a lease whose TTL it consumes entirely is refused when acquired (LockError).
     """
     if not isinstance(drift_factor, int | float) or not 0 <= drift_factor < MAX_DRIFT_FACTOR:
         raise ConfigError(f"drift_factor must be in [0, {MAX_DRIFT_FACTOR}), got {drift_factor!r}")
@@ -124,9 +124,13 @@ class Held:
         self._pid = os.getpid()
         self._depth = 1
         self._listeners: list[Callable[[Held], None]] = []
-        # A lease leaves time to act on it: ttl >= 10 ms (check_ttl) and drift_factor < 0.5
-        # (check_drift_factor, in every backend's constructor) make ttl - drift >= 3 ms.
-        assert self._deadline > sent_at, "acquired a lease with no validity left"
+        if self._deadline <= sent_at:
+            # ttl * (1 - drift_factor) <= the 2 ms floor: nothing left to act on. A typed error:
+            # the acquirers' clean-up then gives back what the server granted.
+            raise LockError(
+                f"a lease of {ttl_s} s leaves no validity after the drift allowance of {drift_s:.3f} s:"
+                " use a longer ttl or a smaller drift_factor"
+            )
 
     def __repr__(self) -> str:
         state = "released" if self._released else ("lost" if self.lost.is_set() else "held")

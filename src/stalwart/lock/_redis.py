@@ -334,6 +334,11 @@ class RedisLock(_LockBase):
             # The reply came too late to be of any use: give it up, but keep the ticket (the
             # wait goes on with it).
             await self._abandon(backend, owner, withdraw=False)
+            if self.ttl_s <= drift_s:  # not a slow reply: no reply could ever be in time
+                raise LockError(
+                    f"a lease of {self.ttl_s} s leaves no validity after the drift allowance of"
+                    f" {drift_s:.3f} s: use a longer ttl or a smaller drift_factor"
+                )
             return -1
         return self._held(backend, owner, value, sent_at)
 
