@@ -7,7 +7,7 @@ and measures, in one process on the same machine:
 
 - uncontended acquire+release latency (median per run, then the median of the runs), for the bare
   floor (SET NX PX + EVALSHA compare-and-delete, sync and asyncio), the raw fan-out floors (the
-  lock's own acquire and release scripts sent over bare asyncio Protocols to 1 server and to 5
+  locks' own acquire and release requests sent over bare asyncio Protocols to 1 server and to 5
   servers at once, waiting for every reply: what the machine allows before any client code),
   stalwart RedisLock (asyncio
   and the blocking wrapper), redis-py's Lock (sync and asyncio), python-redis-lock, pottery's
@@ -230,17 +230,19 @@ def pack(*args: str | int) -> bytes:
 
 
 def raw_floor_cycle(fan: RawFanout, key: str) -> AsyncCycle:
-    """The lock's own scripts, bare: EVALSHA acquire (a 2-item array: 3 lines) and release (an
-    integer: 1 line); with several servers, Redlock's release script (it also bumps the counter)."""
-    release = RELEASE_SCRIPT if len(fan.conns) == 1 else RELEASE_BUMP
+    """The locks' own requests, bare. One server, RedisLock's: EVALSHA acquire (a 2-item array: 3
+    lines) and release (an integer: 1 line). Several, Redlock's: the MULTI / SET NX PX / INCR /
+    EXEC acquire (+OK, 2 x +QUEUED, a 2-item array: 6 lines) and its release script (1 line)."""
 
     async def cycle() -> None:
         owner = os.urandom(16).hex()
-        await fan.call(pack("EVALSHA", ACQUIRE_FAST.sha, 2, key, key + ":fence", owner, 10000), 3)
-        if release is RELEASE_SCRIPT:
-            await fan.call(pack("EVALSHA", release.sha, 1, key, owner, key + ":wake"), 1)
+        if len(fan.conns) == 1:
+            await fan.call(pack("EVALSHA", ACQUIRE_FAST.sha, 2, key, key + ":fence", owner, 10000), 3)
+            await fan.call(pack("EVALSHA", RELEASE_SCRIPT.sha, 1, key, owner, key + ":wake"), 1)
         else:
-            await fan.call(pack("EVALSHA", release.sha, 2, key, key + ":fence", owner, 0), 1)
+            acquire = pack("SET", key, owner, "NX", "PX", 10000) + pack("INCR", key + ":fence")
+            await fan.call(pack("MULTI") + acquire + pack("EXEC"), 6)
+            await fan.call(pack("EVALSHA", RELEASE_BUMP.sha, 2, key, key + ":fence", owner, 0), 1)
 
     return cycle
 

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from stalwart.lock import BackendProtocolError, BackendUnavailable, NotAcquired, Redlock, RedlockClient
+from stalwart.lock._resp import _Incomplete, parse
 from tests.integration._locks import run
 from tests.servers.redis import RedisServer, five, flush, redis_servers5
 
@@ -71,8 +72,28 @@ async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def wrong_shape(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while await reader.read(65536):  # one request per read: the fan-outs here are sequential
-        writer.write(b":5\r\n")  # valid RESP, but not the acquire script's pair
+    """Valid RESP, wrong answers: EXEC answers an integer (not [OK or nil, integer]) and so does
+    every other command; MULTI and queued commands are acknowledged as Redis does."""
+    buf, in_multi = b"", False
+    while data := await reader.read(65536):
+        buf += data
+        pos, out = 0, []
+        while True:
+            try:
+                command, pos = parse(buf, pos)
+            except _Incomplete:
+                break
+            name = command[0].upper()
+            if name == b"MULTI":
+                in_multi = True
+                out.append(b"+OK\r\n")
+            elif name == b"EXEC":
+                in_multi = False
+                out.append(b":5\r\n")
+            else:
+                out.append(b"+QUEUED\r\n" if in_multi else b":5\r\n")
+        buf = buf[pos:]
+        writer.write(b"".join(out))
 
 
 async def close_after_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -131,7 +152,7 @@ def test_a_wrong_reply_is_a_typed_error_and_the_others_are_released(five: list[R
         urls = [s.url for s in five[:2]] + [bad] + [s.url for s in five[2:4]]
         try:
             async with RedlockClient(urls, server_timeout_s=0.5) as client:
-                with pytest.raises(BackendProtocolError, match="expected a pair of integers") as info:
+                with pytest.raises(BackendProtocolError, match="expected EXEC's") as info:
                     await Redlock(client, "wrong").acquire(blocking=False)
                 assert bad in str(info.value)  # names the server
                 assert not client.watchdog.running

@@ -320,3 +320,77 @@ def test_a_bad_integer_reply_breaks_the_connection_with_a_protocol_error() -> No
         assert not conn.usable
 
     asyncio.run(main())
+
+
+# -- transactions: acknowledgements before EXEC's reply -------------------------------------------
+
+
+@given(st.lists(st.integers(min_value=1, max_value=12), max_size=8))
+def test_a_transactions_acks_are_dropped_and_exec_answers_the_slot(cuts: list[int]) -> None:
+    """Redlock's acquire is MULTI / SET / INCR / EXEC: three acknowledgements, then EXEC's array.
+    Two transactions and a plain reply, split anywhere: each slot gets EXEC's reply, in order."""
+
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        loop = asyncio.get_running_loop()
+        gathers = [Gather(1, loop.create_future()) for _ in range(3)]
+        request_all([conn], b"MULTI...", gathers[0], 0, 3)
+        request_all([conn], b"MULTI...", gathers[1], 0, 3)
+        plain = conn.request(b"PING")
+        won = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:7\r\n"
+        lost = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$-1\r\n:8\r\n"
+        stream = won + lost + b"+PONG\r\n"
+        pos = 0
+        for cut in cuts:
+            conn.data_received(stream[pos : pos + cut])
+            pos += cut
+        conn.data_received(stream[pos:])
+        assert [g.results[0] for g in gathers[:2]] == [[b"OK", 7], [None, 8]]
+        assert plain.result() == b"PONG"
+        assert conn.broken is None and not conn._pending
+        conn.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("ack", [b":5\r\n", b"*1\r\n:1\r\n", b"$-1\r\n", b"+PONG\r\n"])
+def test_anything_but_ok_queued_or_an_error_as_an_ack_breaks_the_connection(ack: bytes) -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        gather = Gather(1, asyncio.get_running_loop().create_future())
+        request_all([conn], b"MULTI...", gather, 0, 3)
+        conn.data_received(ack)
+        assert isinstance(conn.broken, BackendProtocolError)
+        assert isinstance(gather.results[0], BackendProtocolError)
+
+    asyncio.run(main())
+
+
+def test_an_error_inside_the_transaction_reaches_the_slot_through_exec() -> None:
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        gather = Gather(1, asyncio.get_running_loop().create_future())
+        request_all([conn], b"MULTI...", gather, 0, 3)
+        conn.data_received(b"+OK\r\n-ERR bad\r\n+QUEUED\r\n-EXECABORT discarded\r\n")
+        assert conn.broken is None
+        assert isinstance(gather.results[0], RespError) and "EXECABORT" in gather.results[0].message
+
+    asyncio.run(main())
+
+
+def test_replies_to_a_fire_and_forget_request_are_dropped_whatever_they_are() -> None:
+    """Redlock preloads its scripts on each new connection without waiting: the SCRIPT LOAD
+    replies (bulk strings, or errors) are dropped and the next request gets its own reply."""
+
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        conn.send_ignoring_replies(b"SCRIPT LOAD x; SCRIPT LOAD y", 2)
+        plain = conn.request(b"PING")
+        conn.data_received(b"$40\r\n" + b"a" * 40 + b"\r\n-ERR no\r\n:1\r\n")
+        assert plain.result() == 1 and conn.broken is None and not conn._pending
+
+    asyncio.run(main())

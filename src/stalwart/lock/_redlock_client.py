@@ -14,11 +14,14 @@ from stalwart.lock._backend import Arg
 from stalwart.lock._errors import BackendError, BackendProtocolError, BackendUnavailable, LockError
 from stalwart.lock._held import Held, check_drift_factor
 from stalwart.lock._resp import Gather, RedisAddress, RespConnection, RespError, pack, request_all
-from stalwart.lock._scripts import RENEW, Script
+from stalwart.lock._scripts import BUMP, RELEASE_BUMP, RENEW, Script
 from stalwart.lock._watchdog import Watchdog
 
 #: Upper bound on Redlock servers (a fan-out larger than this is a configuration mistake).
 MAX_SERVERS = 15
+#: The scripts Redlock calls by SHA, loaded on every new connection.
+_PRELOADED = (RELEASE_BUMP, RENEW, BUMP)
+_PRELOAD = b"".join(pack(("SCRIPT", "LOAD", s.source)) for s in _PRELOADED)
 _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], RedlockClient]] = (
     weakref.WeakKeyDictionary()
 )
@@ -84,8 +87,9 @@ class RedlockClient:
         """
         return await self.fanout_packed(script, pack(("EVALSHA", script.sha, len(keys), *keys, *args)))
 
-    async def fanout_packed(self, script: Script, packed: bytes) -> list[Any]:
-        """:meth:`fanout` of an already encoded ``EVALSHA`` of ``script``.
+    async def fanout_packed(self, script: Script | None, packed: bytes, acks: int = 0) -> list[Any]:
+        """:meth:`fanout` of an already encoded ``EVALSHA`` of ``script``, or (``script`` None) of
+        a ``MULTI`` ... ``EXEC`` transaction whose first ``acks`` replies only acknowledge.
 
         The same bytes are written to every open connection, and ONE future (a :class:`Gather`)
         is resolved when the last reply arrived or, through the client's one sweeper timer, at the
@@ -100,10 +104,10 @@ class RedlockClient:
             )
         loop = asyncio.get_running_loop()
         gather = Gather(len(self._conns), loop.create_future())
-        cold = request_all(self._conns, packed, gather)
+        cold = request_all(self._conns, packed, gather, 0, acks)
         if gather.remaining:
             deadline = loop.time() + self.server_timeout_s
-            tasks = [self._start_cold(gather, i, packed, deadline) for i in cold] if cold else []
+            tasks = [self._start_cold(gather, i, packed, deadline, acks) for i in cold] if cold else []
             # No timer per call: one sweeper per client, armed for the earliest deadline in flight
             # (on loopback nearly every fan-out completes long before it would fire).
             self._inflight[gather] = deadline
@@ -123,13 +127,13 @@ class RedlockClient:
             return await self._answer_errors(script, packed, results)
         return results
 
-    async def _answer_errors(self, script: Script, packed: bytes, results: list[Any]) -> list[Any]:
+    async def _answer_errors(self, script: Script | None, packed: bytes, results: list[Any]) -> list[Any]:
         """Turn error replies into typed errors; a server that lost its scripts gets them loaded."""
         for i, first in enumerate(results):
             if type(first) is not RespError:
                 continue
             answer: Any = first
-            if first.message.startswith("NOSCRIPT"):
+            if script is not None and first.message.startswith("NOSCRIPT"):
                 # That server lost its scripts (a restart): load the script and ask once more.
                 try:
                     async with asyncio.timeout(self.server_timeout_s):
@@ -139,7 +143,8 @@ class RedlockClient:
                 except (BackendError, TimeoutError) as exc:
                     answer = exc
             if isinstance(answer, RespError):
-                answer = BackendProtocolError(f"{script.name} on {self.urls[i]}: {answer.message}")
+                what = script.name if script is not None else "transaction"
+                answer = BackendProtocolError(f"{what} on {self.urls[i]}: {answer.message}")
             results[i] = answer
         return results
 
@@ -158,8 +163,10 @@ class RedlockClient:
     def _no_reply(self, i: int) -> BackendUnavailable:
         return BackendUnavailable(f"{self.urls[i]}: no reply within {self.server_timeout_s} s")
 
-    def _start_cold(self, gather: Gather, i: int, packed: bytes, deadline: float) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(self._cold_call(i, packed, deadline))
+    def _start_cold(
+        self, gather: Gather, i: int, packed: bytes, deadline: float, acks: int = 0
+    ) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(self._cold_call(i, packed, deadline, acks))
         self._cold_tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -173,11 +180,11 @@ class RedlockClient:
         task.add_done_callback(done)
         return task
 
-    async def _cold_call(self, i: int, packed: bytes, deadline: float) -> Any:
+    async def _cold_call(self, i: int, packed: bytes, deadline: float, acks: int = 0) -> Any:
         try:
             async with asyncio.timeout_at(deadline):
                 conn = await self._connection(i)
-                return await conn.request(packed)
+                return await conn.request(packed, acks)
         except TimeoutError:
             return BackendUnavailable(f"{self.urls[i]}: no reply within {self.server_timeout_s} s")
         except BackendError as exc:
@@ -195,6 +202,12 @@ class RedlockClient:
 
     async def _open(self, i: int) -> RespConnection:
         conn = await RespConnection.open(self._servers[i], self.connect_timeout_s)
+        # The scripts, loaded ahead of any request on this connection (no round trip: the replies
+        # are dropped; the connection is ordered, so every EVALSHA after this finds them). The
+        # acquire is a MULTI transaction that always takes effect, so a release to a server
+        # without the script (new, restarted) must not depend on a NOSCRIPT reply arriving in
+        # time: on a paused server it would not, and the lock key would stay until its TTL.
+        conn.send_ignoring_replies(_PRELOAD, len(_PRELOADED))
         self._conns[i] = conn
         return conn
 

@@ -58,6 +58,23 @@ class _Incomplete(Exception):
 MISSING: Any = object()
 
 
+class _Ack:
+    """A pending entry for a reply that only acknowledges: ``MULTI``'s ``+OK`` and a queued
+    command's ``+QUEUED`` (``strict``: anything else is garbage), or a fire-and-forget request's
+    reply (``SCRIPT LOAD`` on a new connection). It is read and dropped; whatever went wrong inside
+    a transaction shows in ``EXEC``'s reply, which answers the request's real entry."""
+
+    __slots__ = ("strict",)
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+
+
+ACK = _Ack(strict=True)
+_IGNORED = _Ack(strict=False)
+_Entry = asyncio.Future[Any] | tuple["Gather", int] | _Ack
+
+
 class Gather:
     """One fan-out's answers: a slot per server and ONE future, resolved when the last arrives.
 
@@ -171,11 +188,14 @@ def parse(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, int]:
 
 
 def request_all(
-    conns: Sequence[RespConnection | None], packed: bytes, gather: Gather, first: int = 0
+    conns: Sequence[RespConnection | None], packed: bytes, gather: Gather, first: int = 0, acks: int = 0
 ) -> list[int] | None:
     """Write the same request to every usable connection; connection ``k``'s reply (or failure)
     answers ``gather``'s slot ``first + k``. Returns the slots of the connections that are not
     usable (None, nothing sent, or closed): nothing was sent to those and nothing answered them.
+
+    ``acks``: the request is a ``MULTI`` ... ``EXEC`` transaction whose first ``acks`` replies
+    only acknowledge (``+OK``, ``+QUEUED``); they are dropped, ``EXEC``'s reply fills the slot.
 
     One call per fan-out, not one per server: this is the sending half of every Redlock call.
     """
@@ -185,7 +205,9 @@ def request_all(
             transport = conn._transport
             if transport is not None and not transport.is_closing():
                 pending = conn._pending
-                if len(pending) < MAX_PENDING:
+                if len(pending) + acks < MAX_PENDING:
+                    if acks:
+                        pending.extend([ACK] * acks)
                     pending.append((gather, k))
                     transport.write(packed)
                 else:  # a server that stopped reading: its connection goes, the slot fails
@@ -236,7 +258,7 @@ class RespConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         # A future per plain request, or (gather, slot) for a fan-out's request.
-        self._pending: collections.deque[asyncio.Future[Any] | tuple[Gather, int]] = collections.deque()
+        self._pending: collections.deque[_Entry] = collections.deque()
         self.broken: BaseException | None = None
 
     @classmethod
@@ -274,19 +296,31 @@ class RespConnection(asyncio.Protocol):
     def usable(self) -> bool:
         return self.broken is None and self._transport is not None and not self._transport.is_closing()
 
-    def request(self, packed: bytes) -> asyncio.Future[Any]:
+    def request(self, packed: bytes, acks: int = 0) -> asyncio.Future[Any]:
+        """Send ``packed``; the future gets its reply (``acks``: see :func:`request_all`)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self.usable:
             fut.set_exception(self.broken or BackendUnavailable(f"{self.where}: connection closed"))
             return fut
-        if len(self._pending) >= MAX_PENDING:
+        if len(self._pending) + acks >= MAX_PENDING:
             self._break(BackendUnavailable(f"{self.where}: {MAX_PENDING} requests unanswered"))
             fut.set_exception(self.broken or BackendUnavailable(self.where))
             return fut
         assert self._transport is not None, "usable implies a transport"
+        if acks:
+            self._pending.extend([ACK] * acks)
         self._pending.append(fut)
         self._transport.write(packed)
         return fut
+
+    def send_ignoring_replies(self, packed: bytes, replies: int) -> None:
+        """Send ``packed`` (``replies`` commands) and drop their replies, whatever they are: for
+        requests whose effect matters and whose answer does not (preloading scripts). Nothing is
+        sent on a connection that is not usable."""
+        if self.usable and len(self._pending) + replies < MAX_PENDING:
+            assert self._transport is not None, "usable implies a transport"
+            self._pending.extend([_IGNORED] * replies)
+            self._transport.write(packed)
 
     def request_into(self, packed: bytes, gather: Gather, i: int) -> None:
         """Send a request whose reply (or failure) answers ``gather``'s slot ``i``."""
@@ -342,6 +376,9 @@ class RespConnection(asyncio.Protocol):
                         gather.remaining -= 1
                         if not gather.remaining:
                             gather.future.set_result(None)
+                elif isinstance(entry, _Ack):
+                    if entry.strict:
+                        _check_ack(reply, self.where)  # EXEC's reply tells what happened
                 elif not entry.done():  # a request whose caller gave up: its reply is dropped
                     entry.set_result(reply)
         except _Incomplete:
@@ -370,6 +407,9 @@ class RespConnection(asyncio.Protocol):
                 entry = self._pending.popleft()
                 if isinstance(entry, tuple):
                     entry[0].deliver(entry[1], reply)
+                elif isinstance(entry, _Ack):
+                    if entry.strict:
+                        _check_ack(reply, self.where)  # EXEC's reply tells what happened
                 elif not entry.done():  # a request whose caller gave up: its reply is dropped
                     entry.set_result(reply)
         except _Incomplete:
@@ -399,6 +439,8 @@ class RespConnection(asyncio.Protocol):
             entry = self._pending.popleft()
             if isinstance(entry, tuple):
                 entry[0].deliver(entry[1], exc)
+            elif isinstance(entry, _Ack):
+                continue
             elif not entry.done():
                 entry.set_exception(exc)
         if self._transport is not None:
@@ -408,12 +450,20 @@ class RespConnection(asyncio.Protocol):
             self._on_close(exc)
 
 
+def _check_ack(reply: Any, where: str) -> None:
+    """A transaction's acknowledgement: ``+OK``, ``+QUEUED`` or an error (which makes ``EXEC``
+    answer with an error too); anything else is garbage."""
+    if reply not in (b"QUEUED", b"OK") and type(reply) is not RespError:  # (a list is unhashable)
+        raise BackendProtocolError(f"{where}: expected +OK or +QUEUED in a transaction, got {reply!r:.100}")
+
+
 def _expect_ok(reply: Any, where: str) -> None:
     if reply != b"OK":
         raise BackendProtocolError(f"{where}: login or SELECT refused: {reply!r:.200}")
 
 
 __all__ = [
+    "ACK",
     "MAX_DEPTH",
     "MAX_PENDING",
     "MAX_REPLY_BYTES",
