@@ -394,3 +394,74 @@ def test_replies_to_a_fire_and_forget_request_are_dropped_whatever_they_are() ->
         assert plain.result() == 1 and conn.broken is None and not conn._pending
 
     asyncio.run(main())
+
+
+# -- the connection's inline fast path decodes exactly like parse() --------------------------------
+
+
+class _Simple(bytes):
+    """A simple-string reply (``+...``): no CR or LF inside."""
+
+
+def _encode_any(reply: Any) -> bytes:
+    if isinstance(reply, _Simple):
+        return b"+" + bytes(reply) + b"\r\n"
+    if isinstance(reply, list):
+        return b"*%d\r\n" % len(reply) + b"".join(_encode_any(r) for r in reply)
+    return encode(reply)
+
+
+_any_reply = st.recursive(
+    st.one_of(
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.binary(max_size=32),
+        st.none(),
+        st.binary(max_size=16).filter(lambda b: b"\r" not in b and b"\n" not in b).map(_Simple),
+    ),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.lists(_any_reply, min_size=1, max_size=8),
+    st.lists(st.integers(min_value=1, max_value=40), max_size=10),
+    st.sampled_from(["each reply alone", "all in one", "cut anywhere"]),
+)
+def test_a_connection_decodes_any_reply_stream_exactly_like_parse(
+    stream: list[Any], cuts: list[int], segments: str
+) -> None:
+    """Whatever the segments, every request gets what the reference parser reads for its reply.
+    Whole replies in a segment take the fast path in data_received (integers and statuses
+    inline); a cut reply is buffered and takes the general path."""
+    encoded = [_encode_any(r) for r in stream]
+    expected = [parse(e, 0)[0] for e in encoded]
+
+    async def main() -> None:
+        conn = RespConnection("test")
+        conn.connection_made(_Transport())
+        futures = [conn.request(b"X") for _ in stream]
+        data, pos = b"".join(encoded), 0
+        if segments == "each reply alone":
+            for e in encoded:
+                conn.data_received(e)
+            pos = len(data)
+        elif segments == "cut anywhere":
+            for cut in cuts:
+                conn.data_received(data[pos : pos + cut])
+                pos += cut
+        if pos < len(data):
+            conn.data_received(data[pos:])
+        assert conn.broken is None
+        assert [f.result() for f in futures] == expected
+        conn.close()
+
+    asyncio.run(main())
+
+
+@given(_any_reply)
+def test_parse_round_trips_statuses_too(reply: Any) -> None:
+    """parse() against the encoder, with status replies (+OK, +QUEUED) anywhere, in arrays too
+    (EXEC's [+OK, :n] takes the inline path for status items)."""
+    data = _encode_any(reply)
+    assert parse(data, 0) == (reply, len(data))  # a _Simple equals the bytes parse() returns

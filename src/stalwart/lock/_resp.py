@@ -156,12 +156,15 @@ def parse(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, int]:
                 raise BackendProtocolError(f"array reply of {count} items is over the limit")
             if count and depth >= MAX_DEPTH:
                 raise BackendProtocolError(f"array reply nested over {MAX_DEPTH} deep")
-            items = []
+            items: list[Any] = []
             for _ in range(count):
-                # Integer items (all the lock scripts put in arrays) inline: no call per item.
+                # Integer and status items (the lock scripts and EXEC answer those) inline: no call per item.
                 end = buf.find(_CRLF, nxt)
                 if end > nxt and buf[nxt] == 58:
                     items.append(int(buf[nxt + 1 : end]))
+                    nxt = end + 2
+                elif end > nxt and buf[nxt] == 43:  # a status item: EXEC's [+OK, :n]
+                    items.append(bytes(buf[nxt + 1 : end]))
                     nxt = end + 2
                 else:  # anything else, an incomplete item or garbage: the general case
                     item, nxt = parse(buf, nxt, depth + 1)
@@ -355,13 +358,17 @@ class RespConnection(asyncio.Protocol):
         try:
             while pos < end:
                 nxt = data.find(_CRLF, pos)
-                if data[pos] == 58 and nxt > pos:  # ':' an integer
+                kind = data[pos]
+                if kind == 58 and nxt > pos:  # ':' an integer
                     try:
                         reply: Any = int(data[pos + 1 : nxt])
                     except ValueError:
                         raise BackendProtocolError(
                             f"bad integer in reply: {data[pos : pos + 32]!r}"
                         ) from None
+                    pos = nxt + 2
+                elif kind == 43 and nxt > pos:  # '+' a status: a transaction's +OK and +QUEUED
+                    reply = data[pos + 1 : nxt]
                     pos = nxt + 2
                 else:
                     reply, pos = parse(data, pos)
