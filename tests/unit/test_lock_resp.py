@@ -122,11 +122,16 @@ class _Transport(asyncio.Transport):
         pass
 
 
+def _connected() -> RespConnection:
+    conn = RespConnection("test")
+    conn.connection_made(_Transport())
+    return conn
+
+
 @given(st.lists(st.integers(min_value=1, max_value=30), max_size=6))
 def test_replies_split_anywhere_reach_their_gathers_in_order(cuts: list[int]) -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         loop = asyncio.get_running_loop()
         gathers = [Gather(1, loop.create_future()) for _ in range(3)]
         for g in gathers:
@@ -145,8 +150,7 @@ def test_replies_split_anywhere_reach_their_gathers_in_order(cuts: list[int]) ->
 
 def test_a_broken_connection_answers_pending_gathers_with_its_error() -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         gather = Gather(2, asyncio.get_running_loop().create_future())
         conn.request_into(b"PING", gather, 0)
         conn.data_received(b"?garbage\r\n")
@@ -161,8 +165,7 @@ def test_a_broken_connection_answers_pending_gathers_with_its_error() -> None:
 
 
 def _conn_with_pending() -> tuple[RespConnection, asyncio.Future[Any]]:
-    conn = RespConnection("test")
-    conn.connection_made(_Transport())
+    conn = _connected()
     return conn, conn.request(b"PING")
 
 
@@ -214,8 +217,7 @@ def test_a_reply_just_under_the_limit_split_in_segments_still_parses() -> None:
 
 def test_several_whole_replies_in_one_segment_answer_their_slots_in_order() -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         loop = asyncio.get_running_loop()
         gather = Gather(3, loop.create_future())
         fut = conn.request(b"PING")  # a plain request between two fan-out slots
@@ -232,8 +234,7 @@ def test_several_whole_replies_in_one_segment_answer_their_slots_in_order() -> N
 
 def test_a_reply_nobody_asked_for_breaks_the_connection_on_the_fast_path() -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         gather = Gather(1, asyncio.get_running_loop().create_future())
         conn.request_into(b"PING", gather, 0)
         conn.data_received(b":1\r\n:2\r\n")  # two replies to one request: the stream is out of step
@@ -254,14 +255,14 @@ def test_a_bad_integer_inside_an_array_is_a_protocol_error() -> None:
         parse(b"*2\r\n:1\r\n:4", 0)
 
 
-def test_try_request_into_on_an_unusable_connection_sends_and_answers_nothing() -> None:
+def test_request_all_on_an_unusable_connection_sends_and_answers_nothing() -> None:
     async def main() -> None:
         transport = _Transport()
         conn = RespConnection("test")
         conn.connection_made(transport)
         conn.close()
         gather = Gather(1, asyncio.get_running_loop().create_future())
-        assert conn.try_request_into(b"PING", gather, 0) is False
+        assert request_all([conn], b"PING", gather) == [0]
         assert gather.remaining == 1 and transport.sent == []  # left to the caller (a reconnect)
         conn.request_into(b"PING", gather, 0)  # the plain form answers the slot with the error
         assert isinstance(gather.results[0], BackendUnavailable)
@@ -294,8 +295,7 @@ def test_request_all_writes_the_same_bytes_to_every_usable_connection() -> None:
 
 def test_request_all_past_max_pending_breaks_that_connection_and_fails_its_slot() -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         loop = asyncio.get_running_loop()
         for _ in range(MAX_PENDING):
             conn.request(b"PING")
@@ -309,8 +309,7 @@ def test_request_all_past_max_pending_breaks_that_connection_and_fails_its_slot(
 
 def test_a_bad_integer_reply_breaks_the_connection_with_a_protocol_error() -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         gather = Gather(2, asyncio.get_running_loop().create_future())
         conn.request_into(b"PING", gather, 0)
         conn.request_into(b"PING", gather, 1)
@@ -331,8 +330,7 @@ def test_a_transactions_acks_are_dropped_and_exec_answers_the_slot(cuts: list[in
     Two transactions and a plain reply, split anywhere: each slot gets EXEC's reply, in order."""
 
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         loop = asyncio.get_running_loop()
         gathers = [Gather(1, loop.create_future()) for _ in range(3)]
         request_all([conn], b"MULTI...", gathers[0], 0, 3)
@@ -357,8 +355,7 @@ def test_a_transactions_acks_are_dropped_and_exec_answers_the_slot(cuts: list[in
 @pytest.mark.parametrize("ack", [b":5\r\n", b"*1\r\n:1\r\n", b"$-1\r\n", b"+PONG\r\n"])
 def test_anything_but_ok_queued_or_an_error_as_an_ack_breaks_the_connection(ack: bytes) -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         gather = Gather(1, asyncio.get_running_loop().create_future())
         request_all([conn], b"MULTI...", gather, 0, 3)
         conn.data_received(ack)
@@ -370,8 +367,7 @@ def test_anything_but_ok_queued_or_an_error_as_an_ack_breaks_the_connection(ack:
 
 def test_an_error_inside_the_transaction_reaches_the_slot_through_exec() -> None:
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         gather = Gather(1, asyncio.get_running_loop().create_future())
         request_all([conn], b"MULTI...", gather, 0, 3)
         conn.data_received(b"+OK\r\n-ERR bad\r\n+QUEUED\r\n-EXECABORT discarded\r\n")
@@ -386,8 +382,7 @@ def test_replies_to_a_fire_and_forget_request_are_dropped_whatever_they_are() ->
     replies (bulk strings, or errors) are dropped and the next request gets its own reply."""
 
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         conn.send_ignoring_replies(b"SCRIPT LOAD x; SCRIPT LOAD y", 2)
         plain = conn.request(b"PING")
         conn.data_received(b"$40\r\n" + b"a" * 40 + b"\r\n-ERR no\r\n:1\r\n")
@@ -438,8 +433,7 @@ def test_a_connection_decodes_any_reply_stream_exactly_like_parse(
     expected = [parse(e, 0)[0] for e in encoded]
 
     async def main() -> None:
-        conn = RespConnection("test")
-        conn.connection_made(_Transport())
+        conn = _connected()
         futures = [conn.request(b"X") for _ in stream]
         data, pos = b"".join(encoded), 0
         if segments == "each reply alone":

@@ -326,14 +326,10 @@ class RespConnection(asyncio.Protocol):
             self._transport.write(packed)
 
     def request_into(self, packed: bytes, gather: Gather, i: int) -> None:
-        """Send a request whose reply (or failure) answers ``gather``'s slot ``i``."""
-        if not self.try_request_into(packed, gather, i):
+        """Send a request whose reply (or failure) answers ``gather``'s slot ``i``; on a
+        connection that is not usable the slot is answered with the error at once."""
+        if request_all((self,), packed, gather, i) is not None:
             gather.deliver(i, self.broken or BackendUnavailable(f"{self.where}: connection closed"))
-
-    def try_request_into(self, packed: bytes, gather: Gather, i: int) -> bool:
-        """:meth:`request_into` if the connection is usable (True); False, sending nothing and
-        answering nothing, if it is not (the caller may reconnect first)."""
-        return request_all((self,), packed, gather, i) is None
 
     def close(self) -> None:
         self._break(BackendUnavailable(f"{self.where}: connection closed"))
