@@ -56,6 +56,15 @@ def check_drift_factor(drift_factor: float) -> float:
     return float(drift_factor)
 
 
+def no_validity(ttl_s: float, drift_s: float) -> LockError:
+    """The error for a lease the drift allowance leaves nothing of (ttl_s <= drift_s): no reply,
+    however fast, could make it usable. The acquirer gives back what the server granted."""
+    return LockError(
+        f"a lease of {ttl_s} s leaves no validity after the drift allowance of {drift_s:.3f} s:"
+        " use a longer ttl or a smaller drift_factor"
+    )
+
+
 class Held:
     """A held lock (or semaphore slot, or read/write share).
 
@@ -127,10 +136,7 @@ class Held:
         if self._deadline <= sent_at:
             # ttl * (1 - drift_factor) <= the 2 ms floor: nothing left to act on. A typed error:
             # the acquirers' clean-up then gives back what the server granted.
-            raise LockError(
-                f"a lease of {ttl_s} s leaves no validity after the drift allowance of {drift_s:.3f} s:"
-                " use a longer ttl or a smaller drift_factor"
-            )
+            raise no_validity(ttl_s, drift_s)
 
     def __repr__(self) -> str:
         state = "released" if self._released else ("lost" if self.lost.is_set() else "held")

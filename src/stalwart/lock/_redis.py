@@ -15,7 +15,7 @@ from types import TracebackType
 from stalwart.errors import ConfigError
 from stalwart.lock._backend import RedisBackend, expect_int, expect_pair
 from stalwart.lock._errors import LockError, LockTimeout, NotAcquired
-from stalwart.lock._held import Held, LostCallback, drift_allowance_s
+from stalwart.lock._held import Held, LostCallback, drift_allowance_s, no_validity
 from stalwart.lock._resp import pack_items, pack_prefix
 from stalwart.lock._scripts import ABANDON_FAIR, ACQUIRE_FAIR, ACQUIRE_FAST, RELEASE, RELEASE_FAIR, RENEW
 
@@ -335,10 +335,7 @@ class RedisLock(_LockBase):
             # wait goes on with it).
             await self._abandon(backend, owner, withdraw=False)
             if self.ttl_s <= drift_s:  # not a slow reply: no reply could ever be in time
-                raise LockError(
-                    f"a lease of {self.ttl_s} s leaves no validity after the drift allowance of"
-                    f" {drift_s:.3f} s: use a longer ttl or a smaller drift_factor"
-                )
+                raise no_validity(self.ttl_s, drift_s)
             return -1
         return self._held(backend, owner, value, sent_at)
 

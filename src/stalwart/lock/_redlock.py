@@ -80,8 +80,7 @@ class Redlock(_LockBase):
         self.retry_delay_s = retry_delay_s
         self.max_retries = max_retries
         self.key = base
-        self._acquire_keys = (base, f"{base}:fence")
-        self._release_keys = (base, f"{base}:fence")
+        self._fence_key = f"{base}:fence"
         # Encoded once: per call only the owner (and the release's token) is encoded, then the
         # same bytes are written to every server. The acquire is a transaction, not a script:
         # MULTI / SET key owner NX PX ttl / INCR fence / EXEC runs both atomically, as the
@@ -91,9 +90,9 @@ class Redlock(_LockBase):
         # (they need only increase), and every server counts every attempt that reaches it.
         self._acquire_head = pack(("MULTI",)) + pack_prefix(6, ("SET", base))  # + owner
         self._acquire_tail = (
-            pack_items(("NX", "PX", self._ttl_ms)) + pack(("INCR", f"{base}:fence")) + pack(("EXEC",))
+            pack_items(("NX", "PX", self._ttl_ms)) + pack(("INCR", self._fence_key)) + pack(("EXEC",))
         )
-        head = ("EVALSHA", RELEASE_BUMP.sha, 2, *self._release_keys)
+        head = ("EVALSHA", RELEASE_BUMP.sha, 2, base, self._fence_key)
         self._release_prefix = pack_prefix(len(head) + 2, head)  # + owner, token
         self._release_fns: tuple[RedlockClient, Callable[[Held], Awaitable[None]]] | None = None
 
@@ -170,7 +169,7 @@ class Redlock(_LockBase):
             token = max(tokens) if tokens else 0
             if len(tokens) >= quorum and tokens.count(token) != len(tokens):
                 # Raise every lagging counter of the quorum to the token before handing it out.
-                bumped = await client.fanout(BUMP, (self._acquire_keys[1],), (token,))
+                bumped = await client.fanout(BUMP, (self._fence_key,), (token,))
                 ok = {
                     i
                     for i, r in enumerate(bumped)
