@@ -4,6 +4,7 @@ lost and corrupt data directories, malformed input, and the cluster key.
 Each test starts its own cluster under tmp_path (free ports, its own key) and stops it by PID.
 """
 
+# ruff: noqa: F401, F811
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,28 +40,11 @@ from stalwart.client._protocol import (
 from stalwart.errors import AuthenticationError, StalwartError
 from stalwart.kv import MAX_VALUE_BYTES, Get, Put, encode_command, encode_query
 from stalwart.server._cluster import ClusterSpec, node_args, spawn_node, start_cluster, stop_cluster
+from tests.servers.kv import FAST, client, cluster, key_of
 
 pytestmark = pytest.mark.integration
 
-FAST = {"tick_ms": 10, "election_ms": 400, "heartbeat_ms": 50}
 ROUNDS = 10 if os.environ.get("STALWART_LONG") == "1" else 1
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterSpec]:
-    spec = start_cluster(tmp_path / "c", 3, **FAST)
-    try:
-        yield spec
-    finally:
-        stop_cluster(tmp_path / "c", timeout_s=5.0)
-
-
-def key_of(spec: ClusterSpec) -> bytes:
-    return Path(spec.key_file).read_bytes().strip()
-
-
-def client(spec: ClusterSpec, timeout_s: float = 10.0) -> AsyncKVClient:
-    return AsyncKVClient([n.client for n in spec.nodes], cluster_key=key_of(spec), timeout_s=timeout_s)
 
 
 async def statuses(spec: ClusterSpec) -> dict[str, dict[str, Any]]:

@@ -4,38 +4,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from stalwart.client import AsyncKVClient
 from stalwart.lock import BackendUnavailable, KVTokenSource, Redlock, RedlockClient
 from stalwart.server._cluster import ClusterSpec, start_cluster, stop_cluster
 from tests.integration._locks import contend
+from tests.servers.kv import FAST, cluster
+from tests.servers.kv import client as kv_client
 from tests.servers.redis import RedisServer, five, flush, redis_servers5
 
 pytestmark = pytest.mark.integration
-FAST = {"tick_ms": 10, "election_ms": 400, "heartbeat_ms": 50}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClusterSpec]:
-    spec = start_cluster(tmp_path / "c", 3, **FAST)
-    try:
-        yield spec
-    finally:
-        stop_cluster(tmp_path / "c", timeout_s=5.0)
-
-
-def kv_client(spec: ClusterSpec) -> AsyncKVClient:
-    key = Path(spec.key_file).read_bytes().strip()
-    return AsyncKVClient([n.client for n in spec.nodes], cluster_key=key, timeout_s=10.0)
 
 
 def test_lock_redlock_store_tokens_survive_redis_data_loss(
-    five: list[RedisServer], store: ClusterSpec
+    five: list[RedisServer], cluster: ClusterSpec
 ) -> None:
     """Contending workers get strictly increasing tokens in acquisition order, marked safe; and
     after every Redis server lost its data (its own counters back at zero) the next token is
@@ -43,7 +28,7 @@ def test_lock_redlock_store_tokens_survive_redis_data_loss(
     urls = [s.url for s in five]
 
     async def main() -> tuple[list[int], int, list[int]]:
-        client = kv_client(store)
+        client = kv_client(cluster)
         tokens = KVTokenSource(client)
         locks = RedlockClient(urls)
         try:
@@ -80,8 +65,7 @@ def test_lock_redlock_store_down_fails_the_acquire_and_leaves_nothing(
     urls = [s.url for s in five]
 
     async def main() -> None:
-        key = Path(spec.key_file).read_bytes().strip()
-        client = AsyncKVClient([n.client for n in spec.nodes], cluster_key=key, timeout_s=1.0)
+        client = kv_client(spec, timeout_s=1.0)
         locks = RedlockClient(urls)
         try:
             async with asyncio.timeout(30):
