@@ -84,8 +84,8 @@ class Redlock(_LockBase):
         # Encoded once: per call only the owner (and the release's token) is encoded, then the
         # same bytes are written to every server. The acquire is a transaction, not a script:
         # MULTI / SET key owner NX PX ttl / INCR fence / EXEC runs both atomically, as the
-        # script did, for about a quarter less server CPU than EVALSHA (Lua's per-call cost),
-        # which shows in the latency when 5 servers share the client's cores (docs/locks.md).
+        # script did, for less server CPU than EVALSHA (Lua's per-call cost; bench_locks' two
+        # 5-server floor rows compare them), which counts when 5 servers share the client's cores.
         # The INCR runs on a refused SET too: counters may skip values, which tokens allow
         # (they need only increase), and every server counts every attempt that reaches it.
         self._acquire_head = pack(("MULTI",)) + pack_prefix(6, ("SET", base))  # + owner
