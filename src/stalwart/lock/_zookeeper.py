@@ -303,8 +303,9 @@ class _CreateGuard:
     def _delete_ours(self, result: Any) -> None:  # kazoo's thread
         exc = result.exception
         if exc is None:
+            mine = f"{_PREFIX}{self._owner}-"  # the name our create gave, before its sequence
             for child in result.value:
-                if self._owner in child:
+                if child.startswith(mine):
                     self._kz.delete_async(f"{self._parent}/{child}")
         elif isinstance(exc, ConnectionLoss) and self._listings < _CLEANUP_LISTINGS:
             self._list()
