@@ -196,7 +196,7 @@ def test_lease_reads_break_only_when_clocks_break_the_drift_bound(
 
     from stalwart.client import AsyncKVClient
 
-    async def main(root: Path) -> Verdict:
+    async def main(root: Path) -> Verdict | None:
         layout, mesh, sup = await _cluster_up(root)
         try:
             leader = await _leader(layout, layout.node_ids, None, 10)
@@ -207,7 +207,11 @@ def test_lease_reads_break_only_when_clocks_break_the_drift_bound(
                     mesh.reset_node(n)
                     sup.restart(n, layout.argv(n, mesh, follower_clock_rate))
                     await wait_serving(layout, 30)
-            assert await _leader(layout, layout.node_ids, None, 10) == leader
+            if await _leader(layout, layout.node_ids, None, 10) != leader:
+                # A restarted fast-clock follower won an election meanwhile (timing, on a loaded
+                # machine): the scenario needs the old, honest-clock leader. No verdict: the
+                # broken-clock case tries a fresh cluster, the honest one fails below.
+                return None
             rec = Recorder()
             key = layout.cluster_key
             async with (
